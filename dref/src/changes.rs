@@ -1,0 +1,281 @@
+//! Change streams of a ref, and callback subscriptions.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use futures_core::Stream;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
+
+use crate::reference::RefShared;
+use crate::value::Value;
+use crate::{Error, Result};
+
+/// One committed change seen by [`DRef::changes`](crate::DRef::changes).
+pub struct Change<T: Value> {
+    /// Store revision of the commit (for a resync: the revision the current
+    /// value is known at).
+    pub revision: u64,
+    /// What changed.
+    pub kind: ChangeKind<T>,
+}
+
+/// What a [`Change`] did.
+#[non_exhaustive]
+pub enum ChangeKind<T: Value> {
+    /// A field was written: for `#[distributed]` structs one event per
+    /// changed field (its `…Change` enum), otherwise the whole new value.
+    Updated(T::Change),
+    /// The record was deleted.
+    Deleted,
+    /// The record was deleted because its lease ended.
+    Expired,
+    /// This subscriber fell behind, or the backend reconnected: the
+    /// intermediate changes are summarised by the current value.
+    Resync(Option<T>),
+}
+
+impl<T: Value> Clone for ChangeKind<T> {
+    fn clone(&self) -> Self {
+        match self {
+            ChangeKind::Updated(c) => ChangeKind::Updated(c.clone()),
+            ChangeKind::Deleted => ChangeKind::Deleted,
+            ChangeKind::Expired => ChangeKind::Expired,
+            ChangeKind::Resync(v) => ChangeKind::Resync(v.clone()),
+        }
+    }
+}
+
+impl<T: Value> Clone for Change<T> {
+    fn clone(&self) -> Self {
+        Change {
+            revision: self.revision,
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+impl<T: Value + fmt::Debug> fmt::Debug for ChangeKind<T>
+where
+    T::Change: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChangeKind::Updated(c) => f.debug_tuple("Updated").field(c).finish(),
+            ChangeKind::Deleted => f.write_str("Deleted"),
+            ChangeKind::Expired => f.write_str("Expired"),
+            ChangeKind::Resync(v) => f.debug_tuple("Resync").field(v).finish(),
+        }
+    }
+}
+
+impl<T: Value + fmt::Debug> fmt::Debug for Change<T>
+where
+    T::Change: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Change")
+            .field("revision", &self.revision)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl<T: Value + PartialEq> PartialEq for ChangeKind<T>
+where
+    T::Change: PartialEq,
+{
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ChangeKind::Updated(a), ChangeKind::Updated(b)) => a == b,
+            (ChangeKind::Deleted, ChangeKind::Deleted) => true,
+            (ChangeKind::Expired, ChangeKind::Expired) => true,
+            (ChangeKind::Resync(a), ChangeKind::Resync(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// What a ref's watcher publishes to its local subscribers.
+pub(crate) enum HubItem<T: Value> {
+    Commit {
+        revision: u64,
+        changes: Vec<ChangeKind<T>>,
+        value: Option<T>,
+    },
+    Resync {
+        revision: u64,
+        value: Option<T>,
+    },
+    Error(Error),
+}
+
+/// One local subscriber of a ref's hub, turning lag into a resync.
+struct Subscriber<T: Value> {
+    rx: broadcast::Receiver<Arc<HubItem<T>>>,
+    shared: Arc<RefShared<T>>,
+    /// Commits at or below this revision were already known when the
+    /// subscription started (or are covered by a resync).
+    since: u64,
+}
+
+impl<T: Value> Subscriber<T> {
+    fn new(shared: Arc<RefShared<T>>) -> Self {
+        let rx = shared.hub.subscribe();
+        let since = shared.cache_revision();
+        Subscriber { rx, shared, since }
+    }
+
+    async fn recv(&mut self) -> Option<Arc<HubItem<T>>> {
+        loop {
+            match self.rx.recv().await {
+                Ok(item) => match &*item {
+                    HubItem::Commit { revision, .. } if *revision <= self.since => continue,
+                    HubItem::Commit { revision, .. } | HubItem::Resync { revision, .. } => {
+                        self.since = self.since.max(*revision);
+                        return Some(item);
+                    }
+                    HubItem::Error(_) => return Some(item),
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // The cache is updated before commits are published, so
+                    // it covers everything this subscriber missed.
+                    let (value, revision) = match self.shared.cached() {
+                        Some((v, rev)) => (Some(v), rev),
+                        None => (None, self.shared.cache_revision()),
+                    };
+                    self.since = self.since.max(revision);
+                    return Some(Arc::new(HubItem::Resync { revision, value }));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// The stream returned by [`DRef::changes`](crate::DRef::changes).
+///
+/// Items are `Err` when a commit could not be decoded (for example garbage
+/// written by another client) or the backend is unreachable; the stream goes
+/// on after them.
+pub struct Changes<T: Value> {
+    inner: BoxStream<'static, Result<Change<T>>>,
+}
+
+impl<T: Value> Changes<T> {
+    pub(crate) fn new(shared: Arc<RefShared<T>>) -> Self {
+        let state = (
+            Subscriber::new(shared),
+            VecDeque::<Result<Change<T>>>::new(),
+        );
+        let inner = futures_util::stream::unfold(state, |(mut sub, mut pending)| async move {
+            loop {
+                if let Some(item) = pending.pop_front() {
+                    return Some((item, (sub, pending)));
+                }
+                let item = sub.recv().await?;
+                match &*item {
+                    HubItem::Commit {
+                        revision, changes, ..
+                    } => pending.extend(changes.iter().map(|kind| {
+                        Ok(Change {
+                            revision: *revision,
+                            kind: kind.clone(),
+                        })
+                    })),
+                    HubItem::Resync { revision, value } => pending.push_back(Ok(Change {
+                        revision: *revision,
+                        kind: ChangeKind::Resync(value.clone()),
+                    })),
+                    HubItem::Error(e) => pending.push_back(Err(e.clone())),
+                }
+            }
+        });
+        Changes {
+            inner: inner.boxed(),
+        }
+    }
+}
+
+impl<T: Value> Stream for Changes<T> {
+    type Item = Result<Change<T>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+/// The stream returned by [`DRef::values`](crate::DRef::values): the value
+/// after each commit, `None` once deleted or expired.
+pub struct Values<T: Value> {
+    inner: BoxStream<'static, Result<Option<T>>>,
+}
+
+impl<T: Value> Values<T> {
+    pub(crate) fn new(shared: Arc<RefShared<T>>) -> Self {
+        let inner = futures_util::stream::unfold(Subscriber::new(shared), |mut sub| async move {
+            let item = sub.recv().await?;
+            let value = match &*item {
+                HubItem::Commit { value, .. } | HubItem::Resync { value, .. } => Ok(value.clone()),
+                HubItem::Error(e) => Err(e.clone()),
+            };
+            Some((value, sub))
+        });
+        Values {
+            inner: inner.boxed(),
+        }
+    }
+}
+
+impl<T: Value> Stream for Values<T> {
+    type Item = Result<Option<T>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+/// A running [`DRef::on_change`](crate::DRef::on_change) callback. Dropping
+/// the handle (or calling [`cancel`](Subscription::cancel)) stops it.
+#[must_use = "the callback stops when the Subscription is dropped"]
+pub struct Subscription {
+    task: AbortHandle,
+}
+
+impl Subscription {
+    pub(crate) fn spawn<T: Value, F>(mut values: Values<T>, mut callback: F) -> Self
+    where
+        F: FnMut(Option<T>) + Send + 'static,
+    {
+        let task = tokio::spawn(async move {
+            while let Some(item) = values.next().await {
+                if let Ok(value) = item {
+                    callback(value);
+                }
+            }
+        });
+        Subscription {
+            task: task.abort_handle(),
+        }
+    }
+
+    /// Stops the callback. It is not called again after this returns
+    /// (an invocation already running on another thread may finish).
+    pub fn cancel(self) {}
+
+    /// Whether the callback task is still running.
+    pub fn is_active(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,91 @@
+//! The engine contract: the small key/record store every backend implements.
+//!
+//! Everything dref offers (refs, field handles, change streams, locks, leader
+//! election) is built on the [`Backend`] trait below and nothing else, so a
+//! backend that honours this contract gets every feature. The contract is
+//! modelled on etcd's.
+//!
+//! # Data model
+//! - A store holds [`Record`]s under [`Key`]s. A record is a list of named,
+//!   encoded [`Field`]s plus a `version` (per key: 1 on creation, +1 on every
+//!   write), a `create_revision` and a `mod_revision`.
+//! - The store keeps one **revision** counter. Every committed write (and
+//!   every lease expiry, one per deleted record) takes the next revision, so
+//!   revisions are strictly increasing in commit order. Each field remembers
+//!   the revision of the last write that changed its bytes.
+//!
+//! # Operations
+//! - [`Backend::read`] is linearizable: it reflects every write committed
+//!   before it started.
+//! - [`Backend::write`] is atomic: the [`Condition`] is checked and the [`Op`]
+//!   applied as one step. A write whose condition fails changes nothing and
+//!   returns [`WriteOutcome::Rejected`] with the current record. `Patch` and
+//!   `Delete` on an absent record are rejected too. A `Put` compares bytes
+//!   field by field: unchanged fields keep their `mod_revision` and are left
+//!   out of the event.
+//! - [`Backend::watch`] yields every committed [`Event`] for the key in
+//!   revision order, each carrying only the changed fields. When a backend
+//!   cannot deliver every event (a slow watcher overflowed its buffer, a
+//!   connection was re-established, history was compacted), it yields a
+//!   [`WatchItem::Resync`] with the current record instead: never a silent
+//!   gap. With `since = Some(r)`, the stream covers everything after revision
+//!   `r`: either the missed events or a leading `Resync` (a backend may send a
+//!   `Resync` that turns out to be unnecessary; consumers treat it as "this is
+//!   the state now").
+//! - **Leases**: [`Backend::grant_lease`] creates a lease with a TTL,
+//!   [`Backend::keep_alive`] restarts its TTL (or fails with
+//!   [`Error::LeaseExpired`](crate::Error::LeaseExpired) when it is gone),
+//!   [`Backend::revoke_lease`] ends it at once. When a lease ends, every
+//!   record attached to it is deleted, each with an [`EventKind::Expired`]
+//!   event. A write that names an unknown lease fails with `LeaseExpired`.
+//!
+//! # Errors
+//! Backends report unreachable servers as
+//! [`Error::Unavailable`](crate::Error::Unavailable) and malformed answers as
+//! [`Error::Protocol`](crate::Error::Protocol); they never panic on bad input.
+//!
+//! # Writing a backend
+//! Implement [`Backend`] and run the conformance suite of the `dref-tests`
+//! crate against it (`dref_tests::conformance_suite!`): it checks every rule
+//! above through the public API.
+
+mod record;
+mod watch;
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+pub use record::{Condition, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome};
+pub use watch::{apply_event, Event, EventKind, WatchItem, WatchStream};
+
+use crate::Result;
+
+/// A store implementing the engine contract (see the [module docs](self)).
+///
+/// Methods return boxed futures so that a context can hold any backend as
+/// `Arc<dyn Backend>`.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for error messages, such as `"memory"` or `"redis"`.
+    fn name(&self) -> &'static str;
+
+    /// Linearizable read of one key.
+    fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>>;
+
+    /// Atomic conditional write to one key.
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>>;
+
+    /// Watches one key. With `since`, the stream covers every commit after
+    /// that revision (replayed, or summarised by a leading `Resync`).
+    fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>>;
+
+    /// Grants a lease that ends `ttl` after its last keep-alive.
+    fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>>;
+
+    /// Restarts a lease's TTL. Fails with `LeaseExpired` if it has ended.
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>>;
+
+    /// Ends a lease now, deleting its records. Revoking an unknown lease is
+    /// not an error.
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>>;
+}

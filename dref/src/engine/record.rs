@@ -1,0 +1,190 @@
+//! Keys, records, conditions and operations of the engine contract.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// A store key. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Arc<str>);
+
+impl Key {
+    /// Creates a key from any string.
+    pub fn new(key: impl AsRef<str>) -> Self {
+        Key(Arc::from(key.as_ref()))
+    }
+
+    /// The key as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Key {
+    fn from(key: &str) -> Self {
+        Key::new(key)
+    }
+}
+
+impl From<String> for Key {
+    fn from(key: String) -> Self {
+        Key(Arc::from(key))
+    }
+}
+
+/// The name of a field inside a record. Cheap to clone.
+pub type FieldName = Arc<str>;
+
+/// A lease identifier, unique within one store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct LeaseId(pub u64);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// One encoded field of a record.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Field {
+    /// Stored field name.
+    pub name: FieldName,
+    /// Encoded bytes (codec chosen by the writer).
+    pub value: Bytes,
+    /// Revision of the last write that changed these bytes.
+    pub mod_revision: u64,
+}
+
+/// A stored record: a list of encoded fields plus its version numbers.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Record {
+    /// The fields, in the order the creating `Put` listed them.
+    pub fields: Vec<Field>,
+    /// Number of writes since the record was created (1 after creation).
+    pub version: u64,
+    /// Revision of the write that created the record.
+    pub create_revision: u64,
+    /// Revision of the last write to the record.
+    pub mod_revision: u64,
+    /// Lease the record is attached to, if any.
+    pub lease: Option<LeaseId>,
+}
+
+impl Record {
+    /// The field with the given name.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| &*f.name == name)
+    }
+}
+
+/// Condition under which a [`Write`] is applied.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Condition {
+    /// Always.
+    Any,
+    /// Only if no record exists under the key.
+    Absent,
+    /// Only if a record exists under the key.
+    Exists,
+    /// Only if the record exists and its `version` equals this.
+    Version(u64),
+    /// Only if the record exists and its `mod_revision` equals this. Unlike
+    /// `Version`, this cannot be fooled by a delete and re-create (ABA).
+    ModRevision(u64),
+    /// Only if the record exists and the named field's `mod_revision` equals
+    /// this: a write conditional on one field, so that writers of different
+    /// fields never conflict.
+    FieldModRevision {
+        /// Stored field name.
+        field: FieldName,
+        /// Expected `mod_revision` of that field.
+        revision: u64,
+    },
+}
+
+/// What a [`Write`] does when its condition holds.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Op {
+    /// Replace the record's fields with these (creating the record if absent).
+    /// Fields whose bytes are unchanged keep their `mod_revision`; fields not
+    /// listed are removed. The record is attached to the write's lease, or to
+    /// none when the write has none.
+    Put(Vec<(FieldName, Bytes)>),
+    /// Set some fields of an existing record, leaving the others and the
+    /// record's lease untouched. On an absent record the write is rejected.
+    Patch(Vec<(FieldName, Bytes)>),
+    /// Delete the record. On an absent record the write is rejected.
+    Delete,
+}
+
+/// An atomic conditional write to one key.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Write {
+    /// Target key.
+    pub key: Key,
+    /// Condition checked atomically with the operation.
+    pub condition: Condition,
+    /// The operation.
+    pub op: Op,
+    /// Lease to attach the record to (used by `Op::Put` only).
+    pub lease: Option<LeaseId>,
+}
+
+impl Write {
+    /// A write with condition [`Condition::Any`] and no lease.
+    pub fn new(key: Key, op: Op) -> Self {
+        Write {
+            key,
+            condition: Condition::Any,
+            op,
+            lease: None,
+        }
+    }
+
+    /// Sets the condition.
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.condition = condition;
+        self
+    }
+
+    /// Attaches the written record to a lease.
+    pub fn with_lease(mut self, lease: Option<LeaseId>) -> Self {
+        self.lease = lease;
+        self
+    }
+}
+
+/// Result of a [`Write`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum WriteOutcome {
+    /// The write was applied.
+    Committed {
+        /// Store revision of the commit (also the record's new `mod_revision`,
+        /// and for a creating `Put` its `create_revision`).
+        revision: u64,
+        /// The record's version after the write (0 after a delete).
+        version: u64,
+    },
+    /// The condition did not hold; nothing changed. Carries the current
+    /// record so that a retry needs no extra read.
+    Rejected {
+        /// The record as it is now, `None` if absent.
+        current: Option<Record>,
+    },
+}

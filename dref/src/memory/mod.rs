@@ -1,0 +1,251 @@
+//! The in-memory backend: the reference implementation of the engine
+//! contract, and the embedded default.
+//!
+//! One [`MemoryBackend`] is one store. Clone it (it is a handle) to give
+//! several contexts the same store, which is how tests simulate several
+//! nodes in one process.
+
+mod state;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::{self, BoxFuture};
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+
+use crate::engine::{
+    Backend, Event, Key, LeaseId, Record, WatchItem, WatchStream, Write, WriteOutcome,
+};
+use crate::{Error, Result};
+use state::State;
+
+/// Default limit on the encoded size of one write (all fields together).
+pub const DEFAULT_MAX_WRITE_BYTES: usize = 1 << 20;
+
+const DEFAULT_WATCH_BUFFER: usize = 256;
+
+/// An in-memory store (see the [module docs](self)).
+#[derive(Clone)]
+pub struct MemoryBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the lease reaper when a lease with an earlier deadline appears.
+    reaper_wake: Arc<Notify>,
+    max_write_bytes: usize,
+    watch_buffer: usize,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("revision", &self.shared.state.lock().revision())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBackend {
+    /// A new, empty store with default limits.
+    pub fn new() -> Self {
+        Self::with_limits(DEFAULT_MAX_WRITE_BYTES, DEFAULT_WATCH_BUFFER)
+    }
+
+    /// A new store rejecting writes over `max_write_bytes` and buffering up
+    /// to `watch_buffer` events per watched key before a slow watcher gets a
+    /// resync.
+    pub fn with_limits(max_write_bytes: usize, watch_buffer: usize) -> Self {
+        MemoryBackend {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                reaper_wake: Arc::new(Notify::new()),
+                max_write_bytes,
+                watch_buffer: watch_buffer.max(1),
+            }),
+        }
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> u64 {
+        self.shared.state.lock().revision()
+    }
+
+    fn write_now(&self, write: Write) -> Result<WriteOutcome> {
+        let size = state::write_size(&write);
+        if size > self.shared.max_write_bytes {
+            return Err(Error::ValueTooLarge {
+                key: write.key,
+                size,
+                limit: self.shared.max_write_bytes,
+            });
+        }
+        let mut st = self.shared.state.lock();
+        st.expire_due(Instant::now());
+        st.write(write)
+    }
+
+    fn watch_now(&self, key: Key, since: Option<u64>) -> WatchStream {
+        let mut st = self.shared.state.lock();
+        st.expire_due(Instant::now());
+        let rx = st.subscribe(&key, self.shared.watch_buffer);
+        let current = st.get(&key);
+        let (initial, floor) = match since {
+            Some(since) if current.is_none_or(|r| r.mod_revision > since) => {
+                (Some(WatchItem::Resync(current.cloned())), st.revision())
+            }
+            Some(since) => (None, since),
+            None => (None, 0),
+        };
+        drop(st);
+        let watch = MemoryWatch {
+            rx,
+            floor,
+            initial,
+            shared: Arc::downgrade(&self.shared),
+            key,
+        };
+        Box::pin(futures_util::stream::unfold(watch, MemoryWatch::next))
+    }
+
+    fn ensure_reaper(&self) {
+        let mut st = self.shared.state.lock();
+        if st.reaper_running {
+            return;
+        }
+        // Without a runtime there is nothing to run the reaper on; expiry
+        // still happens lazily at every operation.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        st.reaper_running = true;
+        drop(st);
+        handle.spawn(reap(Arc::downgrade(&self.shared)));
+    }
+}
+
+/// Expires leases when their deadlines pass, so that `Expired` events reach
+/// watchers without anyone touching the store.
+async fn reap(shared: Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let next = {
+            let mut st = s.state.lock();
+            st.expire_due(Instant::now());
+            st.next_deadline()
+        };
+        let notify = s.reaper_wake.clone();
+        let wake = notify.notified();
+        // Hold only a weak reference while sleeping, so dropping the
+        // backend ends the reaper.
+        drop(s);
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = wake => {}
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = wake => {}
+                }
+            }
+        }
+    }
+}
+
+struct MemoryWatch {
+    rx: broadcast::Receiver<Event>,
+    /// Events at or below this revision are already reflected by what the
+    /// stream delivered (the `since` revision, or the last resync).
+    floor: u64,
+    initial: Option<WatchItem>,
+    shared: Weak<Shared>,
+    key: Key,
+}
+
+impl MemoryWatch {
+    async fn next(mut self) -> Option<(Result<WatchItem>, Self)> {
+        if let Some(item) = self.initial.take() {
+            return Some((Ok(item), self));
+        }
+        loop {
+            match self.rx.recv().await {
+                Ok(event) if event.revision <= self.floor => continue,
+                Ok(event) => {
+                    self.floor = event.revision;
+                    return Some((Ok(WatchItem::Event(event)), self));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let shared = self.shared.upgrade()?;
+                    let (record, revision) = {
+                        let st = shared.state.lock();
+                        (st.get(&self.key).cloned(), st.revision())
+                    };
+                    self.floor = revision;
+                    return Some((Ok(WatchItem::Resync(record)), self));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
+        let mut st = self.shared.state.lock();
+        st.expire_due(Instant::now());
+        let record = st.get(&key).cloned();
+        future::ready(Ok(record)).boxed()
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
+        future::ready(self.write_now(write)).boxed()
+    }
+
+    fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
+        future::ready(Ok(self.watch_now(key, since))).boxed()
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
+        async move {
+            if ttl.is_zero() {
+                return Err(Error::Config("a lease TTL must be positive".into()));
+            }
+            self.ensure_reaper();
+            let lease = self.shared.state.lock().grant(ttl, Instant::now());
+            self.shared.reaper_wake.notify_one();
+            Ok(lease)
+        }
+        .boxed()
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        let mut st = self.shared.state.lock();
+        let now = Instant::now();
+        st.expire_due(now);
+        future::ready(st.keep_alive(lease, now)).boxed()
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        let mut st = self.shared.state.lock();
+        st.expire_due(Instant::now());
+        st.revoke(lease);
+        future::ready(Ok(())).boxed()
+    }
+}

@@ -1,0 +1,276 @@
+//! State shared by the clones of one `DRef`: its cache of the latest value,
+//! and the hub that fans the watcher's commits out to subscribers.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
+
+use crate::changes::HubItem;
+use crate::context::Context;
+use crate::engine::{Backend, FieldName, Key, Record};
+use crate::value::Value;
+use crate::{Error, Result};
+
+/// Stored name of the field holding the type fingerprint of a record.
+pub(crate) const TYPE_FIELD: &str = "$type";
+
+/// The latest state of the record this node knows about.
+struct Cache<T> {
+    value: Option<T>,
+    mod_revision: u64,
+    /// Per value field: encoded bytes and `mod_revision`.
+    fields: Vec<(Bytes, u64)>,
+}
+
+pub(crate) struct RefShared<T: Value> {
+    pub(crate) ctx: Context,
+    pub(crate) key: Key,
+    pub(crate) names: Box<[FieldName]>,
+    type_field: (FieldName, Bytes),
+    cache: RwLock<Cache<T>>,
+    pub(crate) hub: broadcast::Sender<Arc<HubItem<T>>>,
+    pub(crate) watcher: OnceLock<AbortHandle>,
+}
+
+impl<T: Value> Drop for RefShared<T> {
+    fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.get() {
+            watcher.abort();
+        }
+    }
+}
+
+impl<T: Value> RefShared<T> {
+    pub(crate) fn new(ctx: Context, key: Key) -> Self {
+        let names = T::field_names()
+            .iter()
+            .map(|n| FieldName::from(*n))
+            .collect();
+        let fingerprint = format!("{}:{}", ctx.inner.codec.name(), T::fingerprint());
+        let (hub, _) = broadcast::channel(ctx.inner.change_buffer);
+        RefShared {
+            ctx,
+            key,
+            names,
+            type_field: (FieldName::from(TYPE_FIELD), Bytes::from(fingerprint)),
+            cache: RwLock::new(Cache {
+                value: None,
+                mod_revision: 0,
+                fields: Vec::new(),
+            }),
+            hub,
+            watcher: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.ctx.inner.backend
+    }
+
+    pub(crate) fn missing(&self) -> Error {
+        Error::Missing {
+            key: self.key.clone(),
+        }
+    }
+
+    pub(crate) fn contract_broken(&self, what: &str) -> Error {
+        Error::Protocol {
+            backend: self.backend().name(),
+            message: format!("{what} of `{}` was rejected", self.key),
+        }
+    }
+
+    fn fingerprint(&self) -> &str {
+        // Built from a String in `new`.
+        std::str::from_utf8(&self.type_field.1).unwrap_or_default()
+    }
+
+    /// Encodes field `index` of `value`, as stored.
+    pub(crate) fn encode_field(&self, value: &T, index: usize) -> Result<Bytes> {
+        let codec = self.ctx.inner.codec;
+        value
+            .encode_field(index, codec)
+            .map(Bytes::from)
+            .map_err(|e| Error::Encode {
+                key: self.key.clone(),
+                codec: codec.name(),
+                message: format!("field `{}`: {e}", self.names[index]),
+            })
+    }
+
+    /// The fields of a `Put` of `value`: the type fingerprint, then every
+    /// value field.
+    pub(crate) fn encode_put(&self, value: &T) -> Result<Vec<(FieldName, Bytes)>> {
+        let mut fields = Vec::with_capacity(self.names.len() + 1);
+        fields.push(self.type_field.clone());
+        let mut size = 0;
+        for (index, name) in self.names.iter().enumerate() {
+            let bytes = self.encode_field(value, index)?;
+            size += bytes.len();
+            fields.push((name.clone(), bytes));
+        }
+        self.check_size(size)?;
+        Ok(fields)
+    }
+
+    pub(crate) fn check_size(&self, size: usize) -> Result<()> {
+        let limit = self.ctx.inner.max_value_bytes;
+        if size > limit {
+            return Err(Error::ValueTooLarge {
+                key: self.key.clone(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn decode_error(&self, field: &str, message: impl std::fmt::Display) -> Error {
+        Error::Decode {
+            key: self.key.clone(),
+            field: field.to_owned(),
+            codec: self.ctx.inner.codec.name(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Checks the record's type fingerprint. Records written by other
+    /// clients may leave it out; then the fields are decoded as they are.
+    pub(crate) fn check_type(&self, record: &Record) -> Result<()> {
+        match record.field(TYPE_FIELD) {
+            Some(f) if f.value != self.type_field.1 => Err(Error::TypeMismatch {
+                key: self.key.clone(),
+                stored: String::from_utf8_lossy(&f.value).into_owned(),
+                expected: self.fingerprint().to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Decodes a whole record.
+    pub(crate) fn decode_record(&self, record: &Record) -> Result<(T, Vec<(Bytes, u64)>)> {
+        self.check_type(record)?;
+        let mut fields = Vec::with_capacity(self.names.len());
+        for name in self.names.iter() {
+            let field = record
+                .field(name)
+                .ok_or_else(|| self.decode_error(name, "the field is missing from the record"))?;
+            fields.push((field.value.clone(), field.mod_revision));
+        }
+        let slices: Vec<&[u8]> = fields.iter().map(|(b, _)| &b[..]).collect();
+        let value = T::decode_fields(&slices, self.ctx.inner.codec)
+            .map_err(|(index, e)| self.decode_error(&self.names[index], e))?;
+        Ok((value, fields))
+    }
+
+    /// Decodes a changed field as a change event; `None` for fields this
+    /// type does not know (the fingerprint, or extra fields of other
+    /// writers).
+    pub(crate) fn decode_change(&self, name: &str, bytes: &[u8]) -> Option<Result<T::Change>> {
+        let index = self.names.iter().position(|n| &**n == name)?;
+        Some(
+            T::decode_change(index, bytes, self.ctx.inner.codec)
+                .map_err(|e| self.decode_error(name, e)),
+        )
+    }
+
+    /// Takes in a record read from the store (or returned by a rejected
+    /// write) and returns its value.
+    pub(crate) fn observe_record(&self, record: Option<&Record>) -> Result<Option<T>> {
+        let Some(record) = record else {
+            self.cache.write().value = None;
+            return Ok(None);
+        };
+        let (value, fields) = self.decode_record(record)?;
+        let mut cache = self.cache.write();
+        if record.mod_revision >= cache.mod_revision {
+            *cache = Cache {
+                value: Some(value.clone()),
+                mod_revision: record.mod_revision,
+                fields,
+            };
+        }
+        Ok(Some(value))
+    }
+
+    /// Records a committed `Put` of `value` made by this node.
+    pub(crate) fn commit_put(&self, revision: u64, value: T, put: &[(FieldName, Bytes)]) {
+        let mut cache = self.cache.write();
+        if revision <= cache.mod_revision {
+            return;
+        }
+        let old = std::mem::take(&mut cache.fields);
+        cache.fields = put[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, (_, bytes))| match old.get(i) {
+                Some((b, rev)) if b == bytes => (b.clone(), *rev),
+                _ => (bytes.clone(), revision),
+            })
+            .collect();
+        cache.value = Some(value);
+        cache.mod_revision = revision;
+    }
+
+    /// Records a committed `Patch` of one field made by this node.
+    pub(crate) fn commit_field(&self, revision: u64, index: usize, value: T, bytes: Bytes) {
+        let mut cache = self.cache.write();
+        if revision <= cache.mod_revision {
+            return;
+        }
+        if let Some(slot) = cache.fields.get_mut(index) {
+            *slot = (bytes, revision);
+        }
+        cache.value = Some(value);
+        cache.mod_revision = revision;
+    }
+
+    /// Records a delete (by this node or seen in the watch).
+    pub(crate) fn commit_delete(&self, revision: u64) {
+        let mut cache = self.cache.write();
+        if revision > cache.mod_revision {
+            cache.value = None;
+            cache.mod_revision = revision;
+        }
+    }
+
+    /// Records a value seen by the watcher at `revision`.
+    pub(crate) fn commit_seen(&self, revision: u64, value: Option<(T, Vec<(Bytes, u64)>)>) {
+        let mut cache = self.cache.write();
+        if revision <= cache.mod_revision {
+            return;
+        }
+        match value {
+            Some((value, fields)) => {
+                cache.value = Some(value);
+                cache.fields = fields;
+            }
+            None => cache.value = None,
+        }
+        cache.mod_revision = revision;
+    }
+
+    pub(crate) fn cache_revision(&self) -> u64 {
+        self.cache.read().mod_revision
+    }
+
+    /// The cached value and the revision it is current at.
+    pub(crate) fn cached(&self) -> Option<(T, u64)> {
+        let cache = self.cache.read();
+        cache.value.clone().map(|v| (v, cache.mod_revision))
+    }
+
+    /// The cached value with one field's stored `mod_revision`.
+    pub(crate) fn cached_field(&self, index: usize) -> Option<(T, u64)> {
+        let cache = self.cache.read();
+        let revision = cache.fields.get(index)?.1;
+        cache.value.clone().map(|v| (v, revision))
+    }
+
+    pub(crate) fn peek(&self) -> Option<T> {
+        self.cache.read().value.clone()
+    }
+}

@@ -1,0 +1,140 @@
+//! The task that keeps a ref's cache current and feeds its subscribers.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::RefShared;
+use crate::changes::{ChangeKind, HubItem};
+use crate::engine::{apply_event, Event, EventKind, Record, WatchItem, WatchStream};
+use crate::value::Value;
+use crate::{Error, Result};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Opens the ref's watch from `record` (the state at its `mod_revision`)
+/// and spawns the watcher task.
+pub(super) async fn spawn<T: Value>(shared: &Arc<RefShared<T>>, record: Record) -> Result<()> {
+    let since = record.mod_revision;
+    let stream = shared
+        .backend()
+        .watch(shared.key.clone(), Some(since))
+        .await?;
+    let task = tokio::spawn(run(Arc::downgrade(shared), stream, Some(record), since));
+    // `spawn` runs once per `RefShared`, right after it is built.
+    let _ = shared.watcher.set(task.abort_handle());
+    Ok(())
+}
+
+async fn run<T: Value>(
+    shared: Weak<RefShared<T>>,
+    mut stream: WatchStream,
+    mut raw: Option<Record>,
+    mut last_revision: u64,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let item = stream.next().await;
+        let Some(ref_shared) = shared.upgrade() else {
+            return;
+        };
+        match item {
+            Some(Ok(WatchItem::Event(event))) => {
+                backoff = MIN_BACKOFF;
+                last_revision = last_revision.max(event.revision);
+                apply_event(&mut raw, &event);
+                ref_shared.on_event(&event, raw.as_ref());
+            }
+            Some(Ok(WatchItem::Resync(record))) => {
+                backoff = MIN_BACKOFF;
+                if let Some(r) = &record {
+                    last_revision = last_revision.max(r.mod_revision);
+                }
+                raw = record;
+                ref_shared.on_resync(raw.as_ref(), last_revision);
+            }
+            Some(Err(Error::Closed)) => {
+                ref_shared.publish(HubItem::Error(Error::Closed));
+                return;
+            }
+            ended => {
+                if let Some(Err(e)) = ended {
+                    ref_shared.publish(HubItem::Error(e));
+                }
+                drop(ref_shared);
+                // Re-open the watch from the last revision seen: the backend
+                // replays what we missed or resyncs us.
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let Some(ref_shared) = shared.upgrade() else {
+                        return;
+                    };
+                    let key = ref_shared.key.clone();
+                    match ref_shared.backend().watch(key, Some(last_revision)).await {
+                        Ok(s) => {
+                            stream = s;
+                            break;
+                        }
+                        Err(e) => ref_shared.publish(HubItem::Error(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Value> RefShared<T> {
+    pub(crate) fn publish(&self, item: HubItem<T>) {
+        // No subscribers is fine.
+        let _ = self.hub.send(Arc::new(item));
+    }
+
+    fn on_event(&self, event: &Event, raw: Option<&Record>) {
+        let subscribed = self.hub.receiver_count() > 0;
+        let newer = event.revision > self.cache_revision();
+        if !subscribed && !newer {
+            // Our own write, already in the cache, and nobody to tell.
+            return;
+        }
+        let decoded = match raw.map(|r| self.decode_record(r)).transpose() {
+            Ok(decoded) => decoded,
+            Err(e) => return self.publish(HubItem::Error(e)),
+        };
+        let value = decoded.as_ref().map(|(v, _)| v.clone());
+        if newer {
+            self.commit_seen(event.revision, decoded);
+        }
+        if !subscribed {
+            return;
+        }
+        let mut changes = Vec::new();
+        match &event.kind {
+            EventKind::Put { changed, .. } => {
+                for (name, bytes) in changed {
+                    match self.decode_change(name, bytes) {
+                        Some(Ok(change)) => changes.push(ChangeKind::Updated(change)),
+                        Some(Err(e)) => return self.publish(HubItem::Error(e)),
+                        None => {}
+                    }
+                }
+            }
+            EventKind::Deleted => changes.push(ChangeKind::Deleted),
+            EventKind::Expired => changes.push(ChangeKind::Expired),
+        }
+        self.publish(HubItem::Commit {
+            revision: event.revision,
+            changes,
+            value,
+        });
+    }
+
+    fn on_resync(&self, raw: Option<&Record>, revision: u64) {
+        match self.observe_record(raw) {
+            Ok(value) => self.publish(HubItem::Resync { revision, value }),
+            Err(e) => self.publish(HubItem::Error(e)),
+        }
+    }
+}

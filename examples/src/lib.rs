@@ -1,0 +1,1 @@
+//! Runnable recipes for dref: see the files beside this crate.
