@@ -1,1 +1,28 @@
-//! placeholder
+//! The backend conformance suite of dref, and helpers for integration tests.
+//!
+//! Every backend runs the same cases, written once against the public API
+//! and generic over a [`Harness`] that hands out backend handles on one
+//! shared store (one handle per simulated node):
+//!
+//! ```ignore
+//! dref_tests::conformance_suite!(|| async { dref_tests::MemoryHarness::new() });
+//! ```
+
+pub mod conformance;
+pub mod faults;
+mod harness;
+
+pub use harness::{Harness, MemoryHarness, Node};
+
+/// Generous upper bound for waiting on an event in tests: conditions are
+/// awaited, never slept for, and this only bounds a hung test.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than
+/// [`PATIENCE`].
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, fut).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
+    }
+}

@@ -1,0 +1,119 @@
+//! A backend wrapper that injects faults between one node and the store,
+//! for any backend.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dref::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
+use dref::{Error, Result};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+/// Wraps a backend handle; switches make its calls fail as if the store
+/// were unreachable. Clones share the switches.
+#[derive(Clone)]
+pub struct FaultyBackend {
+    inner: Arc<dyn Backend>,
+    switches: Arc<Switches>,
+}
+
+#[derive(Default)]
+struct Switches {
+    keep_alive_fails: AtomicBool,
+    partitioned: AtomicBool,
+}
+
+impl FaultyBackend {
+    /// Wraps `inner` with every fault off.
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        FaultyBackend {
+            inner,
+            switches: Arc::default(),
+        }
+    }
+
+    /// Makes keep-alives fail (the node stops proving its session alive)
+    /// while everything else works.
+    pub fn fail_keep_alives(&self, on: bool) {
+        self.switches.keep_alive_fails.store(on, Ordering::SeqCst);
+    }
+
+    /// Cuts the node off the store: every call fails as unavailable.
+    pub fn partition(&self, on: bool) {
+        self.switches.partitioned.store(on, Ordering::SeqCst);
+    }
+
+    fn cut(&self) -> Option<Error> {
+        self.switches
+            .partitioned
+            .load(Ordering::SeqCst)
+            .then(|| Error::Unavailable {
+                backend: "faulty",
+                message: "partitioned by the test".into(),
+            })
+    }
+
+    fn fail<T: Send + 'static>(e: Error) -> BoxFuture<'static, Result<T>> {
+        async move {
+            // An unreachable store answers late, not at once.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(e)
+        }
+        .boxed()
+    }
+}
+
+impl Backend for FaultyBackend {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.read(key),
+        }
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.write(write),
+        }
+    }
+
+    fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.watch(key, since),
+        }
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.grant_lease(ttl),
+        }
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        if self.switches.keep_alive_fails.load(Ordering::SeqCst) {
+            return Self::fail(Error::Unavailable {
+                backend: "faulty",
+                message: "keep-alives dropped by the test".into(),
+            });
+        }
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.keep_alive(lease),
+        }
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.revoke_lease(lease),
+        }
+    }
+}
