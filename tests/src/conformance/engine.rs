@@ -1,0 +1,232 @@
+//! The engine contract, checked directly on the `Backend` trait.
+
+use bytes::Bytes;
+use dref::engine::{
+    Condition, EventKind, FieldName, Key, Op, Record, WatchItem, Write, WriteOutcome,
+};
+use futures_util::StreamExt;
+
+use crate::{within, Harness};
+
+fn fields(pairs: &[(&str, &str)]) -> Vec<(FieldName, Bytes)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (FieldName::from(*n), Bytes::copy_from_slice(v.as_bytes())))
+        .collect()
+}
+
+fn committed(outcome: WriteOutcome) -> (u64, u64) {
+    match outcome {
+        WriteOutcome::Committed { revision, version } => (revision, version),
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+fn rejected(outcome: WriteOutcome) -> Option<Record> {
+    match outcome {
+        WriteOutcome::Rejected { current } => current,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// Conditions hold or reject atomically; a rejection returns the current
+/// record; patch and delete of an absent record are rejected.
+pub async fn engine_conditions_and_rejections(h: &dyn Harness) {
+    let b = h.backend().await;
+    let key = Key::new("engine/cond");
+    let put = |c: Condition, v: &str| Write::new(key.clone(), Op::Put(fields(&[("a", v)]))).when(c);
+
+    assert_eq!(
+        rejected(b.write(put(Condition::Exists, "x")).await.unwrap()),
+        None
+    );
+    assert_eq!(
+        rejected(b.write(Write::new(key.clone(), Op::Delete)).await.unwrap()),
+        None
+    );
+    let patch = Write::new(key.clone(), Op::Patch(fields(&[("a", "p")])));
+    assert_eq!(rejected(b.write(patch).await.unwrap()), None);
+
+    let (r1, v1) = committed(b.write(put(Condition::Absent, "1")).await.unwrap());
+    assert_eq!(v1, 1);
+    let current = rejected(b.write(put(Condition::Absent, "2")).await.unwrap()).unwrap();
+    assert_eq!(
+        (
+            current.version,
+            current.mod_revision,
+            current.create_revision
+        ),
+        (1, r1, r1)
+    );
+    assert_eq!(current.field("a").unwrap().value, Bytes::from("1"));
+
+    let stale = rejected(b.write(put(Condition::Version(7), "3")).await.unwrap()).unwrap();
+    assert_eq!(stale.version, 1);
+    let (r2, v2) = committed(b.write(put(Condition::Version(1), "3")).await.unwrap());
+    assert_eq!(v2, 2);
+    assert!(r2 > r1);
+    rejected(b.write(put(Condition::ModRevision(r1), "4")).await.unwrap()).unwrap();
+    let (r3, _) = committed(b.write(put(Condition::ModRevision(r2), "4")).await.unwrap());
+
+    let record = b.read(key.clone()).await.unwrap().unwrap();
+    assert_eq!(
+        (record.version, record.mod_revision, record.create_revision),
+        (3, r3, r1)
+    );
+    assert_eq!(record.field("a").unwrap().value, Bytes::from("4"));
+
+    committed(b.write(Write::new(key.clone(), Op::Delete)).await.unwrap());
+    assert_eq!(b.read(key.clone()).await.unwrap(), None);
+    // Re-created: a new create revision and version 1.
+    let (r5, v5) = committed(b.write(put(Condition::Absent, "5")).await.unwrap());
+    assert_eq!(v5, 1);
+    assert_eq!(b.read(key).await.unwrap().unwrap().create_revision, r5);
+}
+
+/// Revisions strictly increase across keys, in commit order.
+pub async fn engine_revisions_increase(h: &dyn Harness) {
+    let b = h.backend().await;
+    let mut last = 0;
+    for i in 0..20 {
+        let key = Key::new(format!("engine/rev/{}", i % 3));
+        let (rev, _) = committed(
+            b.write(Write::new(key, Op::Put(fields(&[("v", &i.to_string())]))))
+                .await
+                .unwrap(),
+        );
+        assert!(rev > last, "revision {rev} after {last}");
+        last = rev;
+    }
+}
+
+/// A `Put` keeps the revision of unchanged fields and reports only changed,
+/// added and removed fields.
+pub async fn engine_put_diffs_fields(h: &dyn Harness) {
+    let b = h.backend().await;
+    let key = Key::new("engine/diff");
+    let (r1, _) = committed(
+        b.write(Write::new(
+            key.clone(),
+            Op::Put(fields(&[("a", "1"), ("b", "1"), ("c", "1")])),
+        ))
+        .await
+        .unwrap(),
+    );
+    let mut watch = b.watch(key.clone(), Some(r1)).await.unwrap();
+    let (r2, _) = committed(
+        b.write(Write::new(
+            key.clone(),
+            Op::Put(fields(&[("a", "1"), ("b", "2"), ("d", "1")])),
+        ))
+        .await
+        .unwrap(),
+    );
+    let item = within("the put event", watch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let WatchItem::Event(event) = item else {
+        panic!("expected an event, got {item:?}")
+    };
+    assert_eq!(event.revision, r2);
+    let EventKind::Put {
+        version,
+        changed,
+        removed,
+        create_revision,
+        ..
+    } = event.kind
+    else {
+        panic!("expected a put, got {:?}", event.kind)
+    };
+    assert_eq!((version, create_revision), (2, r1));
+    let mut names: Vec<&str> = changed.iter().map(|(n, _)| &**n).collect();
+    names.sort();
+    assert_eq!(names, ["b", "d"]);
+    assert_eq!(removed.iter().map(|n| &**n).collect::<Vec<_>>(), ["c"]);
+
+    let record = b.read(key).await.unwrap().unwrap();
+    assert_eq!(record.field("a").unwrap().mod_revision, r1);
+    assert_eq!(record.field("b").unwrap().mod_revision, r2);
+    assert!(record.field("c").is_none());
+}
+
+/// `Patch` sets some fields; `FieldModRevision` conditions on one field
+/// only, so writers of different fields do not conflict.
+pub async fn engine_patch_and_field_condition(h: &dyn Harness) {
+    let b = h.backend().await;
+    let key = Key::new("engine/patch");
+    let (r1, _) = committed(
+        b.write(Write::new(
+            key.clone(),
+            Op::Put(fields(&[("a", "1"), ("b", "1")])),
+        ))
+        .await
+        .unwrap(),
+    );
+    let patch = |name: &str, v: &str, rev: u64| {
+        Write::new(key.clone(), Op::Patch(fields(&[(name, v)]))).when(Condition::FieldModRevision {
+            field: FieldName::from(name),
+            revision: rev,
+        })
+    };
+    let (r2, v2) = committed(b.write(patch("a", "2", r1)).await.unwrap());
+    assert_eq!(v2, 2);
+    // `b` was not touched by that write: a patch conditional on it holds.
+    let (r3, _) = committed(b.write(patch("b", "2", r1)).await.unwrap());
+    let current = rejected(b.write(patch("a", "3", r1)).await.unwrap()).unwrap();
+    assert_eq!(current.field("a").unwrap().mod_revision, r2);
+    let record = b.read(key).await.unwrap().unwrap();
+    assert_eq!(record.version, 3);
+    assert_eq!(record.mod_revision, r3);
+    assert_eq!(record.field("a").unwrap().value, Bytes::from("2"));
+    assert_eq!(record.field("b").unwrap().value, Bytes::from("2"));
+}
+
+/// A watch opened with `since` covers commits made after that revision
+/// (replayed or summarised by a resync), then streams live events.
+pub async fn engine_watch_since_resyncs(h: &dyn Harness) {
+    let b = h.backend().await;
+    let key = Key::new("engine/since");
+    let (r1, _) = committed(
+        b.write(Write::new(key.clone(), Op::Put(fields(&[("v", "1")]))))
+            .await
+            .unwrap(),
+    );
+    let (r2, _) = committed(
+        b.write(Write::new(key.clone(), Op::Put(fields(&[("v", "2")]))))
+            .await
+            .unwrap(),
+    );
+    let mut watch = b.watch(key.clone(), Some(r1)).await.unwrap();
+    let mut seen: Option<Record> = None;
+    // Whatever the backend sends for the missed commit, the state it implies
+    // must be the record at r2.
+    while seen.as_ref().map(|r| r.mod_revision) != Some(r2) {
+        match within("the missed commit", watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            WatchItem::Resync(record) => seen = record,
+            WatchItem::Event(event) => {
+                assert!(event.revision > r1);
+                if seen.is_none() {
+                    seen = b.read(key.clone()).await.unwrap();
+                } else {
+                    dref::engine::apply_event(&mut seen, &event);
+                }
+            }
+        }
+    }
+    assert_eq!(seen.unwrap().field("v").unwrap().value, Bytes::from("2"));
+    let (r3, _) = committed(b.write(Write::new(key.clone(), Op::Delete)).await.unwrap());
+    let item = within("the delete event", watch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    match item {
+        WatchItem::Event(e) => assert_eq!((e.revision, e.kind), (r3, EventKind::Deleted)),
+        other => panic!("expected the delete event, got {other:?}"),
+    }
+}

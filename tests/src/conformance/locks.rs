@@ -1,0 +1,191 @@
+//! Cluster-wide locks and fencing tokens.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dref::engine::{FieldName, Op, Write};
+use dref::{current_fencing_token, Error, FencingToken};
+use tokio::sync::oneshot;
+
+use crate::{within, Harness, Node};
+
+/// The seed's lock scenario: two tasks on two nodes contend for one lock;
+/// the second enters only after the first leaves.
+pub async fn lock_contention_serializes(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    let inside = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered_rx) = oneshot::channel();
+    let (leave_tx, leave_rx) = oneshot::channel::<()>();
+    let first = {
+        let inside = inside.clone();
+        let ctx = a.ctx.clone();
+        tokio::spawn(async move {
+            ctx.lock("report", async {
+                inside.store(true, Ordering::SeqCst);
+                let _ = entered_tx.send(());
+                let _ = leave_rx.await;
+                inside.store(false, Ordering::SeqCst);
+            })
+            .await
+        })
+    };
+    within("the first holder", entered_rx).await.unwrap();
+    let second = {
+        let inside = inside.clone();
+        let ctx = b.ctx.clone();
+        tokio::spawn(async move {
+            ctx.lock("report", async move {
+                assert!(
+                    !inside.load(Ordering::SeqCst),
+                    "both holders inside the lock"
+                );
+            })
+            .await
+        })
+    };
+    // The second waits (it cannot finish while the first is inside)...
+    tokio::task::yield_now().await;
+    assert!(!second.is_finished());
+    leave_tx.send(()).unwrap();
+    within("the first holder to leave", first)
+        .await
+        .unwrap()
+        .unwrap();
+    within("the second holder", second).await.unwrap().unwrap();
+}
+
+/// Fencing tokens of successive holders strictly increase, and the body
+/// can read its token.
+pub async fn fencing_tokens_increase(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    assert_eq!(current_fencing_token(), None);
+    let mut last = FencingToken(0);
+    for i in 0..6 {
+        let ctx = if i % 2 == 0 { &a.ctx } else { &b.ctx };
+        let token = ctx
+            .lock("fenced", async { current_fencing_token().unwrap() })
+            .await
+            .unwrap();
+        assert!(token > last, "token {token} after {last}");
+        last = token;
+        let guard = ctx.acquire("fenced").await.unwrap();
+        assert!(guard.token() > last);
+        last = guard.token();
+        guard.release().await.unwrap();
+    }
+}
+
+/// The try form fails fast and the timeout form gives up in time.
+pub async fn try_lock_and_timeout(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    let guard = a.ctx.acquire("busy").await.unwrap();
+    let err = b.ctx.try_lock("busy", async {}).await.unwrap_err();
+    assert!(matches!(err, Error::LockBusy { .. }), "{err}");
+    let err = b.ctx.try_acquire("busy").await.unwrap_err();
+    assert!(matches!(err, Error::LockBusy { .. }), "{err}");
+    let err = b
+        .ctx
+        .lock_timeout("busy", Duration::from_millis(200), async {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    guard.release().await.unwrap();
+    b.ctx.try_lock("busy", async {}).await.unwrap();
+    b.ctx
+        .lock_timeout("busy", Duration::from_secs(5), async {})
+        .await
+        .unwrap();
+}
+
+/// The seed's stolen-lock scenario: someone overwrites the lock record; the
+/// holder's body is cancelled with `LockLost`, and its release does not
+/// delete the thief's record.
+pub async fn stolen_lock_fails_holder(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let thief = Node::new(h).await;
+    let (entered_tx, entered_rx) = oneshot::channel();
+    let holder = {
+        let ctx = a.ctx.clone();
+        tokio::spawn(async move {
+            ctx.lock("stolen", async {
+                let _ = entered_tx.send(());
+                std::future::pending::<()>().await
+            })
+            .await
+        })
+    };
+    within("the holder", entered_rx).await.unwrap();
+    let key = dref::engine::Key::new("lock/stolen");
+    let fields = vec![(FieldName::from("holder"), Bytes::from_static(b"thief"))];
+    thief
+        .ctx
+        .backend()
+        .write(Write::new(key.clone(), Op::Put(fields)))
+        .await
+        .unwrap();
+    let err = within("the holder to notice", holder)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    // The thief's record is still there.
+    let record = within("the stolen record", async {
+        thief.ctx.backend().read(key).await.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        record.field("holder").unwrap().value,
+        Bytes::from_static(b"thief")
+    );
+}
+
+/// A holder that can no longer prove its session alive is cancelled with
+/// `LockLost` before the store hands the lock to a waiter, whose token is
+/// larger.
+pub async fn lost_session_fails_holder_and_frees_lock(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    let guard = a.ctx.acquire("session").await.unwrap();
+    let first = guard.token();
+    let waiter = {
+        let ctx = b.ctx.clone();
+        tokio::spawn(async move { ctx.acquire("session").await })
+    };
+    a.faults.fail_keep_alives(true);
+    let second = within("the waiter", waiter).await.unwrap().unwrap();
+    assert!(second.token() > first);
+    // The holder was told before the store could hand the lock over.
+    assert!(
+        guard.is_lost(),
+        "the waiter got the lock before the holder knew"
+    );
+    let err = guard.lost().await;
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    second.release().await.unwrap();
+}
+
+/// `release` frees the lock at once; dropping a guard frees it too.
+pub async fn guard_release_and_drop(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    let guard = a.ctx.acquire("dropped").await.unwrap();
+    assert!(!guard.is_lost());
+    drop(guard);
+    let again = within("the dropped lock", b.ctx.acquire("dropped"))
+        .await
+        .unwrap();
+    again.release().await.unwrap();
+    // A context shut down releases its locks at once.
+    let _held = a.ctx.acquire("dropped").await.unwrap();
+    a.ctx.shutdown().await.unwrap();
+    let after = within("the shut-down lock", b.ctx.acquire("dropped"))
+        .await
+        .unwrap();
+    after.release().await.unwrap();
+}

@@ -1,0 +1,80 @@
+//! The conformance cases. Each is an `async fn(&dyn Harness)` that panics on
+//! failure; [`conformance_suite!`](crate::conformance_suite) turns them into
+//! tests for one backend.
+
+mod bad_input;
+mod engine;
+mod leader;
+mod leases;
+mod locks;
+mod refs;
+mod streams;
+
+pub use bad_input::*;
+pub use engine::*;
+pub use leader::*;
+pub use leases::*;
+pub use locks::*;
+pub use refs::*;
+pub use streams::*;
+
+/// Generates one `#[tokio::test]` per conformance case for a backend.
+///
+/// The argument is a closure returning a future of a fresh
+/// [`Harness`](crate::Harness) for each test.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:expr) => {
+        $crate::conformance_suite!(@cases $harness;
+            // engine contract
+            engine_conditions_and_rejections,
+            engine_revisions_increase,
+            engine_put_diffs_fields,
+            engine_patch_and_field_condition,
+            engine_watch_since_resyncs,
+            // refs
+            create_set_get,
+            make_attaches_to_existing,
+            auto_ids_match_across_nodes,
+            set_if_absent_and_delete,
+            modify_family,
+            async_modify_family,
+            failing_closure_aborts_update,
+            concurrent_updates_are_atomic,
+            peek_follows_remote_writes,
+            codecs_round_trip,
+            // change streams
+            change_stream_observes_sets_in_order,
+            change_stream_reports_deletes,
+            values_stream_and_on_change,
+            slow_subscriber_is_resynced,
+            // locks
+            lock_contention_serializes,
+            fencing_tokens_increase,
+            try_lock_and_timeout,
+            stolen_lock_fails_holder,
+            lost_session_fails_holder_and_frees_lock,
+            guard_release_and_drop,
+            // leases
+            lease_expiry_deletes_and_notifies,
+            lease_keep_alive_and_revoke,
+            // leader election
+            campaign_observe_resign,
+            leader_failover_on_shutdown,
+            leader_failover_on_silent_death,
+            // bad input
+            type_mismatch_is_reported,
+            corrupt_bytes_are_reported,
+            oversized_values_are_rejected,
+        );
+    };
+    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = ($harness)().await;
+                $crate::conformance::$case(&harness).await;
+            }
+        )*
+    };
+}
