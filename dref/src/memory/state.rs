@@ -6,8 +6,10 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use bytes::Bytes;
+
 use crate::engine::{
-    Condition, Event, EventKind, Field, Key, LeaseId, Op, Record, Write, WriteOutcome,
+    Condition, Event, EventKind, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome,
 };
 use crate::{Error, Result};
 
@@ -17,11 +19,17 @@ struct Lease {
     keys: BTreeSet<Key>,
 }
 
+/// Everything the store keeps for one key.
+#[derive(Default)]
+struct Slot {
+    record: Option<Record>,
+    watchers: Option<broadcast::Sender<Event>>,
+}
+
 #[derive(Default)]
 pub(super) struct State {
     revision: u64,
-    records: HashMap<Key, Record>,
-    watchers: HashMap<Key, broadcast::Sender<Event>>,
+    slots: HashMap<Key, Slot>,
     leases: HashMap<LeaseId, Lease>,
     next_lease: u64,
     /// No lease ends before this instant (a lower bound; keep-alives may
@@ -38,34 +46,41 @@ pub(super) fn write_size(write: &Write) -> usize {
     }
 }
 
+/// Sends an event to a key's watchers, forgetting the channel once nobody
+/// listens.
+fn publish(watchers: &mut Option<broadcast::Sender<Event>>, event: impl FnOnce() -> Event) {
+    if let Some(tx) = watchers {
+        if tx.receiver_count() == 0 || tx.send(event()).is_err() {
+            *watchers = None;
+        }
+    }
+}
+
+impl Slot {
+    fn is_unused(&self) -> bool {
+        self.record.is_none() && self.watchers.is_none()
+    }
+}
+
 impl State {
     pub(super) fn revision(&self) -> u64 {
         self.revision
     }
 
     pub(super) fn get(&self, key: &Key) -> Option<&Record> {
-        self.records.get(key)
+        self.slots.get(key).and_then(|s| s.record.as_ref())
     }
 
     pub(super) fn subscribe(&mut self, key: &Key, buffer: usize) -> broadcast::Receiver<Event> {
-        self.watchers
-            .entry(key.clone())
-            .or_insert_with(|| broadcast::channel(buffer).0)
-            .subscribe()
-    }
-
-    fn publish(&mut self, key: &Key, event: Event) {
-        if let Some(tx) = self.watchers.get(key) {
-            if tx.send(event).is_err() {
-                // Nobody listens any more.
-                self.watchers.remove(key);
+        let slot = self.slots.entry(key.clone()).or_default();
+        match &slot.watchers {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(buffer);
+                slot.watchers = Some(tx);
+                rx
             }
         }
-    }
-
-    fn next_revision(&mut self) -> u64 {
-        self.revision += 1;
-        self.revision
     }
 
     pub(super) fn write(&mut self, write: Write) -> Result<WriteOutcome> {
@@ -75,7 +90,7 @@ impl State {
             op,
             lease,
         } = write;
-        let current = self.records.get(&key);
+        let current = self.get(&key);
         let holds = match &condition {
             Condition::Any => true,
             Condition::Absent => current.is_none(),
@@ -100,97 +115,122 @@ impl State {
                 return Err(Error::LeaseExpired { lease });
             }
         }
-        let revision = self.next_revision();
+        self.revision += 1;
+        let revision = self.revision;
         match op {
-            Op::Put(fields) => self.put(key, fields, lease, revision),
-            Op::Patch(fields) => self.patch(key, fields, revision),
-            Op::Delete => self.delete(key, revision, EventKind::Deleted),
+            Op::Put(fields) => Ok(self.put(key, fields, lease, revision)),
+            Op::Patch(fields) => Ok(self.patch(&key, fields, revision)),
+            Op::Delete => Ok(self.delete(&key, revision, EventKind::Deleted)),
         }
     }
 
     fn put(
         &mut self,
         key: Key,
-        fields: Vec<(crate::engine::FieldName, bytes::Bytes)>,
+        fields: Vec<(FieldName, Bytes)>,
         lease: Option<LeaseId>,
         revision: u64,
-    ) -> Result<WriteOutcome> {
-        let old = self.records.remove(&key);
+    ) -> WriteOutcome {
+        let slot = self.slots.entry(key.clone()).or_default();
+        let watched = slot.watchers.is_some();
         let mut changed = Vec::new();
-        let mut new_fields = Vec::with_capacity(fields.len());
-        for (name, value) in fields {
-            let previous = old.as_ref().and_then(|r| r.field(&name));
-            let mod_revision = match previous {
-                Some(p) if p.value == value => p.mod_revision,
-                _ => {
-                    changed.push((name.clone(), value.clone()));
-                    revision
+        let mut removed = Vec::new();
+        let old_lease = slot.record.as_ref().and_then(|r| r.lease);
+        let (version, create_revision) = match &mut slot.record {
+            // The common case: the same fields in the same order, updated in
+            // place.
+            Some(record)
+                if record.fields.len() == fields.len()
+                    && record
+                        .fields
+                        .iter()
+                        .zip(&fields)
+                        .all(|(f, (n, _))| f.name == *n) =>
+            {
+                for (field, (name, value)) in record.fields.iter_mut().zip(fields) {
+                    if field.value != value {
+                        if watched {
+                            changed.push((name, value.clone()));
+                        }
+                        field.value = value;
+                        field.mod_revision = revision;
+                    }
                 }
-            };
-            new_fields.push(Field {
-                name,
-                value,
-                mod_revision,
-            });
-        }
-        let removed = old
-            .as_ref()
-            .map(|r| {
-                r.fields
-                    .iter()
-                    .filter(|f| !new_fields.iter().any(|n| n.name == f.name))
-                    .map(|f| f.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (version, create_revision) = match &old {
-            Some(r) => (r.version + 1, r.create_revision),
-            None => (1, revision),
+                record.version += 1;
+                (record.version, record.create_revision)
+            }
+            existing => {
+                let old = existing.take();
+                let mut new_fields = Vec::with_capacity(fields.len());
+                for (name, value) in fields {
+                    let previous = old.as_ref().and_then(|r| r.field(&name));
+                    let mod_revision = match previous {
+                        Some(p) if p.value == value => p.mod_revision,
+                        _ => {
+                            changed.push((name.clone(), value.clone()));
+                            revision
+                        }
+                    };
+                    new_fields.push(Field {
+                        name,
+                        value,
+                        mod_revision,
+                    });
+                }
+                if let Some(old) = &old {
+                    removed = old
+                        .fields
+                        .iter()
+                        .filter(|f| !new_fields.iter().any(|n| n.name == f.name))
+                        .map(|f| f.name.clone())
+                        .collect();
+                }
+                let (version, create_revision) = match &old {
+                    Some(r) => (r.version + 1, r.create_revision),
+                    None => (1, revision),
+                };
+                *existing = Some(Record {
+                    fields: new_fields,
+                    version,
+                    create_revision,
+                    mod_revision: revision,
+                    lease,
+                });
+                (version, create_revision)
+            }
         };
-        let old_lease = old.and_then(|r| r.lease);
+        if let Some(record) = &mut slot.record {
+            record.mod_revision = revision;
+            record.lease = lease;
+        }
+        publish(&mut slot.watchers, || Event {
+            revision,
+            kind: EventKind::Put {
+                version,
+                create_revision,
+                changed,
+                removed,
+                lease,
+            },
+        });
         if old_lease != lease {
             if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
                 l.keys.remove(&key);
             }
             if let Some(l) = lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.insert(key.clone());
+                l.keys.insert(key);
             }
         }
-        self.records.insert(
-            key.clone(),
-            Record {
-                fields: new_fields,
-                version,
-                create_revision,
-                mod_revision: revision,
-                lease,
-            },
-        );
-        self.publish(
-            &key,
-            Event {
-                revision,
-                kind: EventKind::Put {
-                    version,
-                    create_revision,
-                    changed,
-                    removed,
-                    lease,
-                },
-            },
-        );
-        Ok(WriteOutcome::Committed { revision, version })
+        WriteOutcome::Committed { revision, version }
     }
 
-    fn patch(
-        &mut self,
-        key: Key,
-        fields: Vec<(crate::engine::FieldName, bytes::Bytes)>,
-        revision: u64,
-    ) -> Result<WriteOutcome> {
-        let Some(record) = self.records.get_mut(&key) else {
+    fn patch(&mut self, key: &Key, fields: Vec<(FieldName, Bytes)>, revision: u64) -> WriteOutcome {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return WriteOutcome::Rejected { current: None };
+        };
+        let Some(record) = slot.record.as_mut() else {
             // `write` checked existence under the same lock.
-            return Ok(WriteOutcome::Rejected { current: None });
+            return WriteOutcome::Rejected { current: None };
         };
         let mut changed = Vec::new();
         for (name, value) in fields {
@@ -213,32 +253,37 @@ impl State {
         }
         record.version += 1;
         record.mod_revision = revision;
-        let event = Event {
+        let (version, create_revision, lease) =
+            (record.version, record.create_revision, record.lease);
+        publish(&mut slot.watchers, || Event {
             revision,
             kind: EventKind::Put {
-                version: record.version,
-                create_revision: record.create_revision,
+                version,
+                create_revision,
                 changed,
                 removed: Vec::new(),
-                lease: record.lease,
+                lease,
             },
-        };
-        let version = record.version;
-        self.publish(&key, event);
-        Ok(WriteOutcome::Committed { revision, version })
+        });
+        WriteOutcome::Committed { revision, version }
     }
 
-    fn delete(&mut self, key: Key, revision: u64, kind: EventKind) -> Result<WriteOutcome> {
-        if let Some(old) = self.records.remove(&key) {
-            if let Some(l) = old.lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.remove(&key);
+    fn delete(&mut self, key: &Key, revision: u64, kind: EventKind) -> WriteOutcome {
+        if let Some(slot) = self.slots.get_mut(key) {
+            if let Some(old) = slot.record.take() {
+                if let Some(l) = old.lease.and_then(|l| self.leases.get_mut(&l)) {
+                    l.keys.remove(key);
+                }
+            }
+            publish(&mut slot.watchers, || Event { revision, kind });
+            if slot.is_unused() {
+                self.slots.remove(key);
             }
         }
-        self.publish(&key, Event { revision, kind });
-        Ok(WriteOutcome::Committed {
+        WriteOutcome::Committed {
             revision,
             version: 0,
-        })
+        }
     }
 
     pub(super) fn grant(&mut self, ttl: Duration, now: Instant) -> LeaseId {
@@ -269,9 +314,8 @@ impl State {
     pub(super) fn revoke(&mut self, lease: LeaseId) {
         if let Some(l) = self.leases.remove(&lease) {
             for key in l.keys {
-                let revision = self.next_revision();
-                // Keys in a lease's set always have a record.
-                let _ = self.delete(key, revision, EventKind::Expired);
+                self.revision += 1;
+                self.delete(&key, self.revision, EventKind::Expired);
             }
         }
     }

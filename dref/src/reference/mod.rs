@@ -13,6 +13,7 @@ use crate::id::RefId;
 use crate::value::Value;
 use crate::{Error, Result};
 
+use shared::put_digests;
 pub(crate) use shared::RefShared;
 
 /// A distributed reference to a `T`: every node that makes a ref with the
@@ -75,7 +76,7 @@ impl<T: Value> DRef<T> {
         let write = Write::new(shared.key.clone(), Op::Put(fields.clone())).when(Condition::Absent);
         let record = match ctx.inner.backend.write(write).await? {
             WriteOutcome::Committed { revision, version } => {
-                shared.commit_put(revision, initial, &fields);
+                shared.commit_put(revision, initial, &put_digests(&fields));
                 Record {
                     fields: fields
                         .into_iter()
@@ -137,10 +138,11 @@ impl<T: Value> DRef<T> {
     /// Replaces the value.
     pub async fn set(&self, value: T) -> Result<()> {
         let fields = self.shared.encode_put(&value)?;
-        let write = Write::new(self.shared.key.clone(), Op::Put(fields.clone()));
+        let digests = put_digests(&fields);
+        let write = Write::new(self.shared.key.clone(), Op::Put(fields));
         match self.shared.backend().write(write).await? {
             WriteOutcome::Committed { revision, .. } => {
-                self.shared.commit_put(revision, value, &fields);
+                self.shared.commit_put(revision, value, &digests);
                 Ok(())
             }
             WriteOutcome::Rejected { .. } => {
@@ -153,11 +155,11 @@ impl<T: Value> DRef<T> {
     /// Returns whether it was set.
     pub async fn set_if_absent(&self, value: T) -> Result<bool> {
         let fields = self.shared.encode_put(&value)?;
-        let write =
-            Write::new(self.shared.key.clone(), Op::Put(fields.clone())).when(Condition::Absent);
+        let digests = put_digests(&fields);
+        let write = Write::new(self.shared.key.clone(), Op::Put(fields)).when(Condition::Absent);
         match self.shared.backend().write(write).await? {
             WriteOutcome::Committed { revision, .. } => {
-                self.shared.commit_put(revision, value, &fields);
+                self.shared.commit_put(revision, value, &digests);
                 Ok(true)
             }
             WriteOutcome::Rejected { current } => {
@@ -288,11 +290,12 @@ impl<T: Value> DRef<T> {
         loop {
             let (b, new) = f(current.clone()).await?;
             let fields = shared.encode_put(&new)?;
-            let write = Write::new(shared.key.clone(), Op::Put(fields.clone()))
+            let digests = put_digests(&fields);
+            let write = Write::new(shared.key.clone(), Op::Put(fields))
                 .when(Condition::ModRevision(revision));
             match shared.backend().write(write).await? {
                 WriteOutcome::Committed { revision, .. } => {
-                    shared.commit_put(revision, new.clone(), &fields);
+                    shared.commit_put(revision, new.clone(), &digests);
                     return Ok((b, current, new));
                 }
                 WriteOutcome::Rejected { current: record } => {

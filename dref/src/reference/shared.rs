@@ -17,12 +17,27 @@ use crate::{Error, Result};
 /// Stored name of the field holding the type fingerprint of a record.
 pub(crate) const TYPE_FIELD: &str = "$type";
 
+/// FNV-1a: a cheap digest of a field's encoded bytes.
+pub(crate) fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Digests of the value fields of a `Put` built by
+/// [`RefShared::encode_put`] (whose first field is the fingerprint).
+pub(crate) fn put_digests(put: &[(FieldName, Bytes)]) -> Vec<u64> {
+    put.iter().skip(1).map(|(_, b)| digest(b)).collect()
+}
+
 /// The latest state of the record this node knows about.
 struct Cache<T> {
     value: Option<T>,
     mod_revision: u64,
-    /// Per value field: encoded bytes and `mod_revision`.
-    fields: Vec<(Bytes, u64)>,
+    /// Per value field: a digest of its encoded bytes and its
+    /// `mod_revision`. The digest tells which fields a `Put` changed; a
+    /// collision only costs a rejected field write and a retry.
+    fields: Vec<(u64, u64)>,
 }
 
 pub(crate) struct RefShared<T: Value> {
@@ -151,16 +166,17 @@ impl<T: Value> RefShared<T> {
     }
 
     /// Decodes a whole record.
-    pub(crate) fn decode_record(&self, record: &Record) -> Result<(T, Vec<(Bytes, u64)>)> {
+    pub(crate) fn decode_record(&self, record: &Record) -> Result<(T, Vec<(u64, u64)>)> {
         self.check_type(record)?;
+        let mut slices = Vec::with_capacity(self.names.len());
         let mut fields = Vec::with_capacity(self.names.len());
         for name in self.names.iter() {
             let field = record
                 .field(name)
                 .ok_or_else(|| self.decode_error(name, "the field is missing from the record"))?;
-            fields.push((field.value.clone(), field.mod_revision));
+            slices.push(&field.value[..]);
+            fields.push((digest(&field.value), field.mod_revision));
         }
-        let slices: Vec<&[u8]> = fields.iter().map(|(b, _)| &b[..]).collect();
         let value = T::decode_fields(&slices, self.ctx.inner.codec)
             .map_err(|(index, e)| self.decode_error(&self.names[index], e))?;
         Ok((value, fields))
@@ -196,33 +212,34 @@ impl<T: Value> RefShared<T> {
         Ok(Some(value))
     }
 
-    /// Records a committed `Put` of `value` made by this node.
-    pub(crate) fn commit_put(&self, revision: u64, value: T, put: &[(FieldName, Bytes)]) {
+    /// Records a committed `Put` of `value` made by this node, given the
+    /// [`put_digests`] of its fields.
+    pub(crate) fn commit_put(&self, revision: u64, value: T, digests: &[u64]) {
         let mut cache = self.cache.write();
         if revision <= cache.mod_revision {
             return;
         }
-        let old = std::mem::take(&mut cache.fields);
-        cache.fields = put[1..]
-            .iter()
-            .enumerate()
-            .map(|(i, (_, bytes))| match old.get(i) {
-                Some((b, rev)) if b == bytes => (b.clone(), *rev),
-                _ => (bytes.clone(), revision),
-            })
-            .collect();
+        if cache.fields.len() == digests.len() {
+            for (slot, new) in cache.fields.iter_mut().zip(digests) {
+                if slot.0 != *new {
+                    *slot = (*new, revision);
+                }
+            }
+        } else {
+            cache.fields = digests.iter().map(|d| (*d, revision)).collect();
+        }
         cache.value = Some(value);
         cache.mod_revision = revision;
     }
 
     /// Records a committed `Patch` of one field made by this node.
-    pub(crate) fn commit_field(&self, revision: u64, index: usize, value: T, bytes: Bytes) {
+    pub(crate) fn commit_field(&self, revision: u64, index: usize, value: T, bytes: &[u8]) {
         let mut cache = self.cache.write();
         if revision <= cache.mod_revision {
             return;
         }
         if let Some(slot) = cache.fields.get_mut(index) {
-            *slot = (bytes, revision);
+            *slot = (digest(bytes), revision);
         }
         cache.value = Some(value);
         cache.mod_revision = revision;
@@ -238,7 +255,7 @@ impl<T: Value> RefShared<T> {
     }
 
     /// Records a value seen by the watcher at `revision`.
-    pub(crate) fn commit_seen(&self, revision: u64, value: Option<(T, Vec<(Bytes, u64)>)>) {
+    pub(crate) fn commit_seen(&self, revision: u64, value: Option<(T, Vec<(u64, u64)>)>) {
         let mut cache = self.cache.write();
         if revision <= cache.mod_revision {
             return;
