@@ -143,8 +143,10 @@ impl<T: Value> Subscriber<T> {
                     HubItem::Error(_) => return Some(item),
                 },
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // The cache is updated before commits are published, so
-                    // it covers everything this subscriber missed.
+                    // Drop the backlog, then summarise it: the cache is
+                    // updated before commits are published, so it covers
+                    // everything this subscriber skipped.
+                    self.rx = self.rx.resubscribe();
                     let (value, revision) = match self.shared.cached() {
                         Some((v, rev)) => (Some(v), rev),
                         None => (None, self.shared.cache_revision()),

@@ -94,3 +94,57 @@ impl fmt::Display for Codec {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Codec> {
+        vec![
+            Codec::Postcard,
+            #[cfg(feature = "msgpack")]
+            Codec::MessagePack,
+            #[cfg(feature = "json")]
+            Codec::Json,
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for codec in all() {
+            let value = (7u64, "seven".to_string(), vec![Some(1.5f64), None]);
+            let bytes = codec.encode(&value).unwrap();
+            assert_eq!(
+                codec
+                    .decode::<(u64, String, Vec<Option<f64>>)>(&bytes)
+                    .unwrap(),
+                value
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for codec in all() {
+            for garbage in [&b""[..], &[0xff; 3], &[0xc1, 0x00, 0xff, 0x80]] {
+                assert!(
+                    codec.decode::<String>(garbage).is_err(),
+                    "{codec} {garbage:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        for codec in all() {
+            let mut bytes = codec.encode(&1u8).unwrap();
+            bytes.extend_from_slice(&codec.encode("x").unwrap());
+            let err = codec.decode::<u8>(&bytes).unwrap_err();
+            assert!(
+                err.0.contains("trailing") || err.0.contains("trailing characters"),
+                "{codec}: {err}"
+            );
+        }
+    }
+}

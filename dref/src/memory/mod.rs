@@ -190,7 +190,11 @@ impl MemoryWatch {
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let shared = self.shared.upgrade()?;
                     let (record, revision) = {
+                        // Events are sent under the state lock: a receiver
+                        // made under it sees exactly the commits after this
+                        // snapshot, and the backlog is dropped.
                         let st = shared.state.lock();
+                        self.rx = self.rx.resubscribe();
                         (st.get(&self.key).cloned(), st.revision())
                     };
                     self.floor = revision;
@@ -247,5 +251,74 @@ impl Backend for MemoryBackend {
         st.expire_due(Instant::now());
         st.revoke(lease);
         future::ready(Ok(())).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::engine::{EventKind, FieldName, Op};
+
+    fn put(key: &Key, v: u32) -> Write {
+        let fields = vec![(FieldName::from("v"), Bytes::from(v.to_string()))];
+        Write::new(key.clone(), Op::Put(fields))
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_lags_gets_a_resync_then_live_events() {
+        let store = MemoryBackend::with_limits(DEFAULT_MAX_WRITE_BYTES, 2);
+        let key = Key::new("k");
+        let mut watch = store.watch(key.clone(), None).await.unwrap();
+        for v in 0..10 {
+            store.write(put(&key, v)).await.unwrap();
+        }
+        let item = watch.next().await.unwrap().unwrap();
+        let WatchItem::Resync(Some(record)) = item else {
+            panic!("expected a resync, got {item:?}")
+        };
+        assert_eq!(record.field("v").unwrap().value, Bytes::from("9"));
+        store.write(put(&key, 10)).await.unwrap();
+        let item = watch.next().await.unwrap().unwrap();
+        assert!(
+            matches!(item, WatchItem::Event(ref e) if e.revision == record.mod_revision + 1),
+            "{item:?} after {record:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_over_the_limit_are_refused() {
+        let store = MemoryBackend::with_limits(8, 16);
+        let fields = vec![(FieldName::from("v"), Bytes::from(vec![0u8; 64]))];
+        let err = store
+            .write(Write::new(Key::new("k"), Op::Put(fields)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::ValueTooLarge { limit: 8, .. }),
+            "{err}"
+        );
+        assert_eq!(store.revision(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_expire_by_the_reaper_without_other_traffic() {
+        let store = MemoryBackend::new();
+        let lease = store.grant_lease(Duration::from_secs(10)).await.unwrap();
+        let key = Key::new("leased");
+        store
+            .write(put(&key, 1).with_lease(Some(lease)))
+            .await
+            .unwrap();
+        let mut watch = store.watch(key.clone(), None).await.unwrap();
+        // Paused time: the reaper's sleep auto-advances the clock.
+        let item = watch.next().await.unwrap().unwrap();
+        assert!(
+            matches!(item, WatchItem::Event(ref e) if e.kind == EventKind::Expired),
+            "{item:?}"
+        );
+        assert!(store.read(key).await.unwrap().is_none());
     }
 }
