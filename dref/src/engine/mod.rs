@@ -47,7 +47,26 @@
 //! # Writing a backend
 //! Implement [`Backend`] and run the conformance suite of the `dref-tests`
 //! crate against it (`dref_tests::conformance_suite!`): it checks every rule
-//! above through the public API.
+//! above through the public API. The points that are easy to get wrong:
+//!
+//! 1. **One atomic step per write.** Condition check, field update, version
+//!    and revision increment, lease bookkeeping and the event must commit
+//!    together; a watcher must never see an event for a write that a reader
+//!    cannot see yet, nor miss one that a reader has seen.
+//! 2. **Per-field revisions.** A `Put` compares each field's bytes with the
+//!    stored ones; only changed fields take the new revision and appear in
+//!    the event. `FieldModRevision` conditions depend on this.
+//! 3. **Rejections return the record** (`None` when absent), so that
+//!    optimistic updates retry without another read.
+//! 4. **No silent gaps in watches.** Keep per-key order; when you drop
+//!    events (slow consumer, reconnect, compaction), send `Resync` with the
+//!    current record and then only events above it. Honour `since`.
+//! 5. **Leases end with events.** Every record deleted because its lease
+//!    expired or was revoked gets its own revision and an `Expired` event.
+//!    Expiry may be detected late, but never early: a lease is alive for at
+//!    least its TTL after the last successful keep-alive.
+//! 6. **Typed errors, no panics.** Bytes from the store or the network are
+//!    untrusted.
 
 mod record;
 mod watch;
