@@ -90,13 +90,13 @@ impl MemoryBackend {
             });
         }
         let mut st = self.shared.state.lock();
-        st.expire_due(Instant::now());
+        st.expire_due();
         st.write(write)
     }
 
     fn watch_now(&self, key: Key, since: Option<u64>) -> WatchStream {
         let mut st = self.shared.state.lock();
-        st.expire_due(Instant::now());
+        st.expire_due();
         let rx = st.subscribe(&key, self.shared.watch_buffer);
         let current = st.get(&key);
         let (initial, floor) = match since {
@@ -140,7 +140,7 @@ async fn reap(shared: Weak<Shared>) {
         let Some(s) = shared.upgrade() else { return };
         let next = {
             let mut st = s.state.lock();
-            st.expire_due(Instant::now());
+            st.expire_due();
             st.next_deadline()
         };
         let notify = s.reaper_wake.clone();
@@ -213,7 +213,7 @@ impl Backend for MemoryBackend {
 
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
         let mut st = self.shared.state.lock();
-        st.expire_due(Instant::now());
+        st.expire_due();
         let record = st.get(&key).cloned();
         future::ready(Ok(record)).boxed()
     }
@@ -241,14 +241,13 @@ impl Backend for MemoryBackend {
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         let mut st = self.shared.state.lock();
-        let now = Instant::now();
-        st.expire_due(now);
-        future::ready(st.keep_alive(lease, now)).boxed()
+        st.expire_due();
+        future::ready(st.keep_alive(lease, Instant::now())).boxed()
     }
 
     fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         let mut st = self.shared.state.lock();
-        st.expire_due(Instant::now());
+        st.expire_due();
         st.revoke(lease);
         future::ready(Ok(())).boxed()
     }

@@ -320,8 +320,14 @@ impl State {
         }
     }
 
-    pub(super) fn expire_due(&mut self, now: Instant) {
-        if self.earliest_deadline.is_none_or(|e| now < e) {
+    /// Expires the leases whose deadlines have passed. Reads the clock only
+    /// when some lease exists.
+    pub(super) fn expire_due(&mut self) {
+        let Some(earliest) = self.earliest_deadline else {
+            return;
+        };
+        let now = Instant::now();
+        if now < earliest {
             return;
         }
         let mut due: Vec<LeaseId> = self

@@ -17,6 +17,20 @@ use crate::{Error, Result};
 /// Stored name of the field holding the type fingerprint of a record.
 pub(crate) const TYPE_FIELD: &str = "$type";
 
+/// A `'static` copy of a type fingerprint, so that the fingerprint field
+/// of every write is a free clone. There is one fingerprint per value type
+/// and codec, so the set stays small.
+fn intern(fingerprint: String) -> &'static [u8] {
+    static INTERNED: std::sync::Mutex<Vec<&'static [u8]>> = std::sync::Mutex::new(Vec::new());
+    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = interned.iter().find(|f| **f == fingerprint.as_bytes()) {
+        return found;
+    }
+    let leaked: &'static [u8] = Box::leak(fingerprint.into_bytes().into_boxed_slice());
+    interned.push(leaked);
+    leaked
+}
+
 /// FNV-1a: a cheap digest of a field's encoded bytes.
 pub(crate) fn digest(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -64,13 +78,13 @@ impl<T: Value> RefShared<T> {
             .iter()
             .map(|n| FieldName::from(*n))
             .collect();
-        let fingerprint = format!("{}:{}", ctx.inner.codec.name(), T::fingerprint());
+        let fingerprint = intern(format!("{}:{}", ctx.inner.codec.name(), T::fingerprint()));
         let (hub, _) = broadcast::channel(ctx.inner.change_buffer);
         RefShared {
             ctx,
             key,
             names,
-            type_field: (FieldName::from(TYPE_FIELD), Bytes::from(fingerprint)),
+            type_field: (FieldName::from(TYPE_FIELD), Bytes::from_static(fingerprint)),
             cache: RwLock::new(Cache {
                 value: None,
                 mod_revision: 0,
