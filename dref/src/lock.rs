@@ -256,12 +256,12 @@ static CLAIMS: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> Result<LockGuard> {
     let backend = ctx.inner.backend.clone();
-    let claim = CLAIMS.fetch_add(1, Ordering::Relaxed);
-    let fields = holder_fields(&ctx.inner.node_id, claim);
+    let claim = Bytes::from(CLAIMS.fetch_add(1, Ordering::Relaxed).to_string());
+    let fields = holder_fields(&ctx.inner.node_id, &claim);
     let mut in_flight = InFlight {
         backend: backend.clone(),
         key: key.clone(),
-        claim: fields[1].1.clone(),
+        claim,
         armed: false,
     };
     loop {

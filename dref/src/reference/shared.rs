@@ -126,7 +126,7 @@ impl<T: Value> RefShared<T> {
             .map_err(|e| Error::Encode {
                 key: self.key.clone(),
                 codec: codec.name(),
-                message: format!("field `{}`: {e}", self.names[index]),
+                message: format!("field `{}`: {e}", self.field_name(index)),
             })
     }
 
@@ -155,6 +155,12 @@ impl<T: Value> RefShared<T> {
             });
         }
         Ok(())
+    }
+
+    /// The stored name of field `index`, tolerating a bad index from a
+    /// hand-written `Value` impl.
+    fn field_name(&self, index: usize) -> &str {
+        self.names.get(index).map_or("<unknown>", |n| n)
     }
 
     fn decode_error(&self, field: &str, message: impl std::fmt::Display) -> Error {
@@ -192,7 +198,7 @@ impl<T: Value> RefShared<T> {
             fields.push((digest(&field.value), field.mod_revision));
         }
         let value = T::decode_fields(&slices, self.ctx.inner.codec)
-            .map_err(|(index, e)| self.decode_error(&self.names[index], e))?;
+            .map_err(|(index, e)| self.decode_error(self.field_name(index), e))?;
         Ok((value, fields))
     }
 
