@@ -145,13 +145,13 @@ async fn release(backend: &dyn Backend, key: &Key, token: FencingToken) -> Resul
     backend.write(write).await.map(|_| ())
 }
 
-fn holder_fields(node_id: &str, claim: u64) -> Vec<(FieldName, Bytes)> {
+fn holder_fields(node_id: &str, claim: &Bytes) -> Vec<(FieldName, Bytes)> {
     vec![
         (
             FieldName::from(HOLDER_FIELD),
             Bytes::copy_from_slice(node_id.as_bytes()),
         ),
-        (FieldName::from(CLAIM_FIELD), Bytes::from(claim.to_string())),
+        (FieldName::from(CLAIM_FIELD), claim.clone()),
     ]
 }
 
