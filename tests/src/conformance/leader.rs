@@ -65,6 +65,28 @@ pub async fn leader_failover_on_shutdown(h: &dyn Harness) {
         b.ctx.leader("failover").await.unwrap().unwrap().node_id,
         b.ctx.node_id()
     );
+
+    // Dropping every handle on a context (as when a service stops) releases
+    // its leadership too, without waiting for the TTL.
+    let c = Node::new(h).await;
+    let candidate = {
+        let ctx = c.ctx.clone();
+        tokio::spawn(async move { ctx.campaign("failover").await })
+    };
+    let started = tokio::time::Instant::now();
+    drop(b);
+    let third = within("the failover after drop", candidate)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(third.token() > next.token());
+    let err = within("the dropped leader's guard to notice", next.lost()).await;
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    assert!(
+        started.elapsed() < h.session_ttl(),
+        "a dropped context's leadership waited for expiry: {:?}",
+        started.elapsed()
+    );
 }
 
 /// When the leader stops keeping its session alive (a hung or cut-off
