@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{Codec, CodecError};
+use crate::field::{NoFields, RefCore};
 
 /// A type that can live in a [`DRef`](crate::DRef).
 ///
@@ -20,6 +21,15 @@ use crate::codec::{Codec, CodecError};
 pub trait Value: Clone + Send + Sync + 'static {
     /// A change to one field (for single-field values: the new value).
     type Change: Clone + Send + Sync + 'static;
+
+    /// The per-field handles of a ref holding this type, reached through
+    /// `Deref` on [`DRef<Self>`](crate::DRef) (`flags.rollout()`): the
+    /// generated `…Fields` struct for `#[distributed]` structs,
+    /// [`NoFields`] otherwise.
+    type Fields: Send + Sync + 'static;
+
+    /// Builds the per-field handles of one ref.
+    fn fields(core: &RefCore<Self>) -> Self::Fields;
 
     /// A fingerprint of the type's stored shape, stored with every record
     /// so that opening a record with another type fails clearly.
@@ -45,6 +55,11 @@ where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     type Change = T;
+    type Fields = NoFields;
+
+    fn fields(_core: &RefCore<Self>) -> NoFields {
+        NoFields
+    }
 
     fn fingerprint() -> Cow<'static, str> {
         Cow::Borrowed(std::any::type_name::<T>())

@@ -27,13 +27,13 @@ pub(crate) use shared::RefShared;
 /// one watch on the store.
 pub struct DRef<T: Value> {
     pub(crate) shared: Arc<RefShared<T>>,
+    /// Per-field handles (see `field.rs`), reached through `Deref`.
+    pub(crate) fields: T::Fields,
 }
 
 impl<T: Value> Clone for DRef<T> {
     fn clone(&self) -> Self {
-        DRef {
-            shared: self.shared.clone(),
-        }
+        DRef::from_shared(self.shared.clone())
     }
 }
 
@@ -106,7 +106,7 @@ impl<T: Value> DRef<T> {
         };
         let shared = Arc::new(shared);
         watcher::spawn(&shared, record).await?;
-        Ok(DRef { shared })
+        Ok(DRef::from_shared(shared))
     }
 
     /// The store key of this ref.
