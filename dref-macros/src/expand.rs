@@ -481,7 +481,9 @@ fn locked_fn(item: &LockFn, plan: LockPlan) -> Option<TokenStream> {
     } = item;
     let body = body.as_ref()?;
     let ctx = match plan.ctx {
-        LockCtx::Expr(expr) => quote!(::dref::__private::context_of(&(#expr))),
+        LockCtx::Expr(expr) => {
+            quote_spanned!(expr.span()=> ::dref::__private::context_of(&(#expr)))
+        }
         LockCtx::Param(param) => quote!(::dref::__private::context_of(#param)),
         LockCtx::Ambient => quote!(::dref::__private::Context::current()),
     };
@@ -496,11 +498,15 @@ fn locked_fn(item: &LockFn, plan: LockPlan) -> Option<TokenStream> {
         LockMode::TimeoutExpr(expr) => quote!(::dref::__private::LockMode::Timeout(#expr)),
     };
     let name = plan.name;
-    let locked = quote_spanned!(plan.return_span=> ::dref::__private::locked);
+    // Spanned on the return type: an error type without `From<dref::Error>`
+    // is reported there.
+    let call = quote_spanned! {plan.return_span=>
+        ::dref::__private::locked(#ctx, #name, #mode, async move #body).await
+    };
     Some(quote! {
         #(#attrs)*
         #vis #sig {
-            #locked(#ctx, #name, #mode, async move #body).await
+            #call
         }
     })
 }

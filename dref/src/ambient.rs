@@ -4,7 +4,6 @@
 //! A task-local scope ([`Context::scope`]) wins over the process-wide
 //! default ([`Context::set_default`]).
 
-use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -109,10 +108,46 @@ pub enum LockMode {
     Timeout(Duration),
 }
 
+/// What a `ctx = ...` argument of `#[dref::lock]` may be: a [`Context`],
+/// or anything that leads to one through references and `Arc`/`Box`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a dref context",
+    label = "expected a `dref::Context` (or a reference, `Arc` or `Box` of one)"
+)]
+pub trait ContextSource {
+    /// The context.
+    fn context(&self) -> &Context;
+}
+
+impl ContextSource for Context {
+    fn context(&self) -> &Context {
+        self
+    }
+}
+
+impl<C: ContextSource + ?Sized> ContextSource for &C {
+    fn context(&self) -> &Context {
+        (**self).context()
+    }
+}
+
+impl<C: ContextSource + ?Sized> ContextSource for std::sync::Arc<C> {
+    fn context(&self) -> &Context {
+        (**self).context()
+    }
+}
+
+impl<C: ContextSource + ?Sized> ContextSource for Box<C> {
+    fn context(&self) -> &Context {
+        (**self).context()
+    }
+}
+
 /// The context named by a `ctx = ...` argument or a `&Context` parameter.
 #[doc(hidden)]
-pub fn context_of<C: Borrow<Context> + ?Sized>(ctx: &C) -> Result<Context> {
-    Ok(ctx.borrow().clone())
+pub fn context_of<C: ContextSource + ?Sized>(ctx: &C) -> Result<Context> {
+    Ok(ctx.context().clone())
 }
 
 /// Runs the body of a `#[dref::lock]` function under its lock, converting

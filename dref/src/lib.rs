@@ -71,7 +71,7 @@ pub mod __private {
     pub use crate::value::Value;
     pub use std::borrow::Cow;
 
-    pub use crate::ambient::{context_of, locked, LockMode};
+    pub use crate::ambient::{context_of, locked, ContextSource, LockMode};
     pub use crate::context::Context;
     pub use crate::error::{Error, Result};
     pub use crate::field::{

@@ -1,0 +1,10 @@
+use dref::distributed;
+
+#[distributed]
+#[derive(Clone)]
+enum Mode {
+    Fast,
+    Slow,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use dref::distributed;
+
+#[distributed]
+struct Flags {
+    rollout: u8,
+}
+
+fn main() {}

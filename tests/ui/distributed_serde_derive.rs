@@ -1,0 +1,10 @@
+use dref::distributed;
+use serde::{Deserialize, Serialize};
+
+#[distributed]
+#[derive(Clone, Serialize, Deserialize)]
+struct Flags {
+    rollout: u8,
+}
+
+fn main() {}

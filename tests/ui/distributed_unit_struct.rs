@@ -1,0 +1,7 @@
+use dref::distributed;
+
+#[distributed]
+#[derive(Clone)]
+struct Marker;
+
+fn main() {}

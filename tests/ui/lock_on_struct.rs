@@ -1,0 +1,4 @@
+#[dref::lock("daily-report")]
+struct Report;
+
+fn main() {}
