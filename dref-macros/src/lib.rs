@@ -2,10 +2,10 @@
 //! `dref` crate, which re-exports them; generated code names only
 //! `::dref::__private` and fully qualified `::core`/`::std` paths.
 //!
-//! Each macro goes through the same stages: [`ast`] parses the input,
-//! [`attr`] its attributes, [`valid`] checks what parsing cannot, and
-//! [`expand`] generates code. Errors of every stage are collected (see
-//! [`Errors`]) so that the user sees each mistake once, spanned on the
+//! Each macro goes through the same stages: `ast` parses the input,
+//! `attr` its attributes, `valid` checks what parsing cannot, and
+//! `expand` generates code. Errors of every stage are collected (see
+//! `Errors`) so that the user sees each mistake once, spanned on the
 //! offending tokens, next to the item re-emitted as it was written.
 
 mod ast;

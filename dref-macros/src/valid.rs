@@ -315,11 +315,11 @@ fn context_param(sig: &syn::Signature, errors: &mut Errors) -> Option<LockCtx> {
         let Type::Path(path) = &*reference.elem else {
             continue;
         };
-        if !path
+        if path
             .path
             .segments
             .last()
-            .is_some_and(|s| s.ident == "Context")
+            .is_none_or(|s| s.ident != "Context")
         {
             continue;
         }

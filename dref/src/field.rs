@@ -351,7 +351,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
     }
 
     /// The field's value and `mod_revision` in `record`.
-    fn from_record(&self, record: &Record, name: &str) -> Result<(F, u64)> {
+    fn in_record(&self, record: &Record, name: &str) -> Result<(F, u64)> {
         let value = self
             .shared
             .observe_record(Some(record))?
@@ -385,7 +385,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
                 // Deleted as far as we know: confirm with a read.
                 let record = shared.backend().read(shared.key.clone()).await?;
                 match record {
-                    Some(record) => self.from_record(&record, &name)?,
+                    Some(record) => self.in_record(&record, &name)?,
                     None => {
                         shared.observe_record(None)?;
                         return Err(shared.missing().into());
@@ -412,7 +412,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
                 }
                 WriteOutcome::Rejected {
                     current: Some(record),
-                } => (current, revision) = self.from_record(&record, &name)?,
+                } => (current, revision) = self.in_record(&record, &name)?,
                 WriteOutcome::Rejected { current: None } => {
                     shared.observe_record(None)?;
                     return Err(shared.missing().into());
