@@ -510,3 +510,121 @@ fn locked_fn(item: &LockFn, plan: LockPlan) -> Option<TokenStream> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::{Spacing, TokenStream, TokenTree};
+    use quote::quote;
+
+    /// The first segments of every absolute path (`::a::b`) in `tokens`.
+    fn absolute_paths(tokens: TokenStream, out: &mut Vec<(String, String)>) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        for (i, tt) in tokens.iter().enumerate() {
+            if let TokenTree::Group(group) = tt {
+                absolute_paths(group.stream(), out);
+            }
+            let before = |back: usize| i.checked_sub(back).and_then(|p| tokens.get(p));
+            // `a::b` and `<T as X>::b` continue a path; `-> ::b` starts one.
+            let continues = match before(1) {
+                Some(TokenTree::Ident(_)) => true,
+                Some(TokenTree::Punct(p)) if p.as_char() == '>' => {
+                    !matches!(before(2), Some(TokenTree::Punct(q)) if q.as_char() == '-')
+                }
+                _ => false,
+            };
+            let leading = match (tt, tokens.get(i + 1)) {
+                (TokenTree::Punct(a), Some(TokenTree::Punct(b))) => {
+                    a.as_char() == ':'
+                        && a.spacing() == Spacing::Joint
+                        && b.as_char() == ':'
+                        && !continues
+                }
+                _ => false,
+            };
+            if leading {
+                let first = tokens
+                    .get(i + 2)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let second = tokens
+                    .get(i + 5)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                out.push((first, second));
+            }
+        }
+    }
+
+    fn assert_hygienic(expanded: TokenStream) {
+        let mut paths = Vec::new();
+        absolute_paths(expanded.clone(), &mut paths);
+        assert!(!paths.is_empty());
+        for (first, second) in paths {
+            match first.as_str() {
+                "core" | "std" => {}
+                "dref" => assert_eq!(second, "__private", "in {expanded}"),
+                other => panic!("generated code names `::{other}`: {expanded}"),
+            }
+        }
+        assert!(
+            !expanded.to_string().contains("compile_error"),
+            "unexpected error: {expanded}"
+        );
+    }
+
+    #[test]
+    fn distributed_names_only_private_and_std_paths() {
+        let expanded = super::distributed(
+            quote!(id = "flags", change = "FlagEvent"),
+            quote! {
+                #[derive(Clone)]
+                pub struct Flags<T: Clone, L = ()> where T: Send {
+                    pub beta_feature: bool,
+                    #[dref(rename = "pct")]
+                    rollout: Vec<T>,
+                    #[dref(skip)]
+                    local: Option<L>,
+                }
+            },
+        );
+        assert_hygienic(expanded.clone());
+        let text = expanded.to_string();
+        assert!(text.contains("enum FlagEvent"), "{text}");
+        assert!(text.contains("struct FlagsFields"), "{text}");
+        assert!(text.contains("fn default_id"), "{text}");
+        assert!(text.contains("\"pct\""), "{text}");
+        assert!(
+            !text.contains("# [dref"),
+            "field attributes are stripped: {text}"
+        );
+    }
+
+    #[test]
+    fn lock_names_only_private_and_std_paths() {
+        let expanded = super::lock(
+            quote!("daily-report", timeout = "1m30s"),
+            quote! {
+                async fn report(&self, n: u32) -> Result<u32, MyError> { Ok(n) }
+            },
+        );
+        assert_hygienic(expanded.clone());
+        let text = expanded.to_string();
+        assert!(
+            text.contains("async fn report (& self , n : u32) -> Result < u32 , MyError >"),
+            "the signature is kept: {text}"
+        );
+        assert!(text.contains("Duration :: new (90u64 , 0u32)"), "{text}");
+    }
+
+    #[test]
+    fn errors_keep_the_item() {
+        let item = quote!(
+            fn report() -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let expanded = super::lock(quote!("x"), item.clone()).to_string();
+        assert!(expanded.starts_with(&item.to_string()), "{expanded}");
+        assert_eq!(expanded.matches("compile_error").count(), 1, "{expanded}");
+    }
+}

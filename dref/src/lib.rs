@@ -52,16 +52,122 @@ pub use reference::DRef;
 pub use value::Value;
 
 /// Makes a struct with named fields a distributed value stored field by
-/// field: field-level writes and change events, a typed id constructor, a
-/// change enum and per-field handles. See [`FieldRef`] and the crate's
-/// README for the generated items and the attribute's options.
+/// field.
+///
+/// For
+///
+/// ```
+/// # use dref::distributed;
+/// #[distributed]                  // or #[distributed(id = "flags")]
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Flags {
+///     beta_feature: bool,
+///     rollout: u8,
+/// }
+/// ```
+///
+/// it generates (with the struct's visibility and generics):
+/// - an implementation of [`Value`] with one stored field per struct field,
+///   so that a write that changes one field sends, stores and reports that
+///   field only, and a type fingerprint made of the struct's name and its
+///   stored fields' names and types;
+/// - `Flags::id(name) -> ManualId<Flags>` and, with `id = "..."`,
+///   `Flags::default_id()`;
+/// - `enum FlagsChange { BetaFeature(bool), Rollout(u8) }`, the items of
+///   [`DRef::changes`] (`Change { revision, kind: ChangeKind::Updated(..) }`,
+///   one per changed field); it implements `Clone`, `PartialEq`, `Eq` and
+///   `Debug` when the field types do;
+/// - `struct FlagsFields`, to which `DRef<Flags>` dereferences: its methods
+///   `flags.beta_feature()` and `flags.rollout()` return [`FieldRef`]
+///   handles (`get`, `peek`, `set`, `update`, `changes`, ...), whose writes
+///   are conditional on that field only.
+///
+/// Stored field types must implement [`FieldValue`] (`Serialize +
+/// DeserializeOwned + Clone + PartialEq + Send + Sync + 'static`);
+/// collections, options and nested serde structs are fine. The struct
+/// itself must be `Clone + Send + Sync + 'static` and must **not** derive
+/// `Serialize`/`Deserialize` (that would make it a plain one-field value).
+///
+/// Arguments: `id = "name"` (default id), `change = "Name"` (name of the
+/// change enum), `fields = "Name"` (name of the handles struct). Field
+/// attributes: `#[dref(rename = "stored")]` (the stored name, so that a
+/// Rust rename does not break a running cluster) and `#[dref(skip)]` (a
+/// local-only field, not stored, restored with `Default`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> dref::Result<()> {
+/// use dref::{distributed, ChangeKind, Context};
+/// use futures_util::StreamExt;
+///
+/// #[distributed(id = "limits", change = "LimitEvent")]
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Limits<T> {
+///     #[dref(rename = "max")]
+///     maximum: T,
+///     allowed: Vec<String>,
+///     #[dref(skip)]
+///     local_hits: u64,
+/// }
+///
+/// let ctx = Context::local();
+/// let limits = ctx
+///     .make(Limits::default_id(), Limits { maximum: 10u32, allowed: vec![], local_hits: 0 })
+///     .await?;
+/// let mut events = limits.changes();
+/// limits.maximum().update(|m| m * 2).await?;
+/// let event = events.next().await.unwrap()?;
+/// assert!(matches!(event.kind, ChangeKind::Updated(LimitEvent::Maximum(20))));
+/// # Ok(()) }
+/// ```
 pub use dref_macros::distributed;
 
-/// Runs the body of an `async fn` returning `Result<T, E>` (with
-/// `E: From<dref::Error>`) under the cluster-wide lock of the given name,
-/// like [`Context::lock`]. Options: `ctx = expr`, `timeout = "5s"`, `try`.
-/// Without `ctx =`, a `&Context` parameter or else the ambient context
-/// ([`Context::current`]) is used.
+/// Runs the body of an `async fn` under a cluster-wide lock, like
+/// [`Context::lock`].
+///
+/// The function must return `Result<T, E>` with `E: From<dref::Error>`:
+/// a busy lock (`try`), a timeout, a missing context and a lost lock
+/// ([`Error::LockLost`], after which the body is cancelled) are returned as
+/// `Err(E::from(error))`. The signature is kept as written; the body sees
+/// the lock's [`current_fencing_token`]. Works on free functions, methods
+/// (`&self`, `self`) and `async fn` in traits and their impls.
+///
+/// `#[dref::lock("name", options...)]`, where the options are:
+/// - `ctx = expr`: the [`Context`] to lock through (a `Context`, a
+///   reference, or an `Arc`/`Box` of one). Without it, a parameter of type
+///   `&Context` is used, else the ambient context ([`Context::current`]: a
+///   [`Context::scope`] around the call, else [`Context::set_default`]).
+/// - `timeout = "5s"` (units `ms`, `s`, `m`, `h`, combinable as `"1m30s"`),
+///   or `timeout = <Duration expression>`: fail with [`Error::Timeout`] if
+///   the lock is not had in time ([`Context::lock_timeout`]).
+/// - `try`: fail with [`Error::LockBusy`] at once if the lock is held
+///   ([`Context::try_lock`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> dref::Result<()> {
+/// use dref::{current_fencing_token, Context};
+///
+/// struct Reports {
+///     ctx: Context,
+/// }
+///
+/// impl Reports {
+///     #[dref::lock("daily-report", ctx = self.ctx, timeout = "5s")]
+///     async fn daily(&self) -> dref::Result<u64> {
+///         let token = current_fencing_token().expect("inside the lock");
+///         Ok(token.0) // hand the token to the resources the report writes
+///     }
+/// }
+///
+/// #[dref::lock("cleanup", try)]
+/// async fn cleanup(ctx: &Context) -> dref::Result<()> {
+///     Ok(())
+/// }
+///
+/// let reports = Reports { ctx: Context::local() };
+/// assert!(reports.daily().await? > 0);
+/// cleanup(&reports.ctx).await?;
+/// # Ok(()) }
+/// ```
 pub use dref_macros::lock;
 
 /// Not public API: items used by code that dref's macros generate.
