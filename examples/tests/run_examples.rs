@@ -70,3 +70,13 @@ fn metrics() {
 fn throttled_job() {
     run("throttled_job");
 }
+
+#[test]
+fn feature_flags() {
+    run("feature_flags");
+}
+
+#[test]
+fn throttled_job_attr() {
+    run("throttled_job_attr");
+}
