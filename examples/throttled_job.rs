@@ -19,7 +19,12 @@ async fn main() -> dref::Result<()> {
     let store = MemoryBackend::new();
     let nodes: Vec<Context> = ["node-a", "node-b"]
         .into_iter()
-        .map(|id| Context::builder().backend(store.clone()).node_id(id).build())
+        .map(|id| {
+            Context::builder()
+                .backend(store.clone())
+                .node_id(id)
+                .build()
+        })
         .collect();
 
     // Both nodes start the job at once: the second waits for the first.
@@ -27,7 +32,8 @@ async fn main() -> dref::Result<()> {
     for ctx in &nodes {
         let ctx = ctx.clone();
         runs.push(tokio::spawn(async move {
-            ctx.lock("daily-report", generate_report(ctx.node_id())).await
+            ctx.lock("daily-report", generate_report(ctx.node_id()))
+                .await
         }));
     }
     for run in runs {
@@ -36,7 +42,10 @@ async fn main() -> dref::Result<()> {
 
     // Or fail fast when another node is already running it.
     let _running = nodes[0].acquire("daily-report").await?;
-    match nodes[1].try_lock("daily-report", generate_report("node-b")).await {
+    match nodes[1]
+        .try_lock("daily-report", generate_report("node-b"))
+        .await
+    {
         Err(dref::Error::LockBusy { .. }) => println!("node-b: report already running, skipped"),
         other => panic!("expected the lock to be busy, got {other:?}"),
     }
