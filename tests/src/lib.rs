@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod faults;
 mod harness;
+pub mod history;
 
 pub use harness::{Harness, MemoryHarness, Node};
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod engine;
 mod leader;
 mod leases;
+mod linearizable;
 mod locks;
 mod refs;
 mod streams;
@@ -14,6 +15,7 @@ pub use bad_input::*;
 pub use engine::*;
 pub use leader::*;
 pub use leases::*;
+pub use linearizable::*;
 pub use locks::*;
 pub use refs::*;
 pub use streams::*;
@@ -41,6 +43,7 @@ macro_rules! conformance_suite {
             async_modify_family,
             failing_closure_aborts_update,
             concurrent_updates_are_atomic,
+            concurrent_history_is_linearizable,
             peek_follows_remote_writes,
             codecs_round_trip,
             // change streams
