@@ -1,0 +1,423 @@
+//! The Redis backend (feature `redis`): the engine contract on an existing
+//! Redis (6.2 or later, single instance or a primary with replicas; not
+//! Redis Cluster).
+//!
+//! ```no_run
+//! # async fn demo() -> dref::Result<()> {
+//! use dref_backends::redis::RedisConfig;
+//!
+//! let backend = RedisConfig::from_env()?.connect().await?; // DREF_REDIS_URL
+//! let ctx = dref::Context::builder().backend(backend).connect().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//! Every operation is one Lua script run with `EVALSHA` (re-sent when the
+//! server answers `NOSCRIPT`, e.g. after a restart): the condition check,
+//! the field update, the version and revision increments, lease bookkeeping
+//! and the `PUBLISH` of the change event are one atomic step. An
+//! uncontended update is one round trip.
+//!
+//! Watches share one pub/sub connection per backend handle, separate from
+//! the command connection; after that connection is re-established every
+//! watcher gets a `Resync` with the current record.
+//!
+//! Leases live in the database, with deadlines from the server's clock.
+//! Expired leases are swept by every script run and by a background sweep
+//! of each handle (every 100 ms by default, see
+//! [`RedisConfig::sweep_interval`]), so expiry needs no
+//! `notify-keyspace-events` setting: `Expired` events reach watchers at most
+//! one sweep interval plus one round trip after the deadline.
+//!
+//! The store revision lives in the database too: run Redis with
+//! persistence (AOF or RDB) if refs must survive a server restart, since a
+//! Redis that loses its data also restarts the revision count.
+//!
+//! # Storage layout
+//! With the default prefix `dref:` (see [`RedisConfig::prefix`]), for a ref
+//! named `flags` (store key `ref/flags`):
+//!
+//! | Redis key | type | contents |
+//! |---|---|---|
+//! | `dref:rev` | string | store revision, incremented by every commit |
+//! | `dref:r:ref/flags` | hash | the record: `m:ver` (version), `m:crev` (create revision), `m:mrev` (mod revision), `m:lease` (lease id, if any), and per field `f:<name>` (encoded bytes) and `r:<name>` (the field's mod revision) |
+//! | `dref:c:ref/flags` | channel | change events of the key |
+//! | `dref:lseq` | string | lease id sequence |
+//! | `dref:l:<id>` | hash | lease: `ttl` in milliseconds |
+//! | `dref:lk:<id>` | set | keys attached to the lease |
+//! | `dref:leases` | sorted set | lease ids scored by deadline (ms since the epoch, server clock) |
+//!
+//! A ref's value fields are named after the value: `value` for plain
+//! types, the (renamed) struct field names for `#[distributed]` structs,
+//! encoded with the context's codec (choose MessagePack or JSON to share
+//! records with other languages); the field `$type` holds the type
+//! fingerprint. Events are netstrings (`<len>:<bytes>`): `put`, revision,
+//! version, create revision, lease (empty if none), changed-field count,
+//! then name and value per changed field, removed-field count and names;
+//! or `deleted`/`expired` followed by the revision. Other clients that write
+//! records must bump `dref:rev` and publish these events in the same
+//! transaction, as the script in `engine.lua` does.
+
+mod config;
+mod watch;
+mod wire;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dref::engine::{
+    Backend, Condition, Key, LeaseId, Op, Record, WatchItem, WatchStream, Write, WriteOutcome,
+};
+use dref::{Error, Result};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
+
+pub use config::{RedisConfig, URL_ENV};
+use watch::{Notice, Subscription, Watches};
+use wire::protocol;
+
+const SCRIPT: &str = include_str!("engine.lua");
+
+/// A handle on a Redis store. Cheap to clone; clones share the command
+/// connection, the pub/sub connection and the lease sweeper.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    command_timeout: Duration,
+    watches: Arc<Watches>,
+    sweeper: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    use redis::ErrorKind;
+    match e.kind() {
+        ErrorKind::AuthenticationFailed => Error::Config(format!(
+            "Redis refused the credentials (check the user and password in the URL): {e}"
+        )),
+        ErrorKind::InvalidClientConfig => Error::Config(format!("invalid Redis URL: {e}")),
+        ErrorKind::Server(_) if e.to_string().contains("WRONGTYPE") => {
+            protocol(format!("a key holds data that is not a dref record: {e}"))
+        }
+        ErrorKind::Server(_) if e.to_string().contains("dref:") => {
+            protocol(format!("the engine script failed: {e}"))
+        }
+        _ => Error::Unavailable {
+            backend: "redis",
+            message: e.to_string(),
+        },
+    }
+}
+
+impl RedisBackend {
+    /// Connects with `config` (see [`RedisConfig`]).
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+            Error::Config(format!("invalid Redis URL `{}`: {e}", redact(&config.url)))
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(2);
+        let connecting = ConnectionManager::new_with_config(client.clone(), manager_config);
+        let commands = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Ok(Ok(commands)) => commands,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    backend: "redis",
+                    message: format!(
+                        "connecting to {} timed out after {:?}",
+                        redact(&config.url),
+                        config.connect_timeout
+                    ),
+                })
+            }
+        };
+        let watches = Watches::start(client, config.prefix.clone(), config.connect_timeout);
+        let inner = Arc::new_cyclic(|weak| Inner {
+            commands,
+            script: redis::Script::new(SCRIPT),
+            prefix: config.prefix,
+            command_timeout: config.command_timeout,
+            watches,
+            sweeper: tokio::spawn(sweep(weak.clone(), config.sweep_interval)).abort_handle(),
+        });
+        let backend = RedisBackend { inner };
+        // Proves the server answers, accepts us and runs scripts.
+        backend.run(&["sweep"]).await?;
+        Ok(backend)
+    }
+
+    /// The key prefix (namespace) of this handle.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// Runs the engine script with `args` after the operation's prefix.
+    async fn run<A: redis::ToRedisArgs>(&self, args: &[A]) -> Result<Value> {
+        let mut invocation = self.inner.script.prepare_invoke();
+        let mut args = args.iter();
+        if let Some(op) = args.next() {
+            invocation.arg(op);
+        }
+        invocation.arg(self.inner.prefix.as_str());
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.inner.commands.clone();
+        let call = invocation.invoke_async::<Value>(&mut connection);
+        match tokio::time::timeout(self.inner.command_timeout, call).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(Error::Unavailable {
+                backend: "redis",
+                message: format!("no answer within {:?}", self.inner.command_timeout),
+            }),
+        }
+    }
+
+    /// The record under `key` and the store revision it is current at.
+    async fn read_at(&self, key: &Key) -> Result<(u64, Option<Record>)> {
+        let reply = self.run(&["read", key.as_str()]).await?;
+        let items = wire::array(&reply, "read reply")?;
+        match items {
+            [revision, record] => Ok((wire::int(revision, "revision")?, wire::record(record)?)),
+            _ => Err(protocol("read reply must have two items")),
+        }
+    }
+
+    async fn write_now(&self, write: Write) -> Result<WriteOutcome> {
+        let (cond, carg, cfield) = match &write.condition {
+            Condition::Any => ("any", String::new(), String::new()),
+            Condition::Absent => ("absent", String::new(), String::new()),
+            Condition::Exists => ("exists", String::new(), String::new()),
+            Condition::Version(v) => ("ver", v.to_string(), String::new()),
+            Condition::ModRevision(r) => ("mrev", r.to_string(), String::new()),
+            Condition::FieldModRevision { field, revision } => {
+                ("frev", revision.to_string(), field.to_string())
+            }
+            other => return Err(Error::Config(format!("unsupported condition {other:?}"))),
+        };
+        let (op, fields): (&str, &[(dref::engine::FieldName, Bytes)]) = match &write.op {
+            Op::Put(fields) => ("put", fields),
+            Op::Patch(fields) => ("patch", fields),
+            Op::Delete => ("del", &[]),
+            other => return Err(Error::Config(format!("unsupported operation {other:?}"))),
+        };
+        let lease = write.lease.map(|l| l.0.to_string()).unwrap_or_default();
+        let count = fields.len().to_string();
+        let mut args: Vec<&[u8]> = vec![
+            b"write",
+            write.key.as_str().as_bytes(),
+            cond.as_bytes(),
+            carg.as_bytes(),
+            cfield.as_bytes(),
+            op.as_bytes(),
+            lease.as_bytes(),
+            count.as_bytes(),
+        ];
+        for (name, value) in fields {
+            args.push(name.as_bytes());
+            args.push(value);
+        }
+        let reply = self.run(&args).await?;
+        let items = wire::array(&reply, "write reply")?;
+        match items {
+            [status, revision, version] if wire::int(status, "status")? == 1 => {
+                Ok(WriteOutcome::Committed {
+                    revision: wire::int(revision, "revision")?,
+                    version: wire::int(version, "version")?,
+                })
+            }
+            [status, record] if wire::int(status, "status")? == 0 => Ok(WriteOutcome::Rejected {
+                current: wire::record(record)?,
+            }),
+            [status] if wire::int(status, "status")? == 2 => Err(Error::LeaseExpired {
+                lease: write.lease.unwrap_or(LeaseId(0)),
+            }),
+            _ => Err(protocol(format!("unexpected write reply {reply:?}"))),
+        }
+    }
+
+    async fn watch_now(&self, key: Key, since: Option<u64>) -> Result<WatchStream> {
+        let subscription = self
+            .inner
+            .watches
+            .subscribe(&key, self.inner.command_timeout)
+            .await?;
+        // Subscribed first, read second: every commit after the read is
+        // delivered, every commit before it is in the snapshot.
+        let (initial, floor) = match since {
+            Some(since) => {
+                let (revision, record) = self.read_at(&key).await?;
+                if record.as_ref().is_none_or(|r| r.mod_revision > since) {
+                    (Some(WatchItem::Resync(record)), revision)
+                } else {
+                    (None, since)
+                }
+            }
+            None => (None, 0),
+        };
+        let state = RedisWatch {
+            subscription,
+            floor,
+            initial,
+            backend: Arc::downgrade(&self.inner),
+            key,
+            done: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            RedisWatch::next,
+        )))
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Sweeps expired leases periodically so that their records are deleted
+/// (and `Expired` events sent) even when nothing else touches the store.
+async fn sweep(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let backend = RedisBackend { inner };
+        // A failed sweep is retried at the next tick; the next write sweeps
+        // too.
+        let _ = backend.run(&["sweep"]).await;
+    }
+}
+
+struct RedisWatch {
+    subscription: Subscription,
+    /// Events at or below this revision are reflected in what the stream
+    /// has delivered.
+    floor: u64,
+    initial: Option<WatchItem>,
+    backend: Weak<Inner>,
+    key: Key,
+    done: bool,
+}
+
+impl RedisWatch {
+    async fn next(mut self) -> Option<(Result<WatchItem>, Self)> {
+        if self.done {
+            return None;
+        }
+        if let Some(item) = self.initial.take() {
+            return Some((Ok(item), self));
+        }
+        loop {
+            let notice = match self.subscription.rx.recv().await {
+                Ok(notice) => notice,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.subscription.rx = self.subscription.rx.resubscribe();
+                    Notice::Reconnected
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            match notice {
+                Notice::Event(event) if event.revision <= self.floor => continue,
+                Notice::Event(event) => {
+                    self.floor = event.revision;
+                    return Some((Ok(WatchItem::Event(event)), self));
+                }
+                Notice::Reconnected => {
+                    let backend = RedisBackend {
+                        inner: self.backend.upgrade()?,
+                    };
+                    return match backend.read_at(&self.key).await {
+                        Ok((revision, record)) => {
+                            self.floor = self.floor.max(revision);
+                            Some((Ok(WatchItem::Resync(record)), self))
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            Some((Err(e), self))
+                        }
+                    };
+                }
+                Notice::Malformed(message) => {
+                    self.done = true;
+                    return Some((Err(protocol(message)), self));
+                }
+            }
+        }
+    }
+}
+
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
+        async move { self.read_at(&key).await.map(|(_, record)| record) }.boxed()
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
+        self.write_now(write).boxed()
+    }
+
+    fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
+        self.watch_now(key, since).boxed()
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
+        async move {
+            let millis = ttl.as_millis().max(1).to_string();
+            let reply = self.run(&["grant", millis.as_str()]).await?;
+            Ok(LeaseId(wire::int(&reply, "lease id")?))
+        }
+        .boxed()
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let id = lease.0.to_string();
+            let reply = self.run(&["keepalive", id.as_str()]).await?;
+            match wire::int(&reply, "keep-alive reply")? {
+                1 => Ok(()),
+                _ => Err(Error::LeaseExpired { lease }),
+            }
+        }
+        .boxed()
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let id = lease.0.to_string();
+            self.run(&["revoke", id.as_str()]).await.map(|_| ())
+        }
+        .boxed()
+    }
+}
