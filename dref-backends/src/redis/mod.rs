@@ -113,20 +113,19 @@ impl std::fmt::Debug for RedisBackend {
 
 fn unavailable(e: redis::RedisError) -> Error {
     use redis::ErrorKind;
+    let text = e.to_string();
     match e.kind() {
         ErrorKind::AuthenticationFailed => Error::Config(format!(
             "Redis refused the credentials (check the user and password in the URL): {e}"
         )),
         ErrorKind::InvalidClientConfig => Error::Config(format!("invalid Redis URL: {e}")),
-        ErrorKind::Server(_) if e.to_string().contains("WRONGTYPE") => {
+        _ if text.contains("WRONGTYPE") => {
             protocol(format!("a key holds data that is not a dref record: {e}"))
         }
-        ErrorKind::Server(_) if e.to_string().contains("dref:") => {
-            protocol(format!("the engine script failed: {e}"))
-        }
+        _ if text.contains("dref:") => protocol(format!("the engine script failed: {e}")),
         _ => Error::Unavailable {
             backend: "redis",
-            message: e.to_string(),
+            message: text,
         },
     }
 }

@@ -1,0 +1,309 @@
+//! Redis-specific behaviour: restarts, lost connections, namespaces,
+//! authentication, foreign data, and the storage layout seen by other
+//! clients. Each test runs its own private redis-server.
+
+mod support;
+
+use std::time::Duration;
+
+use dref::{ChangeKind, Codec, Context, Error, ManualId};
+use dref_backends::redis::{RedisBackend, RedisConfig};
+use dref_tests::within;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use support::proxy::Proxy;
+use support::redis_server::RedisServer;
+
+async fn backend(url: &str, prefix: &str) -> RedisBackend {
+    RedisConfig::new(url)
+        .prefix(prefix)
+        .connect_timeout(Duration::from_secs(1))
+        .command_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn context(backend: RedisBackend, node: &str) -> Context {
+    Context::builder()
+        .backend(backend)
+        .node_id(node)
+        .session_ttl(Duration::from_millis(1500))
+        .build()
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Retries `op` while the store is unreachable (a restart or a cut), up to
+/// the test patience.
+async fn eventually<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = dref::Result<T>>,
+{
+    within(what, async {
+        loop {
+            match op().await {
+                Ok(v) => return v,
+                Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_resyncs_watchers_and_updates_resume() {
+    let mut server = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let a = context(backend(&server.url(), "app:").await, "a");
+    let r = a.make(ManualId::<u64>::new("counter"), 0).await.unwrap();
+    let mut changes = r.changes();
+    r.set(1).await.unwrap();
+    let first = within("the first change", changes.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.kind, ChangeKind::Updated(1));
+
+    server.kill();
+    let err = r.update(|n| n + 1).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    server.launch();
+
+    // Another node writes after the restart; the watcher, whose pub/sub
+    // connection was lost, must be resynced and reach the new value.
+    let b = context(backend(&server.url(), "app:").await, "b");
+    let rb = b.make(ManualId::<u64>::new("counter"), 0).await.unwrap();
+    assert_eq!(
+        rb.get().await.unwrap(),
+        1,
+        "the record survived the restart"
+    );
+    rb.set(10).await.unwrap();
+    let mut resynced = false;
+    loop {
+        let change = within("the change after the restart", changes.next()).await;
+        match change.unwrap() {
+            Ok(c) => match c.kind {
+                ChangeKind::Resync(v) => {
+                    resynced = true;
+                    if v == Some(10) {
+                        break;
+                    }
+                }
+                ChangeKind::Updated(10) => break,
+                other => panic!("unexpected change {other:?}"),
+            },
+            // Errors while the server was away are reported, not hidden.
+            Err(e) => assert!(e.is_transient(), "{e}"),
+        }
+    }
+    assert!(
+        resynced,
+        "a reconnected watcher must get an explicit resync"
+    );
+    eventually("an update after the restart", || r.update(|n| n + 1)).await;
+    assert_eq!(rb.get().await.unwrap(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cut_off_longer_than_its_ttl_loses_the_lock() {
+    let server = RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    let cut_off = format!("redis://127.0.0.1:{}/0", proxy.port);
+    let a = context(backend(&cut_off, "locks:").await, "a");
+    let b = context(backend(&server.url(), "locks:").await, "b");
+    let held = a.acquire("report").await.unwrap();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.acquire("report").await })
+    };
+    proxy.cut();
+    let taken = within("the waiter", waiter).await.unwrap().unwrap();
+    assert!(
+        held.is_lost(),
+        "the lock changed hands before its holder knew"
+    );
+    let err = held.lost().await;
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    assert!(taken.token() > held.token());
+    drop(held);
+
+    proxy.heal();
+    let taken_token = taken.token();
+    taken.release().await.unwrap();
+    let again = eventually("the healed node's lock", || a.acquire("report")).await;
+    assert!(again.token() > taken_token);
+    again.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_do_not_see_each_other() {
+    let server = RedisServer::start(&[]);
+    let one = context(backend(&server.url(), "one:").await, "1");
+    let two = context(backend(&server.url(), "two:").await, "2");
+    let r1 = one
+        .make(ManualId::<String>::new("shared"), "one".into())
+        .await
+        .unwrap();
+    let r2 = two
+        .make(ManualId::<String>::new("shared"), "two".into())
+        .await
+        .unwrap();
+    r1.set("uno".into()).await.unwrap();
+    assert_eq!(r2.get().await.unwrap(), "two");
+    let _lock = one.acquire("job").await.unwrap();
+    two.try_acquire("job")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = conn.keys("*r:ref/shared").await.unwrap();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, ["one:r:ref/shared", "two:r:ref/shared"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_and_dead_servers_are_typed_errors() {
+    let server = RedisServer::start(&["--requirepass", "s3cret"]);
+    let wrong = format!("redis://:nope@127.0.0.1:{}/0", server.port);
+    let err = RedisConfig::new(wrong).connect().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Config(ref m) if m.contains("credentials")),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("nope"),
+        "the password leaked into: {err}"
+    );
+    let right = format!("redis://:s3cret@127.0.0.1:{}/0", server.port);
+    RedisConfig::new(right).connect().await.unwrap();
+
+    let err = RedisConfig::new("redis://127.0.0.1:1/0")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    let err = RedisConfig::new("http://nowhere")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    std::env::remove_var(dref_backends::redis::URL_ENV);
+    let err = RedisConfig::from_env().unwrap_err();
+    assert!(
+        matches!(err, Error::Config(ref m) if m.contains("DREF_REDIS_URL")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_data_under_our_keys_is_reported() {
+    let server = RedisServer::start(&[]);
+    let ctx = context(backend(&server.url(), "x:").await, "a");
+    let mut conn = raw(&server).await;
+
+    // Garbage bytes in a field: a decode error, state untouched.
+    let r = ctx
+        .make(ManualId::<Vec<String>>::new("list"), vec!["a".into()])
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset("x:r:ref/list", "f:value", b"\xff\xfe\xfd".as_slice())
+        .await
+        .unwrap();
+    let err = r.get().await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+
+    // Another data type under a record key: a protocol error.
+    let _: () = conn.set("x:r:ref/text", "just a string").await.unwrap();
+    let err = ctx.make(ManualId::<u8>::new("text"), 1).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+
+    // A hash that is not a dref record.
+    let _: () = conn.hset("x:r:ref/hash", "colour", "blue").await.unwrap();
+    let err = ctx.make(ManualId::<u8>::new("hash"), 1).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+
+    // Garbage published on a watched key's channel: the stream reports it,
+    // and the ref keeps following the key afterwards.
+    let counter = ctx.make(ManualId::<u32>::new("n"), 0).await.unwrap();
+    let mut values = counter.values();
+    let _: () = conn
+        .publish("x:c:ref/n", b"\x00garbage".as_slice())
+        .await
+        .unwrap();
+    let item = within("the garbage report", values.next()).await.unwrap();
+    assert!(matches!(item, Err(Error::Protocol { .. })), "{item:?}");
+    counter.set(5).await.unwrap();
+    loop {
+        match within("the value after garbage", values.next())
+            .await
+            .unwrap()
+        {
+            Ok(Some(5)) => break,
+            Ok(other) => panic!("unexpected value {other:?}"),
+            // The watch is re-opened after the malformed message.
+            Err(e) => assert!(matches!(e, Error::Protocol { .. }), "{e}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    name: String,
+    level: u8,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_are_readable_with_plain_commands() {
+    let server = RedisServer::start(&[]);
+    let backend = backend(&server.url(), "shop:").await;
+    let ctx = Context::builder()
+        .backend(backend)
+        .codec(Codec::Json)
+        .build();
+    let profile = Profile {
+        name: "ada".into(),
+        level: 3,
+    };
+    let r = ctx
+        .make(ManualId::<Profile>::new("profile"), profile.clone())
+        .await
+        .unwrap();
+    r.update(|mut p| {
+        p.level += 1;
+        p
+    })
+    .await
+    .unwrap();
+    let mut conn = raw(&server).await;
+    let hash: std::collections::HashMap<String, Vec<u8>> =
+        conn.hgetall("shop:r:ref/profile").await.unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&hash["f:value"]).unwrap();
+    assert_eq!(value, serde_json::json!({"name": "ada", "level": 4}));
+    assert_eq!(hash["m:ver"], b"2");
+    let fingerprint = String::from_utf8(hash["f:$type"].clone()).unwrap();
+    assert!(
+        fingerprint.starts_with("json:") && fingerprint.ends_with("Profile"),
+        "{fingerprint}"
+    );
+    let revision: u64 = conn.get("shop:rev").await.unwrap();
+    let mod_revision: u64 = String::from_utf8(hash["m:mrev"].clone())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(revision, mod_revision);
+}
