@@ -66,7 +66,7 @@ impl RedisServer {
         // even if it dies without running destructors.
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         let script = format!(
-            "redis-server {} & r=$!; trap 'kill $r 2>/dev/null; exit 0' TERM; \
+            "redis-server {} & r=$!; trap 'kill $r 2>/dev/null; wait $r; exit 0' TERM; \
              while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; kill $r 2>/dev/null; wait $r",
             quoted.join(" "),
             std::process::id()
