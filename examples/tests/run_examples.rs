@@ -26,7 +26,12 @@ fn example_path(name: &str) -> PathBuf {
 }
 
 fn run(name: &str) {
+    run_with(name, &[]);
+}
+
+fn run_with(name: &str, env: &[(&str, String)]) {
     let mut child = Command::new(example_path(name))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -79,4 +84,13 @@ fn feature_flags() {
 #[test]
 fn throttled_job_attr() {
     run("throttled_job_attr");
+}
+
+#[path = "../../tests/tests/support/redis_server.rs"]
+mod redis_server;
+
+#[test]
+fn redis_counter() {
+    let server = redis_server::RedisServer::start(&[]);
+    run_with("redis_counter", &[("DREF_REDIS_URL", server.url())]);
 }
