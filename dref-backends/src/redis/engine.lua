@@ -5,8 +5,8 @@
 -- ARGV[1] is the operation, ARGV[2] the key prefix (namespace); the rest
 -- depends on the operation. Layout (P = prefix):
 --   P..'rev'          store revision (INCR)
---   P..'r:'..key      record hash: m:ver, m:crev, m:mrev, m:lease,
---                     f:<name> = field bytes, r:<name> = field mod revision
+--   P..'r:'..key      record hash: m:ver, m:crev, m:mrev, m:lease, m:n (field
+--                     count), f:<name> = field bytes, r:<name> = field mod revision
 --   P..'c:'..key      pub/sub channel of the key's events
 --   P..'lseq'         lease id sequence
 --   P..'l:'..id       lease hash: ttl (milliseconds)
@@ -58,7 +58,16 @@ local function write()
   local key, cond, carg, cfield = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local op, lease, nfields = ARGV[7], ARGV[8], tonumber(ARGV[9])
   local rkey = P .. 'r:' .. key
-  local exists = redis.call('EXISTS', rkey) == 1
+  -- One read of everything this write needs.
+  local want = {'m:ver', 'm:crev', 'm:mrev', 'm:lease', 'm:n', 'r:' .. cfield}
+  for i = 0, nfields - 1 do
+    want[#want + 1] = 'f:' .. ARGV[10 + 2 * i]
+  end
+  local got = redis.call('HMGET', rkey, unpack(want))
+  local exists = got[1] ~= false
+  if not exists and redis.call('EXISTS', rkey) == 1 then
+    return redis.error_reply('dref: ' .. rkey .. ' holds a hash that is not a dref record')
+  end
   local ok
   if cond == 'any' then
     ok = true
@@ -67,11 +76,11 @@ local function write()
   elseif cond == 'exists' then
     ok = exists
   elseif cond == 'ver' then
-    ok = exists and redis.call('HGET', rkey, 'm:ver') == carg
+    ok = got[1] == carg
   elseif cond == 'mrev' then
-    ok = exists and redis.call('HGET', rkey, 'm:mrev') == carg
+    ok = got[3] == carg
   elseif cond == 'frev' then
-    ok = exists and redis.call('HGET', rkey, 'r:' .. cfield) == carg
+    ok = exists and got[6] == carg
   else
     return redis.error_reply('dref: unknown condition ' .. cond)
   end
@@ -85,35 +94,45 @@ local function write()
     return {2}
   end
   local rev = redis.call('INCR', REV)
+  local old_lease = got[4] or ''
   if op == 'del' then
-    local old_lease = redis.call('HGET', rkey, 'm:lease')
-    if old_lease then
+    if old_lease ~= '' then
       redis.call('SREM', P .. 'lk:' .. old_lease, key)
     end
     redis.call('DEL', rkey)
     publish(key, {'deleted', rev})
     return {1, rev, 0}
   end
-  local version, crev
+  local version, crev, count = 1, rev, 0
   if exists then
-    version = tonumber(redis.call('HGET', rkey, 'm:ver')) + 1
-    crev = redis.call('HGET', rkey, 'm:crev')
-  else
-    version = 1
-    crev = tostring(rev)
+    version = tonumber(got[1]) + 1
+    crev = got[2]
+    count = tonumber(got[5]) or 0
   end
+  local set = {}
   local changed, listed = {}, {}
+  local present = 0
   for i = 0, nfields - 1 do
     local name, value = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
+    local old = got[7 + i]
     listed[name] = true
-    if redis.call('HGET', rkey, 'f:' .. name) ~= value then
-      redis.call('HSET', rkey, 'f:' .. name, value, 'r:' .. name, rev)
+    if old then
+      present = present + 1
+    else
+      count = count + 1
+    end
+    if old ~= value then
+      set[#set + 1] = 'f:' .. name
+      set[#set + 1] = value
+      set[#set + 1] = 'r:' .. name
+      set[#set + 1] = rev
       changed[#changed + 1] = name
       changed[#changed + 1] = value
     end
   end
   local removed = {}
-  if op == 'put' and exists then
+  -- Only a put that does not list every stored field removes some.
+  if op == 'put' and exists and present < tonumber(got[5] or 0) then
     for _, h in ipairs(redis.call('HKEYS', rkey)) do
       if string.sub(h, 1, 2) == 'f:' then
         local name = string.sub(h, 3)
@@ -123,21 +142,23 @@ local function write()
         end
       end
     end
+    count = nfields
   end
-  redis.call('HSET', rkey, 'm:ver', version, 'm:crev', crev, 'm:mrev', rev)
-  local new_lease = redis.call('HGET', rkey, 'm:lease') or ''
-  if op == 'put' and lease ~= new_lease then
-    if new_lease ~= '' then
-      redis.call('SREM', P .. 'lk:' .. new_lease, key)
+  local new_lease = old_lease
+  if op == 'put' and lease ~= old_lease then
+    if old_lease ~= '' then
+      redis.call('SREM', P .. 'lk:' .. old_lease, key)
     end
     if lease ~= '' then
-      redis.call('HSET', rkey, 'm:lease', lease)
+      set[#set + 1] = 'm:lease'
+      set[#set + 1] = lease
       redis.call('SADD', P .. 'lk:' .. lease, key)
     else
       redis.call('HDEL', rkey, 'm:lease')
     end
     new_lease = lease
   end
+  redis.call('HSET', rkey, 'm:ver', version, 'm:crev', crev, 'm:mrev', rev, 'm:n', count, unpack(set))
   local parts = {'put', rev, version, crev, new_lease, #changed / 2}
   for _, v in ipairs(changed) do
     parts[#parts + 1] = v
@@ -150,13 +171,16 @@ local function write()
   return {1, rev, version}
 end
 
-sweep()
+-- Writes and reads do not sweep: expiry may be seen late, never early, and
+-- the lease operations and the periodic sweep keep it prompt.
 if OP == 'write' then
   return write()
 elseif OP == 'read' then
   -- The record with the store revision it is current at.
   return {redis.call('GET', REV) or '0', redis.call('HGETALL', P .. 'r:' .. ARGV[3])}
-elseif OP == 'grant' then
+end
+sweep()
+if OP == 'grant' then
   local id = tostring(redis.call('INCR', P .. 'lseq'))
   redis.call('HSET', P .. 'l:' .. id, 'ttl', ARGV[3])
   redis.call('ZADD', LEASES, now_ms() + tonumber(ARGV[3]), id)

@@ -19,12 +19,17 @@
 //! uncontended update is one round trip.
 //!
 //! Watches share one pub/sub connection per backend handle, separate from
-//! the command connection; after that connection is re-established every
-//! watcher gets a `Resync` with the current record.
+//! the command connection, subscribed once to the pattern of the
+//! namespace's event channels: opening a watch costs no round trip when the
+//! handle has seen nothing newer for the key than the watcher asks for
+//! (otherwise one read, and the watcher starts with a `Resync`). After the
+//! pub/sub connection is re-established every watcher gets a `Resync` with
+//! the current record. Every handle receives the events of its whole
+//! namespace: give applications that share a Redis their own prefixes.
 //!
 //! Leases live in the database, with deadlines from the server's clock.
-//! Expired leases are swept by every script run and by a background sweep
-//! of each handle (every 100 ms by default, see
+//! Expired leases are swept by every lease operation and by a background
+//! sweep of each handle (every 100 ms by default, see
 //! [`RedisConfig::sweep_interval`]), so expiry needs no
 //! `notify-keyspace-events` setting: `Expired` events reach watchers at most
 //! one sweep interval plus one round trip after the deadline.
@@ -40,7 +45,7 @@
 //! | Redis key | type | contents |
 //! |---|---|---|
 //! | `dref:rev` | string | store revision, incremented by every commit |
-//! | `dref:r:ref/flags` | hash | the record: `m:ver` (version), `m:crev` (create revision), `m:mrev` (mod revision), `m:lease` (lease id, if any), and per field `f:<name>` (encoded bytes) and `r:<name>` (the field's mod revision) |
+//! | `dref:r:ref/flags` | hash | the record: `m:ver` (version), `m:crev` (create revision), `m:mrev` (mod revision), `m:lease` (lease id, if any), `m:n` (number of fields), and per field `f:<name>` (encoded bytes) and `r:<name>` (the field's mod revision) |
 //! | `dref:c:ref/flags` | channel | change events of the key |
 //! | `dref:lseq` | string | lease id sequence |
 //! | `dref:l:<id>` | hash | lease: `ttl` in milliseconds |
@@ -76,7 +81,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
 pub use config::{RedisConfig, URL_ENV};
-use watch::{Notice, Subscription, Watches};
+use watch::{Notice, Start, Subscription, Watches};
 use wire::protocol;
 
 const SCRIPT: &str = include_str!("engine.lua");
@@ -155,7 +160,12 @@ impl RedisBackend {
                 })
             }
         };
-        let watches = Watches::start(client, config.prefix.clone(), config.connect_timeout);
+        let watches = Watches::start(
+            client,
+            commands.clone(),
+            config.prefix.clone(),
+            config.connect_timeout,
+        );
         let inner = Arc::new_cyclic(|weak| Inner {
             commands,
             script: redis::Script::new(SCRIPT),
@@ -165,8 +175,14 @@ impl RedisBackend {
             sweeper: tokio::spawn(sweep(weak.clone(), config.sweep_interval)).abort_handle(),
         });
         let backend = RedisBackend { inner };
-        // Proves the server answers, accepts us and runs scripts.
+        // Proves the server answers, accepts us and runs scripts, and that
+        // watches can start without a round trip.
         backend.run(&["sweep"]).await?;
+        backend
+            .inner
+            .watches
+            .wait_live(config.connect_timeout)
+            .await?;
         Ok(backend)
     }
 
@@ -261,15 +277,11 @@ impl RedisBackend {
     }
 
     async fn watch_now(&self, key: Key, since: Option<u64>) -> Result<WatchStream> {
-        let subscription = self
-            .inner
-            .watches
-            .subscribe(&key, self.inner.command_timeout)
-            .await?;
-        // Subscribed first, read second: every commit after the read is
-        // delivered, every commit before it is in the snapshot.
-        let (initial, floor) = match since {
-            Some(since) => {
+        let (subscription, start) = self.inner.watches.subscribe(&key, since);
+        // Registered first, read second (when needed): every commit after
+        // the read is delivered, every commit before it is in the snapshot.
+        let (initial, floor) = match (start, since) {
+            (Start::Resync, Some(since)) => {
                 let (revision, record) = self.read_at(&key).await?;
                 if record.as_ref().is_none_or(|r| r.mod_revision > since) {
                     (Some(WatchItem::Resync(record)), revision)
@@ -277,7 +289,7 @@ impl RedisBackend {
                     (None, since)
                 }
             }
-            None => (None, 0),
+            (_, since) => (None, since.unwrap_or(0)),
         };
         let state = RedisWatch {
             subscription,

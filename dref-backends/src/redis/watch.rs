@@ -1,9 +1,13 @@
 //! Watches over one shared pub/sub connection per backend handle.
 //!
-//! A background task owns the pub/sub connection: it subscribes the
-//! channels of watched keys, fans messages out to per-key broadcast
-//! channels, and after a reconnect re-subscribes and tells every watcher to
-//! resync (events published while it was away are lost to pub/sub).
+//! A background task owns the pub/sub connection. It subscribes once to
+//! the pattern of every event channel of the namespace, so opening a watch
+//! costs no round trip: the task remembers the last revision it saw for
+//! each key, and a watch that asks for the commits after revision `r` is
+//! served live when nothing newer than `r` went by for that key since the
+//! subscription started. Otherwise the watcher reads the record and starts
+//! with a resync. After a reconnect every watcher is told to resync, since
+//! pub/sub drops what was published while the connection was down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -13,36 +17,57 @@ use dref::engine::{Event, Key};
 use dref::{Error, Result};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use redis::aio::ConnectionManager;
+use tokio::sync::{broadcast, oneshot, watch};
 
 use super::wire;
 
 const WATCH_BUFFER: usize = 256;
 
+/// Keys whose last event revision is remembered; beyond this the memory is
+/// folded into one floor revision (which only costs extra resyncs).
+const REMEMBERED_KEYS: usize = 65_536;
+
 /// What the pub/sub task tells the watchers of a key.
 #[derive(Clone, Debug)]
 pub(super) enum Notice {
     Event(Event),
-    /// The pub/sub connection was re-established: events may have been
+    /// The pub/sub connection was (re-)established: events may have been
     /// missed.
     Reconnected,
     /// A message on the key's channel could not be decoded.
     Malformed(String),
 }
 
-enum Control {
-    Subscribe(Vec<u8>, oneshot::Sender<Result<()>>),
-    Unsubscribe(Vec<u8>),
+#[derive(Default)]
+struct State {
+    senders: HashMap<Key, broadcast::Sender<Notice>>,
+    /// Revision of the last event seen per key since `live_since`.
+    last: HashMap<Key, u64>,
+    /// Events of keys missing from `last` had revisions at most this.
+    floor: u64,
+    /// While subscribed: every event above this revision is delivered.
+    live_since: Option<u64>,
+}
+
+/// How a new watch starts.
+pub(super) enum Start {
+    /// Nothing after the requested revision was missed.
+    Live,
+    /// The watcher must read the record and resync.
+    Resync,
 }
 
 /// The watched keys of one backend handle.
 pub(super) struct Watches {
     prefix: String,
-    keys: Mutex<HashMap<Key, broadcast::Sender<Notice>>>,
-    control: mpsc::UnboundedSender<Control>,
+    state: Mutex<State>,
+    live: watch::Sender<bool>,
+    /// Dropped with the handle, which stops the pub/sub task.
+    _shutdown: oneshot::Sender<()>,
 }
 
-/// Keeps a key subscribed while a watcher holds it.
+/// A watcher's registration for one key.
 pub(super) struct Subscription {
     pub(super) rx: broadcast::Receiver<Notice>,
     watches: Arc<Watches>,
@@ -51,76 +76,103 @@ pub(super) struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut keys = self.watches.keys.lock();
+        let mut state = self.watches.state.lock();
         // Our receiver is still counted until the field is dropped.
-        if keys
+        if state
+            .senders
             .get(&self.key)
             .is_some_and(|tx| tx.receiver_count() <= 1)
         {
-            keys.remove(&self.key);
-            // Queued under the lock, so a later subscribe of the same key
-            // is ordered after this.
-            let _ = self
-                .watches
-                .control
-                .send(Control::Unsubscribe(self.watches.channel(&self.key)));
+            state.senders.remove(&self.key);
         }
     }
 }
 
+/// Escapes Redis glob characters.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl Watches {
-    /// Starts the pub/sub task for `client`.
+    /// Starts the pub/sub task for `client`; `commands` reads the store
+    /// revision when the subscription starts.
     pub(super) fn start(
         client: redis::Client,
+        commands: ConnectionManager,
         prefix: String,
         connect_timeout: Duration,
     ) -> Arc<Self> {
-        let (control, rx) = mpsc::unbounded_channel();
+        let (shutdown, stopped) = oneshot::channel();
         let watches = Arc::new(Watches {
             prefix,
-            keys: Mutex::new(HashMap::new()),
-            control,
+            state: Mutex::new(State::default()),
+            live: watch::channel(false).0,
+            _shutdown: shutdown,
         });
-        tokio::spawn(run(client, Arc::downgrade(&watches), rx, connect_timeout));
+        tokio::spawn(run(
+            client,
+            commands,
+            Arc::downgrade(&watches),
+            connect_timeout,
+            stopped,
+        ));
         watches
     }
 
-    fn channel(&self, key: &Key) -> Vec<u8> {
-        format!("{}c:{}", self.prefix, key).into_bytes()
+    /// Waits until the pub/sub subscription is live.
+    pub(super) async fn wait_live(&self, timeout: Duration) -> Result<()> {
+        let mut live = self.live.subscribe();
+        let became_live = tokio::time::timeout(timeout, live.wait_for(|l| *l))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        match became_live {
+            true => Ok(()),
+            false => Err(Error::Unavailable {
+                backend: "redis",
+                message: format!("the pub/sub subscription did not start within {timeout:?}"),
+            }),
+        }
     }
 
-    /// Subscribes to a key's events; resolves once the server confirmed the
-    /// subscription, so that every event committed afterwards is delivered.
-    pub(super) async fn subscribe(
+    /// Registers a watcher of `key` that wants every commit after `since`,
+    /// and tells it whether it must resync first.
+    pub(super) fn subscribe(
         self: &Arc<Self>,
         key: &Key,
-        timeout: Duration,
-    ) -> Result<Subscription> {
-        let rx = {
-            let mut keys = self.keys.lock();
-            keys.entry(key.clone())
-                .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
-                .subscribe()
+        since: Option<u64>,
+    ) -> (Subscription, Start) {
+        let mut state = self.state.lock();
+        let rx = state
+            .senders
+            .entry(key.clone())
+            .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
+            .subscribe();
+        let start = match (since, state.live_since) {
+            (None, _) => Start::Live,
+            (Some(since), Some(live)) if live <= since => {
+                let last = state.last.get(key).copied().unwrap_or(state.floor);
+                if last <= since {
+                    Start::Live
+                } else {
+                    Start::Resync
+                }
+            }
+            _ => Start::Resync,
         };
+        drop(state);
         let subscription = Subscription {
             rx,
             watches: self.clone(),
             key: key.clone(),
         };
-        // Always confirm with the server, even if another watcher already
-        // asked: SUBSCRIBE is idempotent, and its reply is our proof.
-        let (ack, confirmed) = oneshot::channel();
-        self.control
-            .send(Control::Subscribe(self.channel(key), ack))
-            .map_err(|_| closed())?;
-        match tokio::time::timeout(timeout, confirmed).await {
-            Ok(Ok(result)) => result.map(|()| subscription),
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => Err(Error::Unavailable {
-                backend: "redis",
-                message: format!("subscribing to `{key}` timed out after {timeout:?}"),
-            }),
-        }
+        (subscription, start)
     }
 
     fn dispatch(&self, channel: &[u8], payload: &[u8]) {
@@ -131,50 +183,88 @@ impl Watches {
         else {
             return;
         };
-        let keys = self.keys.lock();
-        if let Some(tx) = keys.get(&Key::new(key)) {
-            let notice = match wire::event(payload) {
-                Ok(event) => Notice::Event(event),
-                Err(e) => Notice::Malformed(e.to_string()),
-            };
+        let key = Key::new(key);
+        let mut state = self.state.lock();
+        let watched = state.senders.get(&key).cloned();
+        let notice = match watched {
+            Some(_) => match wire::event(payload) {
+                Ok(event) => Ok(event),
+                Err(e) => Err(e.to_string()),
+            },
+            None => match wire::event_revision(payload) {
+                Ok(revision) => {
+                    remember(&mut state, key, revision);
+                    return;
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let notice = match notice {
+            Ok(event) => {
+                remember(&mut state, key, event.revision);
+                Notice::Event(event)
+            }
+            Err(message) => Notice::Malformed(message),
+        };
+        if let Some(tx) = watched {
             let _ = tx.send(notice);
         }
     }
 
-    fn notify_all(&self, notice: Notice) {
-        for tx in self.keys.lock().values() {
-            let _ = tx.send(notice.clone());
+    fn set_live(&self, since: Option<u64>) {
+        let mut state = self.state.lock();
+        state.live_since = since;
+        state.last.clear();
+        state.floor = 0;
+        if since.is_some() {
+            for tx in state.senders.values() {
+                let _ = tx.send(Notice::Reconnected);
+            }
         }
+        drop(state);
+        self.live.send_replace(since.is_some());
     }
 }
 
-fn closed() -> Error {
-    Error::Unavailable {
-        backend: "redis",
-        message: "the pub/sub task has stopped".into(),
+fn remember(state: &mut State, key: Key, revision: u64) {
+    if state.last.len() >= REMEMBERED_KEYS && !state.last.contains_key(&key) {
+        let highest = state.last.values().copied().max().unwrap_or(0);
+        state.floor = state.floor.max(highest);
+        state.last.clear();
     }
+    let last = state.last.entry(key).or_insert(0);
+    *last = (*last).max(revision);
 }
 
-fn unavailable(e: redis::RedisError) -> Error {
-    Error::Unavailable {
-        backend: "redis",
-        message: format!("pub/sub: {e}"),
-    }
-}
-
-/// Owns the pub/sub connection: reconnects with backoff, re-subscribes,
-/// and serves subscribe requests in order.
+/// Owns the pub/sub connection: (re)connects with backoff, subscribes to
+/// the namespace's event channels, and fans messages out.
 async fn run(
     client: redis::Client,
+    mut commands: ConnectionManager,
     watches: Weak<Watches>,
-    mut control: mpsc::UnboundedReceiver<Control>,
     connect_timeout: Duration,
+    mut stopped: oneshot::Receiver<()>,
 ) {
     let mut backoff = Duration::from_millis(50);
-    let mut connected_before = false;
     loop {
-        let pubsub = match tokio::time::timeout(connect_timeout, client.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => pubsub,
+        let Some(w) = watches.upgrade() else { return };
+        let pattern = format!("{}c:*", glob_escape(&w.prefix));
+        let revision_key = format!("{}rev", w.prefix);
+        drop(w);
+        let connected = tokio::time::timeout(connect_timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            // Every event committed after the subscription took effect is
+            // delivered; reading the revision afterwards bounds the rest.
+            let revision: Option<u64> = redis::cmd("GET")
+                .arg(&revision_key)
+                .query_async(&mut commands)
+                .await?;
+            Ok::<_, redis::RedisError>((pubsub, revision.unwrap_or(0)))
+        })
+        .await;
+        let (pubsub, since) = match connected {
+            Ok(Ok(connected)) => connected,
             _ => {
                 if watches.strong_count() == 0 {
                     return;
@@ -185,43 +275,23 @@ async fn run(
             }
         };
         backoff = Duration::from_millis(50);
-        let (mut sink, mut stream) = pubsub.split();
         let Some(w) = watches.upgrade() else { return };
-        let channels: Vec<Vec<u8>> = w.keys.lock().keys().map(|k| w.channel(k)).collect();
-        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
-            continue;
-        }
-        if connected_before {
-            w.notify_all(Notice::Reconnected);
-        }
-        connected_before = true;
+        w.set_live(Some(since));
         drop(w);
+        let mut stream = pubsub.into_on_message();
         loop {
-            tokio::select! {
-                request = control.recv() => match request {
-                    None => return,
-                    Some(Control::Subscribe(channel, ack)) => {
-                        let result = sink.subscribe(&channel).await.map_err(unavailable);
-                        let failed = result.is_err();
-                        let _ = ack.send(result);
-                        if failed {
-                            break;
-                        }
-                    }
-                    Some(Control::Unsubscribe(channel)) => {
-                        if sink.unsubscribe(&channel).await.is_err() {
-                            break;
-                        }
-                    }
-                },
-                message = stream.next() => match message {
-                    None => break,
-                    Some(message) => {
-                        let Some(w) = watches.upgrade() else { return };
-                        w.dispatch(message.get_channel_name().as_bytes(), message.get_payload_bytes());
-                    }
-                },
-            }
+            let message = tokio::select! {
+                message = stream.next() => message,
+                _ = &mut stopped => return,
+            };
+            let Some(message) = message else { break };
+            let Some(w) = watches.upgrade() else { return };
+            w.dispatch(
+                message.get_channel_name().as_bytes(),
+                message.get_payload_bytes(),
+            );
         }
+        let Some(w) = watches.upgrade() else { return };
+        w.set_live(None);
     }
 }

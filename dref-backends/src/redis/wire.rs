@@ -73,6 +73,9 @@ pub(super) fn record(value: &Value) -> Result<Option<Record>> {
             b"m:crev" => create = Some(number(&value, "m:crev")?),
             b"m:mrev" => modified = Some(number(&value, "m:mrev")?),
             b"m:lease" => lease = Some(LeaseId(number(&value, "m:lease")?)),
+            b"m:n" => {
+                number(&value, "m:n")?;
+            }
             n if n.starts_with(b"f:") => values.push((field_name(&n[2..])?, value)),
             n if n.starts_with(b"r:") => {
                 revisions.push((field_name(&n[2..])?, number(&value, "field revision")?))
@@ -132,6 +135,26 @@ fn netstrings(mut message: &[u8]) -> Result<Vec<&[u8]>> {
         message = &rest[len..];
     }
     Ok(parts)
+}
+
+/// The revision of an event message, without decoding the rest.
+pub(super) fn event_revision(message: &[u8]) -> Result<u64> {
+    let mut message = message;
+    let mut parts = Vec::with_capacity(2);
+    while parts.len() < 2 {
+        let colon = message
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or_else(|| protocol("event frame without a length"))?;
+        let len = number(&message[..colon], "event frame length")? as usize;
+        let rest = &message[colon + 1..];
+        if rest.len() < len {
+            return Err(protocol("event frame longer than the message"));
+        }
+        parts.push(&rest[..len]);
+        message = &rest[len..];
+    }
+    number(parts[1], "event revision")
 }
 
 /// Decodes an event message published by the engine script.
