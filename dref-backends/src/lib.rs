@@ -1,11 +1,10 @@
 //! Networked backends for dref. Each backend sits behind its own cargo
 //! feature and implements [`dref::engine::Backend`]:
 //!
-//! - `redis`: [`redis`] module, for an existing Redis deployment;
-//! - `raft`: [`raft`] module, an embedded Raft cluster (openraft over tonic).
+//! - `redis`: the `redis` module, for an existing Redis deployment.
+//!
+//! The embedded Raft backend (`raft`) is planned and not part of this
+//! release.
 
 #[cfg(feature = "redis")]
 pub mod redis;
-
-#[cfg(feature = "raft")]
-pub mod raft;
