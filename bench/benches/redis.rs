@@ -69,7 +69,11 @@ fn main() {
 
 async fn run(url: String) {
     let backend = RedisConfig::new(&url).connect().await.expect("connect");
-    let ctx = Context::builder().backend(backend).connect().await.expect("context");
+    let ctx = Context::builder()
+        .backend(backend)
+        .connect()
+        .await
+        .expect("context");
     let raw = redis::Client::open(url.as_str())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -84,7 +88,11 @@ async fn run(url: String) {
     for tasks in [1usize, 64] {
         let mut refs = Vec::new();
         for t in 0..tasks {
-            refs.push(ctx.make(ManualId::<u64>::new(format!("n{t}")), 0).await.expect("make"));
+            refs.push(
+                ctx.make(ManualId::<u64>::new(format!("n{t}")), 0)
+                    .await
+                    .expect("make"),
+            );
         }
         let refs = Arc::new(refs);
         let dref_update = {
@@ -105,7 +113,13 @@ async fn run(url: String) {
             })
             .await
         };
-        report(&format!("update, {tasks} tasks"), dref_update, incr, "INCR", 0.7);
+        report(
+            &format!("update, {tasks} tasks"),
+            dref_update,
+            incr,
+            "INCR",
+            0.7,
+        );
 
         let dref_lock = {
             let ctx = ctx.clone();
@@ -155,7 +169,10 @@ async fn run(url: String) {
 
     // For information: 64 tasks contending on one counter (INCR never
     // conflicts; compare-and-set retries).
-    let shared = ctx.make(ManualId::<u64>::new("shared"), 0).await.expect("make");
+    let shared = ctx
+        .make(ManualId::<u64>::new("shared"), 0)
+        .await
+        .expect("make");
     let contended = rate(64, move |_| {
         let r = shared.clone();
         async move { r.update(|n| n + 1).await.expect("update") }
