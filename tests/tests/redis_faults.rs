@@ -307,3 +307,48 @@ async fn json_records_are_readable_with_plain_commands() {
         .unwrap();
     assert_eq!(revision, mod_revision);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_scripts_are_reloaded() {
+    let server = RedisServer::start(&[]);
+    let ctx = context(backend(&server.url(), "s:").await, "a");
+    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The next EVALSHA gets NOSCRIPT; the script is sent again.
+    r.update(|n| n + 1).await.unwrap();
+    assert_eq!(r.get().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_with_their_own_database() {
+    let server = RedisServer::start(&[]);
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">app-pass", "~*", "&*", "+@all"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("redis://app:app-pass@127.0.0.1:{}/3", server.port);
+    let ctx = context(backend(&url, "acl:").await, "a");
+    ctx.make(ManualId::<String>::new("who"), "app".into())
+        .await
+        .unwrap();
+    // The record is in database 3, not 0.
+    let in_db0: bool = conn.exists("acl:r:ref/who").await.unwrap();
+    assert!(!in_db0);
+    let mut db3 = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let in_db3: bool = db3.exists("acl:r:ref/who").await.unwrap();
+    assert!(in_db3);
+    let wrong = format!("redis://app:wrong@127.0.0.1:{}/3", server.port);
+    let err = RedisConfig::new(wrong).connect().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
