@@ -32,11 +32,14 @@ pub struct RedisConfig {
     pub(super) connect_timeout: Duration,
     pub(super) command_timeout: Duration,
     pub(super) sweep_interval: Duration,
+    #[cfg_attr(not(feature = "redis-tls"), allow(dead_code))]
+    pub(super) tls_ca: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
     /// A config for the server at `url`: `redis://[user[:password]@]host[:port][/db]`,
-    /// or `redis+unix:///path/to/socket[?db=N]`.
+    /// `rediss://…` for TLS (feature `redis-tls`), or
+    /// `redis+unix:///path/to/socket[?db=N]`.
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
@@ -44,6 +47,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             sweep_interval: Duration::from_millis(100),
+            tls_ca: None,
         }
     }
 
@@ -83,6 +87,25 @@ impl RedisConfig {
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = interval.max(Duration::from_millis(1));
         self
+    }
+
+    /// Trusts the CA certificates in `pem` (instead of the system's roots)
+    /// for a `rediss://` URL.
+    #[cfg(feature = "redis-tls")]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// Trusts the CA certificates in the PEM file at `path` for a
+    /// `rediss://` URL.
+    #[cfg(feature = "redis-tls")]
+    pub fn tls_ca_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::Config(format!("cannot read the CA file {}: {e}", path.display()))
+        })?;
+        Ok(self.tls_ca_pem(pem))
     }
 
     /// Connects, checking that the server answers and accepts the

@@ -138,9 +138,7 @@ fn unavailable(e: redis::RedisError) -> Error {
 impl RedisBackend {
     /// Connects with `config` (see [`RedisConfig`]).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            Error::Config(format!("invalid Redis URL `{}`: {e}", redact(&config.url)))
-        })?;
+        let client = client(&config)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout))
@@ -304,6 +302,35 @@ impl RedisBackend {
             RedisWatch::next,
         )))
     }
+}
+
+/// The redis client for `config`: plain, or TLS with a custom CA.
+fn client(config: &RedisConfig) -> Result<redis::Client> {
+    let invalid = |e: redis::RedisError| {
+        Error::Config(format!("invalid Redis URL `{}`: {e}", redact(&config.url)))
+    };
+    let tls = config.url.starts_with("rediss://");
+    #[cfg(feature = "redis-tls")]
+    if tls {
+        // rustls needs a process-wide crypto provider; another library
+        // may have installed one already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(ca) = &config.tls_ca {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            };
+            return redis::Client::build_with_tls(config.url.as_str(), certificates)
+                .map_err(invalid);
+        }
+    }
+    #[cfg(not(feature = "redis-tls"))]
+    if tls {
+        return Err(Error::Config(
+            "a rediss:// URL needs dref-backends' `redis-tls` feature".into(),
+        ));
+    }
+    redis::Client::open(config.url.as_str()).map_err(invalid)
 }
 
 fn redact(url: &str) -> String {

@@ -42,6 +42,37 @@ impl RedisServer {
         server
     }
 
+    /// Starts a server that speaks only TLS on its port, with the
+    /// certificate and key in `certs` (`server.crt`, `server.key`, `ca.crt`).
+    pub fn start_tls(certs: &std::path::Path) -> RedisServer {
+        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("dref-redis-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        let port = free_port();
+        let file = |name: &str| certs.join(name).display().to_string();
+        let mut server = RedisServer {
+            port,
+            dir,
+            args: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                file("server.crt"),
+                "--tls-key-file".into(),
+                file("server.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
     /// Starts the process (again, after [`kill`](Self::kill)) on the same
     /// port and directory.
     pub fn launch(&mut self) {
