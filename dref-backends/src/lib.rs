@@ -8,3 +8,9 @@
 
 #[cfg(feature = "redis")]
 pub mod redis;
+
+/// The README's examples, compiled and run as doc tests (they use the
+/// Redis backend).
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -186,8 +186,3 @@ pub mod __private {
     };
     pub use crate::id::ManualId;
 }
-
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
