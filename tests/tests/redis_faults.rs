@@ -352,3 +352,47 @@ async fn acl_users_with_their_own_database() {
     let err = RedisConfig::new(wrong).connect().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_times_out_with_a_typed_error() {
+    let server = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let backend = RedisConfig::new(server.url())
+        .command_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let ctx = context(backend, "a");
+    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    let mut conn = raw(&server).await;
+    let mut probe = raw(&server).await;
+    let stall = tokio::spawn(async move {
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(3)
+            .query_async(&mut conn)
+            .await;
+    });
+    // Wait until the server is seen stalled: a PING goes unanswered.
+    within("the server to stall", async {
+        loop {
+            let ping = redis::cmd("PING").query_async::<String>(&mut probe);
+            if tokio::time::timeout(Duration::from_millis(100), ping)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let err = r.update(|n| n + 1).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    stall.await.unwrap();
+    eventually("an update after the stall", || r.update(|n| n + 1)).await;
+}
