@@ -375,7 +375,8 @@ async fn a_stalled_server_times_out_with_a_typed_error() {
     // Wait until the server is seen stalled: a PING goes unanswered.
     within("the server to stall", async {
         loop {
-            let ping = redis::cmd("PING").query_async::<String>(&mut probe);
+            let ping_cmd = redis::cmd("PING");
+            let ping = ping_cmd.query_async::<String>(&mut probe);
             if tokio::time::timeout(Duration::from_millis(100), ping)
                 .await
                 .is_err()
