@@ -118,10 +118,11 @@ fn field_name(bytes: &[u8]) -> Result<FieldName> {
         .map_err(|_| protocol("a field name is not UTF-8"))
 }
 
-/// Splits a netstring-framed event message into its parts.
-fn netstrings(mut message: &[u8]) -> Result<Vec<&[u8]>> {
+/// Splits the first `limit` netstring frames (`<len>:<bytes>`) off an
+/// event message.
+fn netstrings(mut message: &[u8], limit: usize) -> Result<Vec<&[u8]>> {
     let mut parts = Vec::new();
-    while !message.is_empty() {
+    while !message.is_empty() && parts.len() < limit {
         let colon = message
             .iter()
             .position(|b| *b == b':')
@@ -139,27 +140,15 @@ fn netstrings(mut message: &[u8]) -> Result<Vec<&[u8]>> {
 
 /// The revision of an event message, without decoding the rest.
 pub(super) fn event_revision(message: &[u8]) -> Result<u64> {
-    let mut message = message;
-    let mut parts = Vec::with_capacity(2);
-    while parts.len() < 2 {
-        let colon = message
-            .iter()
-            .position(|b| *b == b':')
-            .ok_or_else(|| protocol("event frame without a length"))?;
-        let len = number(&message[..colon], "event frame length")? as usize;
-        let rest = &message[colon + 1..];
-        if rest.len() < len {
-            return Err(protocol("event frame longer than the message"));
-        }
-        parts.push(&rest[..len]);
-        message = &rest[len..];
+    match netstrings(message, 2)?.as_slice() {
+        [_, revision] => number(revision, "event revision"),
+        _ => Err(protocol("event lacks a revision")),
     }
-    number(parts[1], "event revision")
 }
 
 /// Decodes an event message published by the engine script.
 pub(super) fn event(message: &[u8]) -> Result<Event> {
-    let parts = netstrings(message)?;
+    let parts = netstrings(message, usize::MAX)?;
     let mut it = parts.into_iter();
     let mut next = |what: &str| {
         it.next()
