@@ -189,3 +189,40 @@ pub async fn guard_release_and_drop(h: &dyn Harness) {
         .unwrap();
     after.release().await.unwrap();
 }
+
+/// Tasks on three nodes contend for one lock: never two inside at once,
+/// and a fenced resource that remembers the highest token it has seen
+/// never sees a token go backwards.
+pub async fn lock_contention_is_fenced(h: &dyn Harness) {
+    use std::sync::atomic::AtomicU64;
+    const ROUNDS: usize = 8;
+    let nodes = [Node::new(h).await, Node::new(h).await, Node::new(h).await];
+    let inside = Arc::new(AtomicBool::new(false));
+    let fence = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for _ in 0..2 {
+            let (ctx, inside, fence) = (node.ctx.clone(), inside.clone(), fence.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..ROUNDS {
+                    ctx.lock("fenced-resource", async {
+                        assert!(
+                            !inside.swap(true, Ordering::SeqCst),
+                            "two holders inside (node {i})"
+                        );
+                        let token = current_fencing_token().unwrap().0;
+                        let previous = fence.fetch_max(token, Ordering::SeqCst);
+                        assert!(token > previous, "stale token {token} after {previous}");
+                        tokio::task::yield_now().await;
+                        inside.store(false, Ordering::SeqCst);
+                    })
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        within("the contending tasks", t).await.unwrap();
+    }
+}

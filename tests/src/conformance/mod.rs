@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
             slow_subscriber_is_resynced,
             // locks
             lock_contention_serializes,
+            lock_contention_is_fenced,
             fencing_tokens_increase,
             try_lock_and_timeout,
             stolen_lock_fails_holder,
