@@ -69,6 +69,7 @@
 //!    untrusted.
 
 mod record;
+pub mod store;
 mod watch;
 
 use std::time::Duration;

@@ -168,6 +168,17 @@ impl Write {
         self.lease = lease;
         self
     }
+
+    /// Encoded size of the write's payload (field names and values), the
+    /// figure backends compare with their size limit.
+    pub fn payload_size(&self) -> usize {
+        match &self.op {
+            Op::Put(fields) | Op::Patch(fields) => {
+                fields.iter().map(|(n, v)| n.len() + v.len()).sum()
+            }
+            Op::Delete => 0,
+        }
+    }
 }
 
 /// Result of a [`Write`].

@@ -13,12 +13,11 @@ use std::time::Duration;
 use futures_util::future::{self, BoxFuture};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::engine::{
-    Backend, Event, Key, LeaseId, Record, WatchItem, WatchStream, Write, WriteOutcome,
-};
+use crate::engine::store::{self, Store, StoreAccess};
+use crate::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
 use crate::{Error, Result};
 use state::State;
 
@@ -38,7 +37,6 @@ struct Shared {
     /// Wakes the lease reaper when a lease with an earlier deadline appears.
     reaper_wake: Arc<Notify>,
     max_write_bytes: usize,
-    watch_buffer: usize,
 }
 
 impl Default for MemoryBackend {
@@ -50,7 +48,7 @@ impl Default for MemoryBackend {
 impl std::fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryBackend")
-            .field("revision", &self.shared.state.lock().revision())
+            .field("revision", &self.shared.state.lock().store.revision())
             .finish_non_exhaustive()
     }
 }
@@ -67,21 +65,20 @@ impl MemoryBackend {
     pub fn with_limits(max_write_bytes: usize, watch_buffer: usize) -> Self {
         MemoryBackend {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(watch_buffer)),
                 reaper_wake: Arc::new(Notify::new()),
                 max_write_bytes,
-                watch_buffer: watch_buffer.max(1),
             }),
         }
     }
 
     /// The store's current revision.
     pub fn revision(&self) -> u64 {
-        self.shared.state.lock().revision()
+        self.shared.state.lock().store.revision()
     }
 
     fn write_now(&self, write: Write) -> Result<WriteOutcome> {
-        let size = state::write_size(&write);
+        let size = write.payload_size();
         if size > self.shared.max_write_bytes {
             return Err(Error::ValueTooLarge {
                 key: write.key,
@@ -89,32 +86,11 @@ impl MemoryBackend {
                 limit: self.shared.max_write_bytes,
             });
         }
-        let mut st = self.shared.state.lock();
-        st.expire_due();
-        st.write(write)
+        self.shared.state.lock().write(write)
     }
 
     fn watch_now(&self, key: Key, since: Option<u64>) -> WatchStream {
-        let mut st = self.shared.state.lock();
-        st.expire_due();
-        let rx = st.subscribe(&key, self.shared.watch_buffer);
-        let current = st.get(&key);
-        let (initial, floor) = match since {
-            Some(since) if current.is_none_or(|r| r.mod_revision > since) => {
-                (Some(WatchItem::Resync(current.cloned())), st.revision())
-            }
-            Some(since) => (None, since),
-            None => (None, 0),
-        };
-        drop(st);
-        let watch = MemoryWatch {
-            rx,
-            floor,
-            initial,
-            shared: Arc::downgrade(&self.shared),
-            key,
-        };
-        Box::pin(futures_util::stream::unfold(watch, MemoryWatch::next))
+        store::watch(&self.shared, key, since)
     }
 
     fn ensure_reaper(&self) {
@@ -165,44 +141,11 @@ async fn reap(shared: Weak<Shared>) {
     }
 }
 
-struct MemoryWatch {
-    rx: broadcast::Receiver<Event>,
-    /// Events at or below this revision are already reflected by what the
-    /// stream delivered (the `since` revision, or the last resync).
-    floor: u64,
-    initial: Option<WatchItem>,
-    shared: Weak<Shared>,
-    key: Key,
-}
-
-impl MemoryWatch {
-    async fn next(mut self) -> Option<(Result<WatchItem>, Self)> {
-        if let Some(item) = self.initial.take() {
-            return Some((Ok(item), self));
-        }
-        loop {
-            match self.rx.recv().await {
-                Ok(event) if event.revision <= self.floor => continue,
-                Ok(event) => {
-                    self.floor = event.revision;
-                    return Some((Ok(WatchItem::Event(event)), self));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let shared = self.shared.upgrade()?;
-                    let (record, revision) = {
-                        // Events are sent under the state lock: a receiver
-                        // made under it sees exactly the commits after this
-                        // snapshot, and the backlog is dropped.
-                        let st = shared.state.lock();
-                        self.rx = self.rx.resubscribe();
-                        (st.get(&self.key).cloned(), st.revision())
-                    };
-                    self.floor = revision;
-                    return Some((Ok(WatchItem::Resync(record)), self));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+impl StoreAccess for Shared {
+    fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut st = self.state.lock();
+        st.expire_due();
+        f(&mut st.store)
     }
 }
 
@@ -212,9 +155,7 @@ impl Backend for MemoryBackend {
     }
 
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
-        let mut st = self.shared.state.lock();
-        st.expire_due();
-        let record = st.get(&key).cloned();
+        let record = self.shared.with_store(|store| store.get(&key).cloned());
         future::ready(Ok(record)).boxed()
     }
 
@@ -240,15 +181,15 @@ impl Backend for MemoryBackend {
     }
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
-        let mut st = self.shared.state.lock();
-        st.expire_due();
-        future::ready(st.keep_alive(lease, Instant::now())).boxed()
+        let kept = self.shared.state.lock().keep_alive(lease, Instant::now());
+        future::ready(kept).boxed()
     }
 
     fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         let mut st = self.shared.state.lock();
         st.expire_due();
         st.revoke(lease);
+        drop(st);
         future::ready(Ok(())).boxed()
     }
 }
@@ -259,7 +200,7 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
-    use crate::engine::{EventKind, FieldName, Op};
+    use crate::engine::{EventKind, FieldName, Op, WatchItem};
 
     fn put(key: &Key, v: u32) -> Write {
         let fields = vec![(FieldName::from("v"), Bytes::from(v.to_string()))];
