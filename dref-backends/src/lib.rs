@@ -2,10 +2,11 @@
 //! feature and implements [`dref::engine::Backend`]:
 //!
 //! - `redis`: the `redis` module, for an existing Redis deployment.
-//!
-//! The embedded Raft backend (`raft`) is planned and not part of this
-//! release.
+//! - `raft`: the `raft` module, an embedded consensus cluster: every
+//!   service instance runs a node, no external server.
 
+#[cfg(feature = "raft")]
+pub mod raft;
 #[cfg(feature = "redis")]
 pub mod redis;
 

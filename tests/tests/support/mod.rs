@@ -1,4 +1,8 @@
 //! Helpers shared by integration tests.
 
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
 pub mod proxy;
+pub mod raft_cluster;
 pub mod redis_server;

@@ -1,0 +1,244 @@
+//! Configuration of a Raft node.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use dref::{Error, Result};
+
+use super::RaftBackend;
+
+/// Comma-separated peer addresses (`host:port`), read by
+/// [`RaftConfig::from_env`].
+pub const ADDRESSES_ENV: &str = "DREF_NODE_ADDRESSES";
+/// Comma-separated DNS names whose addresses are peers (re-resolved
+/// periodically), read by [`RaftConfig::from_env`].
+pub const SERVICES_ENV: &str = "DREF_NODE_SERVICES";
+/// The port this node listens on and peers found by DNS listen on.
+pub const PORT_ENV: &str = "DREF_PORT";
+/// The address other nodes reach this node at (`host:port`), when the
+/// default (this host's name resolved, or the listen address) is wrong.
+pub const ADVERTISE_ENV: &str = "DREF_ADVERTISE_ADDRESS";
+/// The default port.
+pub const DEFAULT_PORT: u16 = 8082;
+
+/// Settings of one Raft node. Setters consume and return the config; finish
+/// with [`connect`](RaftConfig::connect).
+///
+/// ```no_run
+/// # async fn demo() -> dref::Result<()> {
+/// use dref_backends::raft::RaftConfig;
+///
+/// // Three replicas, each started with its own listen address.
+/// let backend = RaftConfig::new("127.0.0.1:7001".parse().unwrap())
+///     .peers(["127.0.0.1:7002", "127.0.0.1:7003"])
+///     .connect()
+///     .await?;
+/// let ctx = backend.context_builder().connect().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    pub(super) listen: SocketAddr,
+    pub(super) advertise: Option<String>,
+    pub(super) peers: Vec<String>,
+    pub(super) services: Vec<String>,
+    pub(super) service_port: u16,
+    pub(super) heartbeat: Duration,
+    pub(super) election_timeout: (Duration, Duration),
+    pub(super) session_ttl: Duration,
+    pub(super) snapshot_after: u64,
+    pub(super) snapshot_chunk_bytes: u64,
+    pub(super) snapshot_timeout: Duration,
+    pub(super) max_voters: usize,
+    pub(super) request_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) join_timeout: Duration,
+    pub(super) discovery_interval: Duration,
+    pub(super) max_write_bytes: usize,
+    pub(super) watch_buffer: usize,
+    pub(super) listener: Option<std::sync::Arc<std::net::TcpListener>>,
+}
+
+impl RaftConfig {
+    /// A node listening on `listen` (port 0 picks a free port), with no
+    /// peers yet.
+    pub fn new(listen: SocketAddr) -> Self {
+        RaftConfig {
+            listen,
+            advertise: None,
+            peers: Vec::new(),
+            services: Vec::new(),
+            service_port: listen.port(),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
+            session_ttl: dref::DEFAULT_SESSION_TTL,
+            snapshot_after: 10_000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_timeout: Duration::from_secs(30),
+            max_voters: 5,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            join_timeout: Duration::from_secs(60),
+            discovery_interval: Duration::from_millis(200),
+            max_write_bytes: dref::memory::DEFAULT_MAX_WRITE_BYTES,
+            watch_buffer: 256,
+            listener: None,
+        }
+    }
+
+    /// A config from the environment: `DREF_PORT` (default 8082) for the
+    /// listen port on all interfaces, `DREF_NODE_ADDRESSES` for static
+    /// peers, `DREF_NODE_SERVICES` for DNS names of peers, and
+    /// `DREF_ADVERTISE_ADDRESS` to override the advertised address.
+    pub fn from_env() -> Result<Self> {
+        let port = match std::env::var(PORT_ENV) {
+            Ok(p) => p
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| Error::Config(format!("{PORT_ENV}={p:?} is not a port number")))?,
+            Err(_) => DEFAULT_PORT,
+        };
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut config = RaftConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            .peers(list(ADDRESSES_ENV))
+            .services(list(SERVICES_ENV));
+        if let Ok(advertise) = std::env::var(ADVERTISE_ENV) {
+            config = config.advertise(advertise.trim());
+        }
+        Ok(config)
+    }
+
+    /// The address peers reach this node at. Default: the listen address,
+    /// or when listening on all interfaces, this host's name resolved (the
+    /// container's address under Docker).
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
+        self
+    }
+
+    /// Static peer addresses (`host:port`); this node's own address may be
+    /// among them.
+    pub fn peers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, peers: I) -> Self {
+        self.peers = peers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// DNS names whose addresses (on [`service_port`](Self::service_port))
+    /// are peers; re-resolved periodically, so replicas that appear later
+    /// are found.
+    pub fn services<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.services = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The port of peers found through [`services`](Self::services)
+    /// (default: the listen port).
+    pub fn service_port(mut self, port: u16) -> Self {
+        self.service_port = port;
+        self
+    }
+
+    /// Leader heartbeat interval (default 100 ms).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// A follower starts an election after a random timeout in
+    /// `min..max` without a heartbeat (default 600..1200 ms).
+    pub fn election_timeout(mut self, min: Duration, max: Duration) -> Self {
+        self.election_timeout = (min, max);
+        self
+    }
+
+    /// Session TTL of contexts made by
+    /// [`RaftBackend::context_builder`] (default
+    /// [`dref::DEFAULT_SESSION_TTL`]).
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Take a snapshot (and compact the log) every `entries` applied
+    /// entries (default 10 000).
+    pub fn snapshot_after(mut self, entries: u64) -> Self {
+        self.snapshot_after = entries;
+        self
+    }
+
+    /// Snapshot transfer: chunk size (default 1 MiB) and the time allowed
+    /// per chunk (default 30 s).
+    pub fn snapshot_transfer(mut self, chunk_bytes: u64, chunk_timeout: Duration) -> Self {
+        self.snapshot_chunk_bytes = chunk_bytes.max(1);
+        self.snapshot_timeout = chunk_timeout;
+        self
+    }
+
+    /// Nodes that join while fewer than `max` voters exist become voters;
+    /// the rest stay learners (default 5).
+    pub fn max_voters(mut self, max: usize) -> Self {
+        self.max_voters = max.max(1);
+        self
+    }
+
+    /// How long a read or write waits for a leader before failing with
+    /// `Unavailable` (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](Self::connect) waits for this node to be part
+    /// of a cluster with a leader (default 60 s).
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
+        self
+    }
+
+    /// How often a node that is not yet a member looks for peers (default
+    /// 200 ms).
+    pub fn discovery_interval(mut self, interval: Duration) -> Self {
+        self.discovery_interval = interval;
+        self
+    }
+
+    /// Serve on an already bound listener instead of binding the listen
+    /// address (so that a test can learn every node's port before any node
+    /// starts).
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(std::sync::Arc::new(listener));
+        self
+    }
+
+    /// Largest encoded write (default 1 MiB).
+    pub fn max_write_bytes(mut self, limit: usize) -> Self {
+        self.max_write_bytes = limit;
+        self
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        let (min, max) = self.election_timeout;
+        if self.heartbeat.is_zero() || min <= self.heartbeat || max <= min {
+            return Err(Error::Config(format!(
+                "raft timing needs 0 < heartbeat < election timeout min < max, got heartbeat {:?}, election timeout {min:?}..{max:?}",
+                self.heartbeat
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts the node: binds the listen address, then finds peers and
+    /// forms or joins a cluster. Returns once this node is a member of a
+    /// cluster with a leader.
+    pub async fn connect(self) -> Result<RaftBackend> {
+        RaftBackend::start(self).await
+    }
+}

@@ -1,0 +1,88 @@
+//! Finding peers and forming one cluster without an operator.
+//!
+//! A node that is not a member yet repeats, every discovery interval:
+//! resolve the configured peers (static addresses and DNS names), ask each
+//! who it is (`Hello`), then
+//! - if any peer belongs to a cluster, ask it to add this node (the request
+//!   reaches the leader, which adds it as a learner, then as a voter while
+//!   there are fewer voters than the maximum);
+//! - otherwise, once the set of reachable nodes has been the same for
+//!   [`STABLE_ROUNDS`] rounds, the node with the lowest advertised address
+//!   initializes a one-node cluster, and the others join it in the next
+//!   rounds. Every replica applies the same rule to the same set, so
+//!   replicas started together form exactly one cluster.
+
+use std::collections::BTreeSet;
+use std::sync::Weak;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::config::RaftConfig;
+use super::node::Node;
+use super::rpc::{ClientRequest, ClientResponse, NodeInfo};
+
+/// Rounds the reachable set must stay unchanged before the lowest address
+/// initializes a cluster.
+pub const STABLE_ROUNDS: u32 = 3;
+
+/// The configured peers' addresses right now (DNS names re-resolved).
+pub(super) async fn peer_addresses(config: &RaftConfig) -> BTreeSet<String> {
+    let mut addrs: BTreeSet<String> = config.peers.iter().cloned().collect();
+    for name in &config.services {
+        if let Ok(found) = tokio::net::lookup_host((name.as_str(), config.service_port)).await {
+            addrs.extend(found.map(|a| a.to_string()));
+        }
+    }
+    addrs
+}
+
+/// Runs until the node is a member of a cluster (or is dropped).
+pub(super) async fn bootstrap(node: Weak<Node>) {
+    let mut last_seen: Option<BTreeSet<String>> = None;
+    let mut stable = 0;
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        if n.is_stopped() || n.is_member() {
+            return;
+        }
+        let interval = n.config.discovery_interval;
+        let addrs = peer_addresses(&n.config).await;
+        let hello = Duration::from_secs(1);
+        let answers = join_all(
+            addrs
+                .iter()
+                .filter(|a| **a != n.addr)
+                .map(|a| n.peers.client(a, ClientRequest::Hello, hello)),
+        )
+        .await;
+        let infos: Vec<NodeInfo> = answers
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(ClientResponse::Hello(info)) if info.id != n.id => Some(info),
+                _ => None,
+            })
+            .collect();
+        if let Some(member) = infos.iter().find(|i| i.initialized) {
+            // Failures are retried next round.
+            let _ = n.request_join(&member.addr).await;
+        } else {
+            let seen: BTreeSet<String> = infos
+                .iter()
+                .map(|i| i.addr.clone())
+                .chain([n.addr.clone()])
+                .collect();
+            if last_seen.as_ref() == Some(&seen) {
+                stable += 1;
+            } else {
+                stable = 0;
+                last_seen = Some(seen.clone());
+            }
+            if stable >= STABLE_ROUNDS && seen.first() == Some(&n.addr) {
+                let _ = n.initialize().await;
+            }
+        }
+        drop(n);
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,362 @@
+//! The embedded Raft backend: every service instance runs a node, and the
+//! nodes form a strongly consistent cluster with no external server.
+//!
+//! - **Consensus**: openraft 0.9 (v2 storage), log and state in memory. A
+//!   write commits once a majority of voters has it, so acknowledged
+//!   writes survive the loss of any minority of nodes.
+//! - **Transport**: one gRPC service (`dref.Raft`) over tonic, messages
+//!   encoded with postcard; one HTTP/2 channel per peer, reused.
+//! - **Writes** from any node reach the leader by forwarding (callers never
+//!   see "forward to leader"); a retried proposal carries the same request
+//!   id and is applied at most once.
+//! - **Reads** are linearizable: the leader confirms its leadership with a
+//!   heartbeat round (read index), and the reading node waits until it has
+//!   applied up to that index, then reads its own copy.
+//! - **Watches** are served from each node's applied state, without RPCs.
+//!   Revisions are counted by the replicated state machine (every node
+//!   applies the same entries and assigns the same revisions).
+//! - **Leases**: deadlines live on the leader; keep-alives go to the leader
+//!   and are not replicated; an expiry is proposed through the log. A new
+//!   leader starts every deadline afresh, so a lease is never cut short by
+//!   a change of leader.
+//! - **Snapshots**: every [`RaftConfig::snapshot_after`] entries the state
+//!   is snapshotted and the log compacted; a node that falls behind the
+//!   compacted log receives the snapshot in chunks.
+//! - **Discovery and bootstrap**: see [`RaftConfig::from_env`] and the
+//!   `discovery` rules: replicas started together form one cluster, later
+//!   replicas join through the leader.
+
+mod config;
+mod discovery;
+mod log_store;
+mod network;
+mod node;
+mod rpc;
+mod state_machine;
+mod types;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dref::engine::store;
+use dref::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
+use dref::{Error, Result};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::watch;
+
+pub use config::{RaftConfig, ADDRESSES_ENV, ADVERTISE_ENV, DEFAULT_PORT, PORT_ENV, SERVICES_ENV};
+pub use rpc::Faults;
+
+use node::{Node, Rpc, BACKEND};
+use rpc::{Peers, RaftService};
+use types::{millis, Applied, CommandOp, TypeConfig, WireWrite};
+
+/// A handle on this process's Raft node; clones share the node. The node
+/// leaves the cluster and stops when [`shutdown`](Self::shutdown) is called
+/// or the last handle is dropped.
+#[derive(Clone)]
+pub struct RaftBackend {
+    node: Arc<Node>,
+}
+
+impl std::fmt::Debug for RaftBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftBackend")
+            .field("id", &self.node.id)
+            .field("addr", &self.node.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_id(addr: &str) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    RandomState::new().hash_one((addr, nanos, std::process::id()))
+}
+
+/// The address peers should use for a node listening on `bound`.
+async fn advertised_address(config: &RaftConfig, bound: SocketAddr) -> String {
+    if let Some(addr) = &config.advertise {
+        return addr.clone();
+    }
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty());
+    if let Some(host) = host {
+        if let Ok(found) = tokio::net::lookup_host((host.as_str(), bound.port())).await {
+            if let Some(addr) = found
+                .into_iter()
+                .find(|a| a.is_ipv4() && !a.ip().is_loopback())
+            {
+                return addr.to_string();
+            }
+        }
+    }
+    SocketAddr::from(([127, 0, 0, 1], bound.port())).to_string()
+}
+
+impl RaftBackend {
+    async fn start(config: RaftConfig) -> Result<Self> {
+        config.validate()?;
+        let listener = match &config.listener {
+            Some(listener) => listener
+                .try_clone()
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)
+                })
+                .map_err(|e| Error::Config(format!("cannot use the given listener: {e}")))?,
+            None => tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?,
+        };
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("cannot read the listen address: {e}")))?;
+        let addr = advertised_address(&config, bound).await;
+        let id = random_id(&addr);
+
+        let raft_config = openraft::Config {
+            cluster_name: "dref".into(),
+            heartbeat_interval: millis(config.heartbeat),
+            election_timeout_min: millis(config.election_timeout.0),
+            election_timeout_max: millis(config.election_timeout.1),
+            install_snapshot_timeout: millis(config.snapshot_timeout),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after.max(1)),
+            snapshot_max_chunk_size: config.snapshot_chunk_bytes,
+            max_in_snapshot_log_to_keep: config.snapshot_after.min(1000),
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config(format!("raft configuration: {e}")))?;
+
+        let peers = Peers::new(config.connect_timeout);
+        let state_machine = state_machine::StateMachine::new(config.watch_buffer);
+        let machines = state_machine.shared().clone();
+        let raft = openraft::Raft::<TypeConfig>::new(
+            id,
+            Arc::new(raft_config),
+            network::Network::new(peers.clone()),
+            log_store::LogStore::default(),
+            state_machine,
+        )
+        .await
+        .map_err(|e| Error::Unavailable {
+            backend: BACKEND,
+            message: format!("cannot start the raft node: {e}"),
+        })?;
+
+        let (stop, _) = watch::channel(false);
+        let join_timeout = config.join_timeout;
+        let heartbeat = config.heartbeat;
+        let node = Arc::new(Node::new(id, addr, config, raft, machines, peers, stop));
+        let service = RaftService::new(Arc::new(Rpc {
+            node: Arc::downgrade(&node),
+        }));
+        let mut stopped = node.stop_signal();
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .serve_with_incoming_shutdown(
+                service,
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            );
+        tokio::spawn(server);
+        tokio::spawn(node::expire_leases(Arc::downgrade(&node), heartbeat));
+        tokio::spawn(discovery::bootstrap(Arc::downgrade(&node)));
+
+        let backend = RaftBackend { node };
+        backend.wait_ready(join_timeout).await?;
+        Ok(backend)
+    }
+
+    /// Waits until this node is a member of a cluster that has a leader.
+    async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let mut metrics = self.node.raft.metrics();
+        let id = self.node.id;
+        let ready = async move {
+            metrics
+                .wait_for(|m| {
+                    m.current_leader.is_some()
+                        && m.membership_config.membership().get_node(&id).is_some()
+                })
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout(timeout, ready).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Unavailable {
+                backend: BACKEND,
+                message: "the raft node stopped while joining".into(),
+            }),
+            Err(_) => Err(Error::Unavailable {
+                backend: BACKEND,
+                message: format!(
+                    "node {} found no cluster to join within {timeout:?} (peers: {:?}, services: {:?})",
+                    self.node.addr, self.node.config.peers, self.node.config.services
+                ),
+            }),
+        }
+    }
+
+    /// This node's Raft id (random, new at every start).
+    pub fn node_id(&self) -> u64 {
+        self.node.id
+    }
+
+    /// The address peers reach this node at.
+    pub fn address(&self) -> &str {
+        &self.node.addr
+    }
+
+    /// The current leader's address, as this node knows it.
+    pub fn leader(&self) -> Option<String> {
+        self.node.leader().map(|(_, addr)| addr)
+    }
+
+    /// Whether this node is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.node.leader().is_some_and(|(id, _)| id == self.node.id)
+    }
+
+    /// Addresses of the voting members.
+    pub fn voters(&self) -> Vec<String> {
+        let metrics = self.node.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+            .collect()
+    }
+
+    /// Index of the last log entry this node has applied.
+    pub fn applied_index(&self) -> u64 {
+        self.node.machines.applied_index()
+    }
+
+    /// Index of the last entry in this node's latest snapshot, if any.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.node.raft.metrics().borrow().snapshot.map(|l| l.index)
+    }
+
+    /// Takes a snapshot now (and compacts the log behind it).
+    pub async fn snapshot_now(&self) -> Result<()> {
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Error::Unavailable {
+                backend: BACKEND,
+                message: format!("snapshot: {e}"),
+            })
+    }
+
+    /// The fault injector on this node's outgoing links: cut links to
+    /// simulate a network partition in tests, then heal.
+    pub fn faults(&self) -> &Faults {
+        self.node.peers.faults()
+    }
+
+    /// A context builder on this backend, with the configured session TTL.
+    pub fn context_builder(&self) -> dref::ContextBuilder {
+        dref::Context::builder()
+            .backend(self.clone())
+            .session_ttl(self.node.config.session_ttl)
+    }
+
+    /// Leaves the cluster (the leader removes this node from the
+    /// membership, so the others no longer count it) and stops the node.
+    pub async fn shutdown(&self) {
+        self.node.shutdown(true).await;
+    }
+
+    /// Stops the node at once, as a crash would: no goodbye to the cluster.
+    pub async fn kill(&self) {
+        self.node.shutdown(false).await;
+    }
+}
+
+impl Backend for RaftBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
+        async move { self.node.read(key).await }.boxed()
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
+        async move {
+            let size = write.payload_size();
+            let limit = self.node.config.max_write_bytes;
+            if size > limit {
+                return Err(Error::ValueTooLarge {
+                    key: write.key,
+                    size,
+                    limit,
+                });
+            }
+            let wire = WireWrite::from_engine(&write).ok_or_else(|| {
+                Error::Config(format!(
+                    "the raft backend does not support this write: {write:?}"
+                ))
+            })?;
+            self.node
+                .propose(CommandOp::Write(wire))
+                .await?
+                .into_write_outcome()
+        }
+        .boxed()
+    }
+
+    fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
+        let stream = store::watch(&self.node.machines, key, since);
+        async move { Ok(stream) }.boxed()
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
+        async move {
+            if ttl.is_zero() {
+                return Err(Error::Config("a lease TTL must be positive".into()));
+            }
+            let ttl_ms = millis(ttl).max(1);
+            match self.node.propose(CommandOp::Grant { ttl_ms }).await? {
+                Applied::Granted(id) => Ok(LeaseId(id)),
+                other => Err(Error::Protocol {
+                    backend: BACKEND,
+                    message: format!("a lease grant was answered with {other:?}"),
+                }),
+            }
+        }
+        .boxed()
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        async move { self.node.keep_alive(lease).await }.boxed()
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        async move {
+            self.node
+                .propose(CommandOp::Revoke { lease: lease.0 })
+                .await
+                .map(|_| ())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,125 @@
+//! openraft's network: replication RPCs over [`Peers`].
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+
+use super::rpc::{CallError, Peers};
+use super::types::TypeConfig;
+
+/// Makes one [`PeerLink`] per replication target; all share the node's
+/// [`Peers`] (and so one channel per peer).
+#[derive(Clone)]
+pub struct Network {
+    peers: Peers,
+}
+
+impl Network {
+    /// A network over `peers`.
+    pub fn new(peers: Peers) -> Self {
+        Network { peers }
+    }
+}
+
+/// The link to one peer.
+pub struct PeerLink {
+    peers: Peers,
+    target: u64,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerLink {
+        PeerLink {
+            peers: self.peers.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+fn transport_error<E: std::error::Error>(e: CallError) -> RPCError<u64, BasicNode, E> {
+    match e {
+        CallError::Cut(_) | CallError::Unreachable { .. } => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
+        CallError::Timeout { .. } | CallError::Failed { .. } => {
+            RPCError::Network(NetworkError::new(&e))
+        }
+    }
+}
+
+impl PeerLink {
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<u64, BasicNode, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.target,
+            BasicNode::new(&self.addr),
+            e,
+        ))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self.peers.append(&self.addr, rpc, option.hard_ttl()).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.remote(e)),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        match self
+            .peers
+            .snapshot(&self.addr, rpc, option.hard_ttl())
+            .await
+        {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.remote(e)),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self.peers.vote(&self.addr, rpc, option.hard_ttl()).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.remote(e)),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        // An unreachable peer is retried quickly at first, then every
+        // second, so a dead replica costs little and a restarted one is
+        // found soon.
+        Backoff::new(
+            (0..)
+                .map(|n: u32| Duration::from_millis(50u64 << n.min(4)).min(Duration::from_secs(1))),
+        )
+    }
+}

@@ -1,0 +1,684 @@
+//! One embedded node: the openraft instance, its RPC server, request
+//! routing to the leader, and the leader's lease deadlines.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dref::engine::{Key, LeaseId, Record};
+use dref::{Error, Result};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, Fatal, InstallSnapshotError, RaftError,
+};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::config::RaftConfig;
+use super::rpc::{
+    ClientRequest, ClientResponse, Handler, LeaderHint, NodeInfo, Peers, RaftResult, SnapshotResult,
+};
+use super::state_machine::Machines;
+use super::types::{Applied, Command, CommandOp, RequestId, TypeConfig};
+
+pub(super) const BACKEND: &str = "raft";
+
+fn unavailable(message: impl Into<String>) -> Error {
+    Error::Unavailable {
+        backend: BACKEND,
+        message: message.into(),
+    }
+}
+
+/// Lease deadlines, kept by the leader only and never replicated. They
+/// belong to one leadership term: a new term starts every deadline afresh
+/// (a full TTL from when the new leader first sees the lease), so a
+/// deadline is never shortened by a change of leader.
+#[derive(Default)]
+struct Deadlines {
+    term: u64,
+    due: HashMap<LeaseId, Instant>,
+}
+
+pub(super) struct Node {
+    pub(super) id: u64,
+    pub(super) addr: String,
+    pub(super) config: RaftConfig,
+    pub(super) raft: Raft<TypeConfig>,
+    pub(super) machines: Arc<Machines>,
+    pub(super) peers: Peers,
+    deadlines: Mutex<Deadlines>,
+    seq: AtomicU64,
+    membership_lock: tokio::sync::Mutex<()>,
+    stop: watch::Sender<bool>,
+    stopped: AtomicBool,
+}
+
+impl Node {
+    pub(super) fn new(
+        id: u64,
+        addr: String,
+        config: RaftConfig,
+        raft: Raft<TypeConfig>,
+        machines: Arc<Machines>,
+        peers: Peers,
+        stop: watch::Sender<bool>,
+    ) -> Self {
+        Node {
+            id,
+            addr,
+            config,
+            raft,
+            machines,
+            peers,
+            deadlines: Mutex::default(),
+            seq: AtomicU64::new(0),
+            membership_lock: tokio::sync::Mutex::new(()),
+            stop,
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// The leader this node knows of, with its address.
+    pub(super) fn leader(&self) -> LeaderHint {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
+    }
+
+    fn is_leader(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(self.id))
+            .then_some(m.current_term)
+    }
+
+    pub(super) fn is_member(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let is_member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        is_member
+    }
+
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.id,
+            addr: self.addr.clone(),
+            initialized: self.is_member(),
+            leader: self.leader(),
+        }
+    }
+
+    fn next_request(&self) -> RequestId {
+        RequestId {
+            client: self.id,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `local` when this node leads, else sends `remote` to the
+    /// leader; retries across leader changes until the request timeout.
+    async fn route<T>(
+        &self,
+        what: &str,
+        remote: ClientRequest,
+        mut local: impl FnMut() -> BoxFuture<'static, Routed<T>>,
+        mut answer: impl FnMut(ClientResponse) -> Routed<T>,
+    ) -> Result<T> {
+        let timeout = self.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(5);
+        let mut last;
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(unavailable("this raft node was shut down"));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let routed = match self.leader() {
+                Some((leader, _)) if leader == self.id => tokio::time::timeout(remaining, local())
+                    .await
+                    .unwrap_or_else(|_| Routed::Retry("the leader did not commit in time".into())),
+                Some((leader, addr)) => {
+                    match self.peers.client(&addr, remote.clone(), remaining).await {
+                        Ok(resp) => answer(resp),
+                        Err(e) => Routed::Retry(format!("leader {leader} at {addr}: {e}")),
+                    }
+                }
+                None => Routed::Retry("no leader is known".into()),
+            };
+            match routed {
+                Routed::Done(result) => return result,
+                Routed::Retry(why) => last = why,
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(unavailable(format!(
+                    "{what} could not be completed within {timeout:?}: {last}"
+                )));
+            }
+            tokio::time::sleep(backoff.min(remaining)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Commits a command through the leader and returns its result once
+    /// this node has applied it too, so a caller reads its own write from
+    /// this node's state (watches, `peek`, lock monitors) right away.
+    pub(super) async fn propose(self: &Arc<Self>, op: CommandOp) -> Result<Applied> {
+        let command = Command {
+            id: self.next_request(),
+            op,
+        };
+        let node = self.clone();
+        let local_command = command.clone();
+        let (applied, index) = self
+            .route(
+                "the write",
+                ClientRequest::Propose(command),
+                move || {
+                    let (node, command) = (node.clone(), local_command.clone());
+                    async move { node.commit_local(command).await }.boxed()
+                },
+                |resp| match resp {
+                    ClientResponse::Applied(applied, index) => Routed::Done(Ok((applied, index))),
+                    ClientResponse::NotLeader(_) | ClientResponse::Failed(_) => {
+                        Routed::Retry(format!("{resp:?}"))
+                    }
+                    other => Routed::Done(Err(unexpected(&other))),
+                },
+            )
+            .await?;
+        self.applied_at_least(index, "the write").await?;
+        Ok(applied)
+    }
+
+    /// Waits until this node's state machine has applied `index`.
+    async fn applied_at_least(&self, index: u64, what: &str) -> Result<()> {
+        if self.machines.applied_index() >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(self.config.request_timeout))
+            .applied_index_at_least(Some(index), what)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                unavailable(format!(
+                    "{what} committed at index {index}, but this node did not apply it in time: {e}"
+                ))
+            })
+    }
+
+    async fn commit_local(&self, command: Command) -> Routed<(Applied, u64)> {
+        match self.raft.client_write(command).await {
+            Ok(resp) => Routed::Done(Ok((resp.data, resp.log_id.index))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Routed::Retry(format!("leadership moved: {f}"))
+            }
+            Err(RaftError::APIError(e)) => Routed::Retry(e.to_string()),
+            Err(RaftError::Fatal(f)) => Routed::Done(Err(stopped(&f))),
+        }
+    }
+
+    /// The index a linearizable read must see: confirmed by the leader
+    /// with a heartbeat round, then awaited in the local applied state.
+    pub(super) async fn read(self: &Arc<Self>, key: Key) -> Result<Option<Record>> {
+        let node = self.clone();
+        let index = self
+            .route(
+                "the linearizable read",
+                ClientRequest::ReadIndex,
+                move || {
+                    let node = node.clone();
+                    async move { node.read_index_local().await }.boxed()
+                },
+                |resp| match resp {
+                    ClientResponse::ReadIndex(index) => Routed::Done(Ok(index)),
+                    ClientResponse::NotLeader(_) | ClientResponse::Failed(_) => {
+                        Routed::Retry(format!("{resp:?}"))
+                    }
+                    other => Routed::Done(Err(unexpected(&other))),
+                },
+            )
+            .await?;
+        self.applied_at_least(index, "the linearizable read")
+            .await?;
+        Ok(self.machines.get(&key))
+    }
+
+    async fn read_index_local(&self) -> Routed<u64> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Routed::Done(Ok(log_id.map_or(0, |l| l.index))),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Routed::Retry(format!("leadership moved: {f}"))
+            }
+            Err(RaftError::APIError(e)) => Routed::Retry(e.to_string()),
+            Err(RaftError::Fatal(f)) => Routed::Done(Err(stopped(&f))),
+        }
+    }
+
+    /// Restarts a lease's deadline on the leader.
+    pub(super) async fn keep_alive(self: &Arc<Self>, lease: LeaseId) -> Result<()> {
+        let node = self.clone();
+        self.route(
+            "the lease keep-alive",
+            ClientRequest::KeepAlive(lease.0),
+            move || {
+                let node = node.clone();
+                async move { node.keep_alive_local(lease).await }.boxed()
+            },
+            |resp| match resp {
+                ClientResponse::Done => Routed::Done(Ok(())),
+                ClientResponse::LeaseExpired => Routed::Done(Err(Error::LeaseExpired { lease })),
+                ClientResponse::NotLeader(_) | ClientResponse::Failed(_) => {
+                    Routed::Retry(format!("{resp:?}"))
+                }
+                other => Routed::Done(Err(unexpected(&other))),
+            },
+        )
+        .await
+    }
+
+    async fn keep_alive_local(&self, lease: LeaseId) -> Routed<()> {
+        if !self.machines.has_lease(lease) {
+            // The grant may be committed but not yet applied here: a read
+            // barrier settles it before answering "expired".
+            if let Routed::Retry(why) = self.read_index_local().await {
+                return Routed::Retry(why);
+            }
+            if !self.machines.has_lease(lease) {
+                return Routed::Done(Err(Error::LeaseExpired { lease }));
+            }
+        }
+        let Some(term) = self.is_leader() else {
+            return Routed::Retry("not the leader".into());
+        };
+        let Some(ttl) = self.machines.lease_ttl(lease) else {
+            return Routed::Done(Err(Error::LeaseExpired { lease }));
+        };
+        let mut deadlines = self.deadlines.lock();
+        if deadlines.term != term {
+            deadlines.term = term;
+            deadlines.due.clear();
+        }
+        deadlines.due.insert(lease, Instant::now() + ttl);
+        Routed::Done(Ok(()))
+    }
+
+    /// One round of the leader's lease check: the leases whose deadlines
+    /// have passed.
+    fn due_leases(&self) -> Vec<LeaseId> {
+        let Some(term) = self.is_leader() else {
+            self.deadlines.lock().due.clear();
+            return Vec::new();
+        };
+        let leases = self.machines.leases();
+        let now = Instant::now();
+        let mut deadlines = self.deadlines.lock();
+        if deadlines.term != term {
+            deadlines.term = term;
+            deadlines.due.clear();
+        }
+        let live: BTreeSet<LeaseId> = leases.iter().map(|(id, _)| *id).collect();
+        deadlines.due.retain(|id, _| live.contains(id));
+        leases
+            .into_iter()
+            .filter(|(id, ttl)| *deadlines.due.entry(*id).or_insert(now + *ttl) <= now)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Adds a node as a learner, then as a voter while there are fewer
+    /// than `max_voters`; first removes stale members at the same address
+    /// (a replica that restarted with a fresh identity).
+    async fn join_local(&self, id: u64, addr: String) -> ClientResponse {
+        let _serial = self.membership_lock.lock().await;
+        if self.is_leader().is_none() {
+            return ClientResponse::NotLeader(self.leader());
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let stale: BTreeSet<u64> = membership
+            .nodes()
+            .filter(|(nid, node)| **nid != id && node.addr == addr)
+            .map(|(nid, _)| *nid)
+            .collect();
+        if !stale.is_empty() {
+            let voters: BTreeSet<u64> = membership
+                .voter_ids()
+                .filter(|v| stale.contains(v))
+                .collect();
+            if !voters.is_empty() {
+                if let Err(e) = self
+                    .raft
+                    .change_membership(ChangeMembers::RemoveVoters(voters), false)
+                    .await
+                {
+                    return ClientResponse::Failed(format!(
+                        "removing the stale member at {addr}: {e}"
+                    ));
+                }
+            }
+            let _ = self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(stale), false)
+                .await;
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.get_node(&id).is_none() {
+            if let Err(e) = self.raft.add_learner(id, BasicNode::new(&addr), true).await {
+                return ClientResponse::Failed(format!("adding {addr} as a learner: {e}"));
+            }
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let voters = membership.voter_ids().count();
+        if !membership.voter_ids().any(|v| v == id) && voters < self.config.max_voters {
+            let add = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+            if let Err(e) = self.raft.change_membership(add, false).await {
+                return ClientResponse::Failed(format!("promoting {addr} to voter: {e}"));
+            }
+        }
+        ClientResponse::Done
+    }
+
+    async fn leave_local(&self, id: u64) -> ClientResponse {
+        let _serial = self.membership_lock.lock().await;
+        if self.is_leader().is_none() {
+            return ClientResponse::NotLeader(self.leader());
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.voter_ids().any(|v| v == id) {
+            if membership.voter_ids().count() == 1 {
+                return ClientResponse::Failed("the last voter cannot leave".into());
+            }
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+            {
+                return ClientResponse::Failed(e.to_string());
+            }
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.get_node(&id).is_some() {
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+            {
+                return ClientResponse::Failed(e.to_string());
+            }
+        }
+        ClientResponse::Done
+    }
+
+    /// Forms a one-node cluster with this node as its first member.
+    pub(super) async fn initialize(&self) -> Result<()> {
+        let members = BTreeMap::from([(self.id, BasicNode::new(&self.addr))]);
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(e)) => {
+                Err(unavailable(format!("cannot initialize the cluster: {e}")))
+            }
+            Err(RaftError::Fatal(f)) => Err(stopped(&f)),
+        }
+    }
+
+    /// Asks the cluster (through `via`) to add this node.
+    pub(super) async fn request_join(&self, via: &str) -> Result<()> {
+        let mut target = via.to_owned();
+        for _ in 0..4 {
+            let req = ClientRequest::Join {
+                id: self.id,
+                addr: self.addr.clone(),
+            };
+            match self
+                .peers
+                .client(&target, req, self.config.request_timeout)
+                .await
+            {
+                Ok(ClientResponse::Done) => return Ok(()),
+                Ok(ClientResponse::NotLeader(Some((_, leader)))) => target = leader,
+                Ok(other) => {
+                    return Err(unavailable(format!("joining through {target}: {other:?}")))
+                }
+                Err(e) => return Err(unavailable(format!("joining through {target}: {e}"))),
+            }
+        }
+        Err(unavailable(format!(
+            "joining through {via}: no stable leader"
+        )))
+    }
+
+    /// Leaves the membership (best effort), then stops.
+    pub(super) async fn shutdown(&self, leave: bool) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if leave && self.is_member() {
+            let timeout = Duration::from_secs(2);
+            let leave = async {
+                for _ in 0..20 {
+                    let answer = match self.leader() {
+                        Some((leader, _)) if leader == self.id => self.leave_local(self.id).await,
+                        Some((_, addr)) => self
+                            .peers
+                            .client(&addr, ClientRequest::Leave { id: self.id }, timeout)
+                            .await
+                            .unwrap_or_else(|e| ClientResponse::Failed(e.to_string())),
+                        None => ClientResponse::NotLeader(None),
+                    };
+                    if matches!(answer, ClientResponse::Done) || !self.is_member() {
+                        return;
+                    }
+                    if matches!(&answer, ClientResponse::Failed(m) if m.contains("last voter")) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let _ = tokio::time::timeout(timeout * 2, leave).await;
+        }
+        let _ = self.stop.send(true);
+        let _ = self.raft.shutdown().await;
+    }
+
+    pub(super) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub(super) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.stop.send(true);
+        let raft = self.raft.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
+/// What a routed step produced.
+enum Routed<T> {
+    Done(Result<T>),
+    Retry(String),
+}
+
+fn unexpected(resp: &ClientResponse) -> Error {
+    Error::Protocol {
+        backend: BACKEND,
+        message: format!("unexpected answer from a peer: {resp:?}"),
+    }
+}
+
+fn stopped(f: &Fatal<u64>) -> Error {
+    unavailable(format!("this raft node stopped: {f}"))
+}
+
+/// The leader's lease check, every heartbeat interval: leases past their
+/// deadline are revoked through the log, so every node deletes the same
+/// records at the same revisions.
+pub(super) async fn expire_leases(node: Weak<Node>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        if node.is_stopped() {
+            return;
+        }
+        for lease in node.due_leases() {
+            // A failure (lost leadership) is retried by the next leader.
+            let _ = node.propose(CommandOp::Revoke { lease: lease.0 }).await;
+        }
+    }
+}
+
+/// Serves the RPCs of a node it does not keep alive.
+pub(super) struct Rpc {
+    pub(super) node: Weak<Node>,
+}
+
+impl Handler for Rpc {
+    fn append(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> BoxFuture<'static, RaftResult<AppendEntriesResponse<u64>>> {
+        let node = self.node.upgrade();
+        async move {
+            match node {
+                Some(node) => node.raft.append_entries(req).await,
+                None => Err(RaftError::Fatal(Fatal::Stopped)),
+            }
+        }
+        .boxed()
+    }
+
+    fn vote(&self, req: VoteRequest<u64>) -> BoxFuture<'static, RaftResult<VoteResponse<u64>>> {
+        let node = self.node.upgrade();
+        async move {
+            match node {
+                Some(node) => node.raft.vote(req).await,
+                None => Err(RaftError::Fatal(Fatal::Stopped)),
+            }
+        }
+        .boxed()
+    }
+
+    fn snapshot(
+        &self,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> BoxFuture<'static, SnapshotResult> {
+        let node = self.node.upgrade();
+        async move {
+            match node {
+                Some(node) => node.raft.install_snapshot(req).await,
+                None => Err(RaftError::<u64, InstallSnapshotError>::Fatal(
+                    Fatal::Stopped,
+                )),
+            }
+        }
+        .boxed()
+    }
+
+    fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {
+        let node = self.node.upgrade();
+        async move {
+            let Some(node) = node.filter(|n| !n.is_stopped()) else {
+                return ClientResponse::Failed("the node is shutting down".into());
+            };
+            let not_leader = || ClientResponse::NotLeader(node.leader());
+            fn done<T>(
+                node: &Node,
+                routed: Routed<T>,
+                ok: fn(T) -> ClientResponse,
+            ) -> ClientResponse {
+                match routed {
+                    Routed::Done(Ok(v)) => ok(v),
+                    Routed::Done(Err(Error::LeaseExpired { .. })) => ClientResponse::LeaseExpired,
+                    Routed::Done(Err(e)) => ClientResponse::Failed(e.to_string()),
+                    Routed::Retry(_) => ClientResponse::NotLeader(node.leader()),
+                }
+            }
+            match req {
+                ClientRequest::Hello => ClientResponse::Hello(node.info()),
+                _ if node.is_leader().is_none() => not_leader(),
+                ClientRequest::Propose(command) => {
+                    let timeout = node.config.request_timeout;
+                    match tokio::time::timeout(timeout, node.commit_local(command)).await {
+                        Ok(routed) => done(&node, routed, |(applied, index)| {
+                            ClientResponse::Applied(applied, index)
+                        }),
+                        Err(_) => {
+                            ClientResponse::Failed("the leader did not commit in time".into())
+                        }
+                    }
+                }
+                ClientRequest::ReadIndex => done(
+                    &node,
+                    node.read_index_local().await,
+                    ClientResponse::ReadIndex,
+                ),
+                ClientRequest::KeepAlive(lease) => {
+                    done(&node, node.keep_alive_local(LeaseId(lease)).await, |()| {
+                        ClientResponse::Done
+                    })
+                }
+                ClientRequest::Join { id, addr } => node.join_local(id, addr).await,
+                ClientRequest::Leave { id } => node.leave_local(id).await,
+            }
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,457 @@
+//! The node-to-node RPCs: a gRPC service over tonic whose messages are
+//! encoded with postcard by a custom codec (no `.proto`, no `protoc`).
+//!
+//! Service `dref.Raft`, four unary methods:
+//! - `Append`, `Vote`, `Snapshot`: openraft's replication RPCs;
+//! - `Client`: everything a node asks another node on behalf of its
+//!   users (forwarded proposals, read index, lease keep-alives) and for
+//!   membership (hello, join, leave).
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use futures_util::future::BoxFuture;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use super::types::{Applied, Command, TypeConfig};
+
+const SERVICE: &str = "dref.Raft";
+const APPEND: &str = "/dref.Raft/Append";
+const VOTE: &str = "/dref.Raft/Vote";
+const SNAPSHOT: &str = "/dref.Raft/Snapshot";
+const CLIENT: &str = "/dref.Raft/Client";
+
+/// Upper bound of one decoded message (a replication batch or snapshot
+/// chunk); far above what the configured batch and chunk sizes produce.
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// A tonic codec encoding `E` and decoding `D` with postcard.
+pub struct Postcard<E, D>(PhantomData<fn(E) -> D>);
+
+impl<E, D> Default for Postcard<E, D> {
+    fn default() -> Self {
+        Postcard(PhantomData)
+    }
+}
+
+/// Encoder half of [`Postcard`].
+pub struct PostcardEncoder<E>(PhantomData<fn(E)>);
+/// Decoder half of [`Postcard`].
+pub struct PostcardDecoder<D>(PhantomData<fn() -> D>);
+
+impl<E: Serialize + Send + 'static, D: DeserializeOwned + Send + 'static> Codec for Postcard<E, D> {
+    type Encode = E;
+    type Decode = D;
+    type Encoder = PostcardEncoder<E>;
+    type Decoder = PostcardDecoder<D>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PostcardEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        PostcardDecoder(PhantomData)
+    }
+}
+
+impl<E: Serialize> Encoder for PostcardEncoder<E> {
+    type Item = E;
+    type Error = Status;
+
+    fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        postcard::to_io(&item, dst.writer())
+            .map(|_| ())
+            .map_err(|e| Status::internal(format!("cannot encode message: {e}")))
+    }
+}
+
+impl<D: DeserializeOwned> Decoder for PostcardDecoder<D> {
+    type Item = D;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed dref.Raft message: {e}")))
+    }
+}
+
+/// Where a node believes the leader is.
+pub type LeaderHint = Option<(u64, String)>;
+
+/// What a node tells about itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its Raft node id.
+    pub id: u64,
+    /// Its advertised address.
+    pub addr: String,
+    /// Whether it is a member of an initialized cluster.
+    pub initialized: bool,
+    /// The leader it knows of.
+    pub leader: LeaderHint,
+}
+
+/// Requests of the `Client` method.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Propose a command (the receiver must be the leader).
+    Propose(Command),
+    /// Confirm leadership and return the index a linearizable read must
+    /// wait for.
+    ReadIndex,
+    /// Restart a lease's deadline (leader only).
+    KeepAlive(u64),
+    /// Who are you?
+    Hello,
+    /// Add a node to the cluster (leader only).
+    Join {
+        /// The new node's id.
+        id: u64,
+        /// Its advertised address.
+        addr: String,
+    },
+    /// Remove a node from the cluster (leader only).
+    Leave {
+        /// The leaving node's id.
+        id: u64,
+    },
+}
+
+/// Answers of the `Client` method.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The proposal's result and the log index it was committed at.
+    Applied(Applied, u64),
+    /// The read index.
+    ReadIndex(u64),
+    /// Done.
+    Done,
+    /// The lease is gone.
+    LeaseExpired,
+    /// Answer to `Hello`.
+    Hello(NodeInfo),
+    /// The receiver is not the leader; where it believes the leader is.
+    NotLeader(LeaderHint),
+    /// The request failed for a reason the caller may retry.
+    Failed(String),
+}
+
+/// Answer of `Append` and `Vote`.
+pub type RaftResult<T> = Result<T, RaftError<u64>>;
+/// Answer of `Snapshot`.
+pub type SnapshotResult =
+    Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>;
+
+/// What serves the RPCs: the node.
+pub trait Handler: Send + Sync + 'static {
+    /// openraft's AppendEntries.
+    fn append(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> BoxFuture<'static, RaftResult<AppendEntriesResponse<u64>>>;
+    /// openraft's Vote.
+    fn vote(&self, req: VoteRequest<u64>) -> BoxFuture<'static, RaftResult<VoteResponse<u64>>>;
+    /// openraft's InstallSnapshot (one chunk).
+    fn snapshot(
+        &self,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> BoxFuture<'static, SnapshotResult>;
+    /// Client and membership requests.
+    fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse>;
+}
+
+/// The tonic service of one node.
+pub struct RaftService<H> {
+    handler: Arc<H>,
+}
+
+impl<H> Clone for RaftService<H> {
+    fn clone(&self) -> Self {
+        RaftService {
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+impl<H: Handler> RaftService<H> {
+    /// A service answering with `handler`.
+    pub fn new(handler: Arc<H>) -> Self {
+        RaftService { handler }
+    }
+}
+
+impl<H> tonic::server::NamedService for RaftService<H> {
+    const NAME: &'static str = SERVICE;
+}
+
+/// One unary method of the handler.
+type HandlerFn<H, Req, Resp> = fn(&H, Req) -> BoxFuture<'static, Resp>;
+
+/// One unary method bound to its handler: decode, call, encode.
+struct Method<H, Req, Resp> {
+    handler: Arc<H>,
+    method: HandlerFn<H, Req, Resp>,
+}
+
+impl<H, Req, Resp> tonic::server::UnaryService<Req> for Method<H, Req, Resp>
+where
+    Resp: Send + 'static,
+{
+    type Response = Resp;
+    type Future = BoxFuture<'static, Result<tonic::Response<Resp>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+        let answer = (self.method)(&self.handler, request.into_inner());
+        Box::pin(async move { Ok(tonic::Response::new(answer.await)) })
+    }
+}
+
+async fn serve<H, Req, Resp, B>(
+    handler: Arc<H>,
+    method: HandlerFn<H, Req, Resp>,
+    req: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let mut grpc = tonic::server::Grpc::new(Postcard::<Resp, Req>::default())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    grpc.unary(Method { handler, method }, req).await
+}
+
+impl<H, B> tower_service::Service<http::Request<B>> for RaftService<H>
+where
+    H: Handler,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let h = self.handler.clone();
+        match req.uri().path() {
+            APPEND => Box::pin(async move { Ok(serve(h, H::append, req).await) }),
+            VOTE => Box::pin(async move { Ok(serve(h, H::vote, req).await) }),
+            SNAPSHOT => Box::pin(async move { Ok(serve(h, H::snapshot, req).await) }),
+            CLIENT => Box::pin(async move { Ok(serve(h, H::client, req).await) }),
+            _ => Box::pin(async move {
+                Ok(Status::unimplemented(format!("no such method in {SERVICE}")).into_http())
+            }),
+        }
+    }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The fault injector cut this link.
+    #[error("the link to {0} is cut (fault injection)")]
+    Cut(String),
+    /// No connection could be made.
+    #[error("cannot reach {addr}: {message}")]
+    Unreachable {
+        /// The peer.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The call did not finish in time.
+    #[error("{addr} did not answer within {after:?}")]
+    Timeout {
+        /// The peer.
+        addr: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The peer answered with an error status (or garbage).
+    #[error("{addr} failed the call: {status}")]
+    Failed {
+        /// The peer.
+        addr: String,
+        /// Its status.
+        status: Status,
+    },
+}
+
+/// Links cut by fault injection, for partition tests.
+#[derive(Default)]
+pub struct Faults {
+    cut: RwLock<HashSet<String>>,
+}
+
+impl Faults {
+    /// Cuts the links from this node to `addrs`.
+    pub fn cut(&self, addrs: impl IntoIterator<Item = String>) {
+        self.cut.write().extend(addrs);
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.cut.write().clear();
+    }
+
+    fn is_cut(&self, addr: &str) -> bool {
+        let cut = self.cut.read();
+        !cut.is_empty() && cut.contains(addr)
+    }
+}
+
+/// Outgoing calls: one reused tonic channel (HTTP/2 connection) per peer.
+#[derive(Clone)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    faults: Arc<Faults>,
+    connect_timeout: Duration,
+}
+
+impl Peers {
+    /// No connections yet; they are made on first use.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Peers {
+            channels: Arc::default(),
+            faults: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    /// The fault injector of outgoing links.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, CallError> {
+        let mut channels = self.channels.lock();
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| CallError::Unreachable {
+                addr: addr.to_owned(),
+                message: format!("not a valid address: {e}"),
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &'static str,
+        req: Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize + Send + Sync + 'static,
+        Resp: DeserializeOwned + Send + Sync + 'static,
+    {
+        if self.faults.is_cut(addr) {
+            return Err(CallError::Cut(addr.to_owned()));
+        }
+        let channel = self.channel(addr)?;
+        let call = async {
+            let mut grpc =
+                tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+            grpc.ready().await.map_err(|e| CallError::Unreachable {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?;
+            let path = http::uri::PathAndQuery::from_static(path);
+            grpc.unary(
+                tonic::Request::new(req),
+                path,
+                Postcard::<Req, Resp>::default(),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable => CallError::Unreachable {
+                    addr: addr.to_owned(),
+                    message: status.message().to_owned(),
+                },
+                _ => CallError::Failed {
+                    addr: addr.to_owned(),
+                    status,
+                },
+            })
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout {
+                addr: addr.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// openraft's AppendEntries to `addr`.
+    pub async fn append(
+        &self,
+        addr: &str,
+        req: AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<RaftResult<AppendEntriesResponse<u64>>, CallError> {
+        self.call(addr, APPEND, req, timeout).await
+    }
+
+    /// openraft's Vote to `addr`.
+    pub async fn vote(
+        &self,
+        addr: &str,
+        req: VoteRequest<u64>,
+        timeout: Duration,
+    ) -> Result<RaftResult<VoteResponse<u64>>, CallError> {
+        self.call(addr, VOTE, req, timeout).await
+    }
+
+    /// One snapshot chunk to `addr`.
+    pub async fn snapshot(
+        &self,
+        addr: &str,
+        req: InstallSnapshotRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<SnapshotResult, CallError> {
+        self.call(addr, SNAPSHOT, req, timeout).await
+    }
+
+    /// A client or membership request to `addr`.
+    pub async fn client(
+        &self,
+        addr: &str,
+        req: ClientRequest,
+        timeout: Duration,
+    ) -> Result<ClientResponse, CallError> {
+        self.call(addr, CLIENT, req, timeout).await
+    }
+}

@@ -1,0 +1,321 @@
+//! The replicated state machine: a [`Store`] that every node feeds with the
+//! same committed commands, plus snapshots of it.
+//!
+//! Revisions are counted by the store, not taken from log indexes: a lease
+//! expiry deletes each of its records at its own revision, as the engine
+//! contract requires, and blank and membership entries take none. Since
+//! every node applies the same entries in the same order, every node
+//! assigns the same revisions.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dref::engine::store::{Store, StoreAccess, StoreImage};
+use dref::engine::{Key, LeaseId, Record, WriteOutcome};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::types::{millis, Applied, Command, CommandOp, RequestId, TypeConfig, WireRecord};
+
+/// How many recent request results are remembered for deduplication.
+const DEDUP_WINDOW: usize = 50_000;
+
+/// Answers of recently applied requests, so that a retried proposal is
+/// answered from here instead of being applied twice.
+#[derive(Default)]
+struct Dedup {
+    results: HashMap<RequestId, Applied>,
+    order: VecDeque<RequestId>,
+}
+
+impl Dedup {
+    fn remember(&mut self, id: RequestId, applied: &Applied) {
+        if !applied.is_final() {
+            return;
+        }
+        if self.results.insert(id, applied.clone()).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > DEDUP_WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.results.remove(&old);
+            }
+        }
+    }
+}
+
+struct Machine {
+    store: Store,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    dedup: Dedup,
+    snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+    snapshots_built: u64,
+}
+
+/// What a snapshot holds besides its metadata.
+#[derive(Serialize, Deserialize)]
+struct SnapshotImage {
+    revision: u64,
+    last_lease: u64,
+    records: Vec<(String, WireRecord)>,
+    leases: Vec<(u64, u64)>,
+    dedup: Vec<(RequestId, Applied)>,
+}
+
+/// The state shared by the state machine, the snapshot builder and the
+/// node's readers and watchers.
+pub struct Machines {
+    machine: Mutex<Machine>,
+}
+
+impl StoreAccess for Machines {
+    fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        f(&mut self.machine.lock().store)
+    }
+}
+
+impl Machines {
+    /// The index of the last applied log entry.
+    pub fn applied_index(&self) -> u64 {
+        self.machine.lock().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// The record under `key`.
+    pub fn get(&self, key: &Key) -> Option<Record> {
+        self.machine.lock().store.get(key).cloned()
+    }
+
+    /// Live leases and their TTLs.
+    pub fn leases(&self) -> Vec<(LeaseId, Duration)> {
+        self.machine.lock().store.leases().collect()
+    }
+
+    /// Whether a lease is live.
+    pub fn has_lease(&self, lease: LeaseId) -> bool {
+        self.lease_ttl(lease).is_some()
+    }
+
+    /// The TTL of a live lease.
+    pub fn lease_ttl(&self, lease: LeaseId) -> Option<Duration> {
+        self.machine.lock().store.lease_ttl(lease)
+    }
+}
+
+/// The openraft state machine (a handle; clones share the state).
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Machines>,
+}
+
+impl StateMachine {
+    /// An empty state machine.
+    pub fn new(watch_buffer: usize) -> Self {
+        StateMachine {
+            shared: Arc::new(Machines {
+                machine: Mutex::new(Machine {
+                    store: Store::new(watch_buffer),
+                    last_applied: None,
+                    membership: StoredMembership::default(),
+                    dedup: Dedup::default(),
+                    snapshot: None,
+                    snapshots_built: 0,
+                }),
+            }),
+        }
+    }
+
+    /// The shared state, for reads and watches.
+    pub fn shared(&self) -> &Arc<Machines> {
+        &self.shared
+    }
+}
+
+fn apply_command(m: &mut Machine, command: Command) -> Applied {
+    if let Some(answer) = m.dedup.results.get(&command.id) {
+        return answer.clone();
+    }
+    let applied = match command.op {
+        CommandOp::Write(write) => match m.store.write(write.into_engine()) {
+            Ok(WriteOutcome::Committed { revision, version }) => {
+                Applied::Committed { revision, version }
+            }
+            Ok(WriteOutcome::Rejected { current }) => {
+                Applied::Rejected(current.as_ref().map(WireRecord::from))
+            }
+            Err(dref::Error::LeaseExpired { lease }) => Applied::LeaseExpired(lease.0),
+            Err(e) => Applied::Failed(e.to_string()),
+        },
+        CommandOp::Grant { ttl_ms } => {
+            Applied::Granted(m.store.grant(Duration::from_millis(ttl_ms)).0)
+        }
+        CommandOp::Revoke { lease } => {
+            m.store.revoke(LeaseId(lease));
+            Applied::Revoked
+        }
+    };
+    m.dedup.remember(command.id, &applied);
+    applied
+}
+
+fn encode_snapshot(m: &Machine) -> Result<Vec<u8>, postcard::Error> {
+    let image = m.store.export();
+    let snapshot = SnapshotImage {
+        revision: image.revision,
+        last_lease: image.last_lease,
+        records: image
+            .records
+            .iter()
+            .map(|(k, r)| (k.as_str().to_owned(), WireRecord::from(r)))
+            .collect(),
+        leases: image
+            .leases
+            .iter()
+            .map(|(id, ttl)| (id.0, millis(*ttl)))
+            .collect(),
+        dedup: m
+            .dedup
+            .order
+            .iter()
+            .filter_map(|id| m.dedup.results.get(id).map(|a| (*id, a.clone())))
+            .collect(),
+    };
+    postcard::to_allocvec(&snapshot)
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<(StoreImage, Dedup), postcard::Error> {
+    let image: SnapshotImage = postcard::from_bytes(bytes)?;
+    let store = StoreImage {
+        revision: image.revision,
+        last_lease: image.last_lease,
+        records: image
+            .records
+            .into_iter()
+            .map(|(k, r)| (Key::from(k), Record::from(r)))
+            .collect(),
+        leases: image
+            .leases
+            .into_iter()
+            .map(|(id, ttl)| (LeaseId(id), Duration::from_millis(ttl)))
+            .collect(),
+    };
+    let mut dedup = Dedup::default();
+    for (id, applied) in image.dedup {
+        dedup.remember(id, &applied);
+    }
+    Ok((store, dedup))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let mut m = self.shared.machine.lock();
+        let data = encode_snapshot(&m).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        m.snapshots_built += 1;
+        let last = m.last_applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: m.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}-{}",
+                last.map_or(0, |l| l.leader_id.term),
+                last.map_or(0, |l| l.index),
+                m.snapshots_built
+            ),
+        };
+        m.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+        let m = self.shared.machine.lock();
+        Ok((m.last_applied, m.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut m = self.shared.machine.lock();
+        let mut answers = Vec::new();
+        for entry in entries {
+            m.last_applied = Some(entry.log_id);
+            let answer = match entry.payload {
+                EntryPayload::Blank => Applied::Nothing,
+                EntryPayload::Normal(command) => apply_command(&mut m, command),
+                EntryPayload::Membership(membership) => {
+                    m.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Applied::Nothing
+                }
+            };
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_inner();
+        // Decode before touching the state: a corrupt snapshot changes
+        // nothing and is reported as a storage error.
+        let (image, dedup) = decode_snapshot(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let mut m = self.shared.machine.lock();
+        m.store.restore(image);
+        m.dedup = dedup;
+        m.last_applied = meta.last_log_id;
+        m.membership = meta.last_membership.clone();
+        m.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        let m = self.shared.machine.lock();
+        Ok(m.snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_snapshot_is_an_error_not_a_panic() {
+        assert!(decode_snapshot(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode_snapshot(&[]).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! In-process Raft clusters on loopback, for tests: every node is a real
+//! node with its own gRPC server, talking to the others over TCP.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dref::engine::Backend;
+use dref_backends::raft::{RaftBackend, RaftConfig};
+use dref_tests::Harness;
+use futures_util::future::{join_all, BoxFuture};
+
+/// Timing for tests: quick elections, but not so quick that a loaded
+/// two-core machine flaps between leaders.
+pub fn test_config(listener: TcpListener, peers: &[String]) -> RaftConfig {
+    let addr = listener.local_addr().expect("listener address");
+    RaftConfig::new(addr)
+        .listener(listener)
+        .peers(peers.iter().cloned())
+        .heartbeat(Duration::from_millis(50))
+        .election_timeout(Duration::from_millis(500), Duration::from_millis(1000))
+        .discovery_interval(Duration::from_millis(100))
+        .request_timeout(Duration::from_secs(10))
+}
+
+/// Binds `n` loopback listeners, so every node knows every address before
+/// any node starts.
+pub fn listeners(n: usize) -> (Vec<TcpListener>, Vec<String>) {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("listener address").to_string())
+        .collect();
+    (listeners, addrs)
+}
+
+/// A cluster of `n` nodes started together (they find each other through
+/// static addresses and bootstrap on their own).
+pub async fn start(n: usize, tune: impl Fn(RaftConfig) -> RaftConfig) -> Vec<RaftBackend> {
+    let (listeners, addrs) = listeners(n);
+    let starts = listeners
+        .into_iter()
+        .map(|l| tune(test_config(l, &addrs)).connect());
+    let nodes: Vec<RaftBackend> = join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("start a raft node"))
+        .collect();
+    wait_for_voters(&nodes, n).await;
+    nodes
+}
+
+/// Waits until every node sees `voters` voters and one common leader.
+pub async fn wait_for_voters(nodes: &[RaftBackend], voters: usize) {
+    dref_tests::within("the cluster to settle", async {
+        loop {
+            let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
+            let settled = leaders[0].is_some()
+                && leaders.iter().all(|l| *l == leaders[0])
+                && nodes.iter().all(|n| n.voters().len() == voters);
+            if settled {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// The conformance harness: a fresh cluster per test case, backend
+/// handles handed out round-robin so that nodes of a test sit on
+/// different cluster members.
+pub struct RaftHarness {
+    nodes: Vec<RaftBackend>,
+    next: AtomicUsize,
+}
+
+impl RaftHarness {
+    /// A harness on a new cluster of `n` nodes.
+    pub async fn new(n: usize) -> Self {
+        RaftHarness {
+            nodes: start(n, |c| c).await,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Harness for RaftHarness {
+    fn backend(&self) -> BoxFuture<'_, Arc<dyn Backend>> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        let backend: Arc<dyn Backend> = Arc::new(self.nodes[i].clone());
+        Box::pin(async move { backend })
+    }
+}
