@@ -1,1 +1,7 @@
 //! Benchmark helpers.
+//!
+//! - [`etcd`]: the etcd baseline, a local etcd cluster of child processes and a
+//!   minimal etcd v3 client (run by hand; needs Debian's `etcd-server`, which it
+//!   installs with `apt-get` when missing).
+
+pub mod etcd;
