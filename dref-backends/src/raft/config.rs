@@ -152,8 +152,14 @@ impl RaftConfig {
         self
     }
 
-    /// A follower starts an election after a random timeout in
-    /// `min..max` without a heartbeat (default 600..1200 ms).
+    /// A follower that stops hearing from its leader starts an election
+    /// after a random time in `(min + max) / 2..max` (default 600..1200
+    /// ms, so 900..1200 ms): openraft's leader lease (`max / 2`, during
+    /// which followers refuse to vote for anyone else) plus a random
+    /// `min / 2..max / 2`. A candidate whose log is behind another
+    /// node's waits one more `max`, so that an up-to-date node wins, and
+    /// a failover takes at most about two `max`. `min` must exceed twice
+    /// the heartbeat interval.
     pub fn election_timeout(mut self, min: Duration, max: Duration) -> Self {
         self.election_timeout = (min, max);
         self
@@ -226,9 +232,9 @@ impl RaftConfig {
 
     pub(super) fn validate(&self) -> Result<()> {
         let (min, max) = self.election_timeout;
-        if self.heartbeat.is_zero() || min <= self.heartbeat || max <= min {
+        if self.heartbeat.is_zero() || min <= self.heartbeat * 2 || max <= min {
             return Err(Error::Config(format!(
-                "raft timing needs 0 < heartbeat < election timeout min < max, got heartbeat {:?}, election timeout {min:?}..{max:?}",
+                "raft timing needs 0 < 2 x heartbeat < election timeout min < max, got heartbeat {:?}, election timeout {min:?}..{max:?}",
                 self.heartbeat
             )));
         }

@@ -129,8 +129,12 @@ impl RaftBackend {
         let raft_config = openraft::Config {
             cluster_name: "dref".into(),
             heartbeat_interval: millis(config.heartbeat),
-            election_timeout_min: millis(config.election_timeout.0),
-            election_timeout_max: millis(config.election_timeout.1),
+            // openraft waits its leader lease (= its election_timeout_max)
+            // plus a random election timeout before a follower campaigns:
+            // halving both makes the whole wait land within the
+            // configured range (see RaftConfig::election_timeout).
+            election_timeout_min: millis(config.election_timeout.0) / 2,
+            election_timeout_max: millis(config.election_timeout.1) / 2,
             install_snapshot_timeout: millis(config.snapshot_timeout),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after.max(1)),
             snapshot_max_chunk_size: config.snapshot_chunk_bytes,
@@ -251,6 +255,13 @@ impl RaftBackend {
     /// Index of the last entry in this node's latest snapshot, if any.
     pub fn snapshot_index(&self) -> Option<u64> {
         self.node.raft.metrics().borrow().snapshot.map(|l| l.index)
+    }
+
+    /// Index of the last log entry this node has removed by compaction: a
+    /// peer that has not replicated up to it can only catch up from a
+    /// snapshot.
+    pub fn purged_index(&self) -> Option<u64> {
+        self.node.raft.metrics().borrow().purged.map(|l| l.index)
     }
 
     /// Takes a snapshot now (and compacts the log behind it).

@@ -95,6 +95,13 @@ impl Node {
         Some((leader, node.addr.clone()))
     }
 
+    /// Resolves once this node no longer believes `leader` leads (or the
+    /// node stopped).
+    async fn leader_moved(&self, leader: u64) {
+        let mut metrics = self.raft.metrics();
+        let _ = metrics.wait_for(|m| m.current_leader != Some(leader)).await;
+    }
+
     fn is_leader(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
@@ -148,13 +155,32 @@ impl Node {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let routed = match self.leader() {
-                Some((leader, _)) if leader == self.id => tokio::time::timeout(remaining, local())
-                    .await
-                    .unwrap_or_else(|_| Routed::Retry("the leader did not commit in time".into())),
+                Some((leader, _)) if leader == self.id => {
+                    let attempt = tokio::time::timeout(remaining, local());
+                    tokio::select! {
+                        done = attempt => done.unwrap_or_else(|_| {
+                            Routed::Retry("the leader did not commit in time".into())
+                        }),
+                        () = self.leader_moved(leader) => {
+                            Routed::Retry("this node lost the leadership".into())
+                        }
+                    }
+                }
                 Some((leader, addr)) => {
-                    match self.peers.client(&addr, remote.clone(), remaining).await {
-                        Ok(resp) => answer(resp),
-                        Err(e) => Routed::Retry(format!("leader {leader} at {addr}: {e}")),
+                    // A leader that dies mid-call never answers: give up
+                    // on it as soon as this node sees the leadership move
+                    // (its election timeout), and resend to the next one.
+                    // A resent proposal keeps its request id, so it is
+                    // applied at most once.
+                    let call = self.peers.client(&addr, remote.clone(), remaining);
+                    tokio::select! {
+                        answered = call => match answered {
+                            Ok(resp) => answer(resp),
+                            Err(e) => Routed::Retry(format!("leader {leader} at {addr}: {e}")),
+                        },
+                        () = self.leader_moved(leader) => {
+                            Routed::Retry(format!("leader {leader} at {addr} lost the leadership"))
+                        }
                     }
                 }
                 None => Routed::Retry("no leader is known".into()),
@@ -656,12 +682,20 @@ impl Handler for Rpc {
                 _ if node.is_leader().is_none() => not_leader(),
                 ClientRequest::Propose(command) => {
                     let timeout = node.config.request_timeout;
-                    match tokio::time::timeout(timeout, node.commit_local(command)).await {
-                        Ok(routed) => done(&node, routed, |(applied, index)| {
-                            ClientResponse::Applied(applied, index)
-                        }),
-                        Err(_) => {
-                            ClientResponse::Failed("the leader did not commit in time".into())
+                    let mut stop = node.stop_signal();
+                    tokio::select! {
+                        committed = tokio::time::timeout(timeout, node.commit_local(command)) => {
+                            match committed {
+                                Ok(routed) => done(&node, routed, |(applied, index)| {
+                                    ClientResponse::Applied(applied, index)
+                                }),
+                                Err(_) => ClientResponse::Failed(
+                                    "the leader did not commit in time".into(),
+                                ),
+                            }
+                        }
+                        _ = stop.wait_for(|s| *s) => {
+                            ClientResponse::Failed("the node is shutting down".into())
                         }
                     }
                 }

@@ -11,6 +11,9 @@ use dref_backends::raft::{RaftBackend, RaftConfig};
 use dref_tests::Harness;
 use futures_util::future::{join_all, BoxFuture};
 
+/// The longest election timeout of [`test_config`].
+pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
+
 /// Timing for tests: quick elections, but not so quick that a loaded
 /// two-core machine flaps between leaders.
 pub fn test_config(listener: TcpListener, peers: &[String]) -> RaftConfig {
@@ -19,7 +22,7 @@ pub fn test_config(listener: TcpListener, peers: &[String]) -> RaftConfig {
         .listener(listener)
         .peers(peers.iter().cloned())
         .heartbeat(Duration::from_millis(50))
-        .election_timeout(Duration::from_millis(500), Duration::from_millis(1000))
+        .election_timeout(Duration::from_millis(500), ELECTION_TIMEOUT_MAX)
         .discovery_interval(Duration::from_millis(100))
         .request_timeout(Duration::from_secs(10))
 }

@@ -1,0 +1,347 @@
+//! Faults on real three-node Raft clusters over loopback: a leader killed
+//! under load, a lock holder's node killed, a partitioned minority, and a
+//! follower that can only catch up from a snapshot.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dref::{current_fencing_token, Context, DRef, Error, ManualId};
+use dref_backends::raft::RaftBackend;
+use dref_tests::within;
+use support::raft_cluster::{start, ELECTION_TIMEOUT_MAX};
+
+/// Short sessions, so that a dead node's leases expire quickly.
+const SESSION_TTL: Duration = Duration::from_secs(2);
+
+async fn contexts(nodes: &[RaftBackend]) -> Vec<Context> {
+    let mut contexts = Vec::new();
+    for node in nodes {
+        let ctx = node
+            .context_builder()
+            .session_ttl(SESSION_TTL)
+            .connect()
+            .await
+            .expect("a context on a raft node");
+        contexts.push(ctx);
+    }
+    contexts
+}
+
+fn leader_of(nodes: &[RaftBackend]) -> usize {
+    nodes
+        .iter()
+        .position(RaftBackend::is_leader)
+        .expect("a settled cluster has a leader")
+}
+
+/// Cuts every link between `nodes[alone]` and the rest, both ways.
+fn isolate(nodes: &[RaftBackend], alone: usize) {
+    let others: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != alone)
+        .map(|(_, n)| n.address().to_owned())
+        .collect();
+    nodes[alone].faults().cut(others);
+    for (i, node) in nodes.iter().enumerate() {
+        if i != alone {
+            node.faults().cut([nodes[alone].address().to_owned()]);
+        }
+    }
+}
+
+fn heal(nodes: &[RaftBackend]) {
+    for node in nodes {
+        node.faults().heal();
+    }
+}
+
+/// Retries a write while the cluster elects a leader (each attempt already
+/// retries for the node's request timeout).
+async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = dref::Result<T>>,
+{
+    within(what, async {
+        loop {
+            match attempt().await {
+                Ok(value) => return value,
+                Err(Error::Unavailable { .. }) => continue,
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_loses_no_acknowledged_update() {
+    let nodes = start(3, |c| c).await;
+    let contexts = contexts(&nodes).await;
+    let leader = leader_of(&nodes);
+    let id = ManualId::<u64>::new("failover-counter");
+
+    // Two writers on each surviving node; every acknowledged increment is
+    // counted and timestamped.
+    let acked = Arc::new(AtomicU64::new(0));
+    let acks = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (i, ctx) in contexts.iter().enumerate() {
+        if i == leader {
+            continue;
+        }
+        let counter = ctx.make(id.clone(), 0).await.expect("make the counter");
+        for _ in 0..2 {
+            let (counter, acked, acks, stop) =
+                (counter.clone(), acked.clone(), acks.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    counter
+                        .update(|n| n + 1)
+                        .await
+                        .expect("an update through a surviving node failed");
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    acks.lock().unwrap().push(Instant::now());
+                }
+            }));
+        }
+    }
+    wait_until("50 updates before the kill", || {
+        acked.load(Ordering::Relaxed) >= 50
+    })
+    .await;
+
+    // An uncontended write started right at the kill (the counter's
+    // writers contend, and a loser may retry for a while): it completes
+    // once a new leader is elected and has committed it.
+    let probe = contexts[(leader + 1) % 3]
+        .make(ManualId::<u64>::new("failover-probe"), 0)
+        .await
+        .expect("make the probe");
+    let killed_at = Instant::now();
+    nodes[leader].kill().await;
+    let probe_started = Instant::now();
+    probe.set(1).await.expect("the first write after the kill");
+    let resumed_after = probe_started.elapsed();
+
+    wait_until("100 updates after the kill", || {
+        acks.lock()
+            .unwrap()
+            .iter()
+            .filter(|t| **t > killed_at)
+            .count()
+            >= 100
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        within("a writer to stop", writer)
+            .await
+            .expect("a writer task panicked");
+    }
+
+    // Two election timeouts, plus a second of slack for a loaded machine.
+    let bound = ELECTION_TIMEOUT_MAX * 2 + Duration::from_secs(1);
+    assert!(
+        resumed_after < bound,
+        "writes resumed {resumed_after:?} after the leader was killed (bound {bound:?})"
+    );
+    let survivor = &contexts[(leader + 2) % 3];
+    let counter = survivor.make(id, 0).await.expect("make the counter");
+    assert_eq!(
+        counter.get().await.expect("read the counter"),
+        acked.load(Ordering::Relaxed),
+        "the counter must equal the number of acknowledged increments"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_of_a_killed_node_passes_to_a_waiter_with_a_higher_token() {
+    let nodes = start(3, |c| c).await;
+    let contexts = contexts(&nodes).await;
+    // The holder sits on the leader: its death also moves the lease
+    // deadlines to a new leader.
+    let holder_node = leader_of(&nodes);
+    let waiter_node = (holder_node + 1) % 3;
+
+    let (entered, holder_token) = tokio::sync::oneshot::channel();
+    let holder_ctx = contexts[holder_node].clone();
+    let holder = tokio::spawn(async move {
+        holder_ctx
+            .lock("handover", async move {
+                let _ = entered.send(current_fencing_token().expect("a token inside the lock"));
+                std::future::pending::<()>().await
+            })
+            .await
+    });
+    let holder_token = within("the holder to enter", holder_token)
+        .await
+        .expect("the holder entered");
+
+    let waiter_ctx = contexts[waiter_node].clone();
+    let waiter = tokio::spawn(async move {
+        waiter_ctx
+            .lock("handover", async { current_fencing_token() })
+            .await
+    });
+
+    nodes[holder_node].kill().await;
+
+    let waiter_token = within("the waiter to take over the dead holder's lock", waiter)
+        .await
+        .expect("the waiter task panicked")
+        .expect("the waiter acquires the lock")
+        .expect("a token inside the lock");
+    assert!(
+        waiter_token > holder_token,
+        "fencing tokens must increase across the handover: {holder_token:?} then {waiter_token:?}"
+    );
+    let holder_outcome = within("the dead holder's body to be cancelled", holder)
+        .await
+        .expect("the holder task panicked");
+    assert!(
+        matches!(holder_outcome, Err(Error::LockLost { .. })),
+        "the holder on the killed node must get LockLost, got {holder_outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_cannot_write_or_read_and_converges_on_heal() {
+    let nodes = start(3, |c| c.request_timeout(Duration::from_secs(3))).await;
+    let contexts = contexts(&nodes).await;
+    let alone = leader_of(&nodes);
+    let id = ManualId::<u64>::new("partitioned");
+    let minority = contexts[alone].make(id.clone(), 0).await.expect("make");
+    let majority: Vec<DRef<u64>> = {
+        let mut refs = Vec::new();
+        for (i, ctx) in contexts.iter().enumerate() {
+            if i != alone {
+                refs.push(ctx.make(id.clone(), 0).await.expect("make"));
+            }
+        }
+        refs
+    };
+
+    isolate(&nodes, alone);
+
+    let write = minority.set(1).await;
+    assert!(
+        matches!(write, Err(Error::Unavailable { .. })),
+        "a write on the isolated old leader must fail, got {write:?}"
+    );
+    let read = minority.get().await;
+    assert!(
+        matches!(read, Err(Error::Unavailable { .. })),
+        "a linearizable read on the isolated old leader must fail, got {read:?}"
+    );
+
+    eventually("the majority to elect a leader and commit", || {
+        majority[0].set(2)
+    })
+    .await;
+    let seen = eventually("a linearizable read on the majority", || majority[1].get()).await;
+    assert_eq!(seen, 2);
+
+    heal(&nodes);
+    let converged = eventually("the healed node to serve the majority's value", || {
+        minority.get()
+    })
+    .await;
+    assert_eq!(
+        converged, 2,
+        "the old leader's unacknowledged write must be gone"
+    );
+    wait_until("the healed node's local copy to converge", || {
+        minority.peek() == Some(2)
+    })
+    .await;
+    eventually("a write through the healed node", || minority.set(3)).await;
+    let seen = eventually("the majority to see it", || majority[0].get()).await;
+    assert_eq!(seen, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_behind_the_compacted_log_catches_up_by_snapshot() {
+    // Snapshots every 20 entries, sent in 64 KiB chunks, so that the ~4 MB
+    // state below crosses the wire in many chunks.
+    let nodes = start(3, |c| {
+        c.snapshot_after(20)
+            .snapshot_transfer(64 * 1024, Duration::from_secs(30))
+    })
+    .await;
+    let contexts = contexts(&nodes).await;
+    let leader = leader_of(&nodes);
+    let behind = (leader + 1) % 3;
+    isolate(&nodes, behind);
+
+    let blob = |i: usize| -> Vec<u8> { (0..100 * 1024).map(|b| (b * 7 + i) as u8).collect() };
+    for i in 0..40 {
+        let id = ManualId::<Vec<u8>>::new(format!("blob-{i}"));
+        let r = eventually("make a blob", || {
+            contexts[leader].make(id.clone(), Vec::new())
+        })
+        .await;
+        eventually("write a blob", || r.set(blob(i))).await;
+    }
+    let counter_id = ManualId::<u64>::new("snapshot-counter");
+    let counter = eventually("make the counter", || {
+        contexts[leader].make(counter_id.clone(), 0)
+    })
+    .await;
+    for _ in 0..60 {
+        eventually("an increment", || counter.update(|n| n + 1)).await;
+    }
+
+    let lagging_at = nodes[behind].applied_index();
+    wait_until(
+        "the leader to compact its log past the lagging node",
+        || nodes[leader].purged_index().is_some_and(|p| p > lagging_at),
+    )
+    .await;
+
+    heal(&nodes);
+    let target = nodes[leader].applied_index();
+    wait_until("the lagging node to catch up", || {
+        nodes[behind].applied_index() >= target
+    })
+    .await;
+    assert!(
+        nodes[behind]
+            .snapshot_index()
+            .is_some_and(|s| s > lagging_at),
+        "the lagging node must hold a snapshot past where it stopped ({lagging_at}), has {:?}",
+        nodes[behind].snapshot_index()
+    );
+
+    let on_behind = &contexts[behind];
+    let counter = eventually("make the counter on the caught-up node", || {
+        on_behind.make(counter_id.clone(), 0)
+    })
+    .await;
+    assert_eq!(counter.peek(), Some(60));
+    for i in [0, 17, 39] {
+        let id = ManualId::<Vec<u8>>::new(format!("blob-{i}"));
+        let r = eventually("make a blob on the caught-up node", || {
+            on_behind.make(id.clone(), Vec::new())
+        })
+        .await;
+        assert!(
+            r.peek() == Some(blob(i)),
+            "blob {i} differs on the caught-up node"
+        );
+    }
+}
