@@ -106,11 +106,13 @@ async fn advertised_address(config: &RaftConfig, bound: SocketAddr) -> String {
 }
 
 impl RaftBackend {
-    async fn start(config: RaftConfig) -> Result<Self> {
+    async fn start(mut config: RaftConfig) -> Result<Self> {
         config.validate()?;
-        let listener = match &config.listener {
-            Some(listener) => listener
-                .try_clone()
+        // The node owns the given socket: no copy may outlive it, or the
+        // port would stay bound (and accept connections) after a stop.
+        let listener = match config.listener.take() {
+            Some(listener) => Arc::try_unwrap(listener)
+                .or_else(|shared| shared.try_clone())
                 .and_then(|l| {
                     l.set_nonblocking(true)?;
                     tokio::net::TcpListener::from_std(l)
@@ -178,7 +180,11 @@ impl RaftBackend {
                     let _ = stopped.wait_for(|s| *s).await;
                 },
             );
-        tokio::spawn(server);
+        node.set_server(tokio::spawn(async move {
+            // The error (the listener failed) leaves the node unreachable,
+            // which peers handle like a dead node.
+            let _ = server.await;
+        }));
         tokio::spawn(node::expire_leases(Arc::downgrade(&node), heartbeat));
         tokio::spawn(discovery::bootstrap(Arc::downgrade(&node)));
 

@@ -59,6 +59,7 @@ pub(super) struct Node {
     membership_lock: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
     stopped: AtomicBool,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Node {
@@ -83,6 +84,7 @@ impl Node {
             membership_lock: tokio::sync::Mutex::new(()),
             stop,
             stopped: AtomicBool::new(false),
+            server: Mutex::new(None),
         }
     }
 
@@ -548,7 +550,22 @@ impl Node {
             let _ = tokio::time::timeout(timeout * 2, leave).await;
         }
         let _ = self.stop.send(true);
+        self.stop_server();
         let _ = self.raft.shutdown().await;
+    }
+
+    /// Hands the RPC server's task to the node, which ends it on stop.
+    pub(super) fn set_server(&self, server: tokio::task::JoinHandle<()>) {
+        *self.server.lock() = Some(server);
+    }
+
+    /// Closes the listening socket at once: a stopped node refuses new
+    /// connections instead of accepting them into a server that no longer
+    /// serves (peers would wait for a timeout on each call).
+    fn stop_server(&self) {
+        if let Some(server) = self.server.lock().take() {
+            server.abort();
+        }
     }
 
     pub(super) fn stop_signal(&self) -> watch::Receiver<bool> {
@@ -566,6 +583,7 @@ impl Drop for Node {
             return;
         }
         let _ = self.stop.send(true);
+        self.stop_server();
         let raft = self.raft.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -621,7 +639,7 @@ impl Handler for Rpc {
         &self,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> BoxFuture<'static, RaftResult<AppendEntriesResponse<u64>>> {
-        let node = self.node.upgrade();
+        let node = self.node.upgrade().filter(|n| !n.is_stopped());
         async move {
             match node {
                 Some(node) => node.raft.append_entries(req).await,
@@ -632,7 +650,7 @@ impl Handler for Rpc {
     }
 
     fn vote(&self, req: VoteRequest<u64>) -> BoxFuture<'static, RaftResult<VoteResponse<u64>>> {
-        let node = self.node.upgrade();
+        let node = self.node.upgrade().filter(|n| !n.is_stopped());
         async move {
             match node {
                 Some(node) => node.raft.vote(req).await,
@@ -646,7 +664,7 @@ impl Handler for Rpc {
         &self,
         req: InstallSnapshotRequest<TypeConfig>,
     ) -> BoxFuture<'static, SnapshotResult> {
-        let node = self.node.upgrade();
+        let node = self.node.upgrade().filter(|n| !n.is_stopped());
         async move {
             match node {
                 Some(node) => node.raft.install_snapshot(req).await,
@@ -659,7 +677,7 @@ impl Handler for Rpc {
     }
 
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {
-        let node = self.node.upgrade();
+        let node = self.node.upgrade().filter(|n| !n.is_stopped());
         async move {
             let Some(node) = node.filter(|n| !n.is_stopped()) else {
                 return ClientResponse::Failed("the node is shutting down".into());

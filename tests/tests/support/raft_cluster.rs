@@ -79,12 +79,30 @@ pub async fn wait_for_voters(nodes: &[RaftBackend], voters: usize) {
 pub struct RaftHarness {
     nodes: Vec<RaftBackend>,
     next: AtomicUsize,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Clusters alive at once in one test binary: the harness runs every
+/// conformance case in parallel, and dozens of clusters heartbeating on
+/// two cores would turn timing margins into flakes.
+const CONCURRENT_CLUSTERS: usize = 2;
+
+fn cluster_slots() -> Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CLUSTERS)))
+        .clone()
 }
 
 impl RaftHarness {
     /// A harness on a new cluster of `n` nodes.
     pub async fn new(n: usize) -> Self {
+        let slot = cluster_slots()
+            .acquire_owned()
+            .await
+            .expect("the cluster semaphore is never closed");
         RaftHarness {
+            _slot: slot,
             nodes: start(n, |c| c).await,
             next: AtomicUsize::new(0),
         }
