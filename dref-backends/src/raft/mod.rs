@@ -13,8 +13,10 @@
 //!   heartbeat round (read index), and the reading node waits until it has
 //!   applied up to that index, then reads its own copy.
 //! - **Watches** are served from each node's applied state, without RPCs.
-//!   Revisions are counted by the replicated state machine (every node
-//!   applies the same entries and assigns the same revisions).
+//!   A revision is the index of the log entry that made the change, so
+//!   every node assigns the same revisions (a lease expiry that deletes
+//!   several records gives them one revision, as an etcd transaction
+//!   does).
 //! - **Leases**: deadlines live on the leader; keep-alives go to the leader
 //!   and are not replicated; an expiry is proposed through the log. A new
 //!   leader starts every deadline afresh, so a lease is never cut short by

@@ -1,11 +1,10 @@
 //! The replicated state machine: a [`Store`] that every node feeds with the
 //! same committed commands, plus snapshots of it.
 //!
-//! Revisions are counted by the store, not taken from log indexes: a lease
-//! expiry deletes each of its records at its own revision, as the engine
-//! contract requires, and blank and membership entries take none. Since
-//! every node applies the same entries in the same order, every node
-//! assigns the same revisions.
+//! A revision is the log index of the entry that made the change (see
+//! [`Store::commit_at`]): every node applies the same entries, so every node
+//! assigns the same revisions, and a lease expiry deletes all of its records
+//! at one revision.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
@@ -258,7 +257,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             m.last_applied = Some(entry.log_id);
             let answer = match entry.payload {
                 EntryPayload::Blank => Applied::Nothing,
-                EntryPayload::Normal(command) => apply_command(&mut m, command),
+                EntryPayload::Normal(command) => {
+                    // Revision = log index, on every node alike.
+                    m.store.commit_at(entry.log_id.index);
+                    apply_command(&mut m, command)
+                }
                 EntryPayload::Membership(membership) => {
                     m.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Applied::Nothing

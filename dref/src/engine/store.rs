@@ -73,6 +73,8 @@ pub struct StoreImage {
 /// Records, revisions, leases and watchers (see the [module docs](self)).
 pub struct Store {
     revision: u64,
+    /// Set by [`Store::commit_at`]: the revision every change shares.
+    pinned: Option<u64>,
     slots: HashMap<Key, Slot>,
     leases: BTreeMap<LeaseId, Lease>,
     last_lease: u64,
@@ -85,6 +87,7 @@ impl Store {
     pub fn new(watch_buffer: usize) -> Self {
         Store {
             revision: 0,
+            pinned: None,
             slots: HashMap::new(),
             leases: BTreeMap::new(),
             last_lease: 0,
@@ -94,6 +97,25 @@ impl Store {
 
     /// The revision of the last commit.
     pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Makes every change from now on carry `revision`, until the next
+    /// call: a replicated log applies each entry at its log index, so that
+    /// every change of one entry (a lease expiry may delete several
+    /// records) shares that index, as the writes of one etcd transaction
+    /// share a revision. `revision` must exceed every earlier one; a
+    /// smaller value is raised to the next free revision, so revisions
+    /// never go back.
+    pub fn commit_at(&mut self, revision: u64) {
+        self.pinned = Some(revision.max(self.revision + 1));
+    }
+
+    fn next_revision(&mut self) -> u64 {
+        match self.pinned {
+            Some(pinned) => self.revision = pinned,
+            None => self.revision += 1,
+        }
         self.revision
     }
 
@@ -137,8 +159,7 @@ impl Store {
                 return Err(Error::LeaseExpired { lease });
             }
         }
-        self.revision += 1;
-        let revision = self.revision;
+        let revision = self.next_revision();
         match op {
             Op::Put(fields) => Ok(self.put(key, fields, lease, revision)),
             Op::Patch(fields) => Ok(self.patch(&key, fields, revision)),
@@ -338,15 +359,16 @@ impl Store {
         self.leases.iter().map(|(id, l)| (*id, l.ttl))
     }
 
-    /// Ends a lease: each of its records is deleted with its own revision
-    /// and an `Expired` event. Returns whether the lease existed.
+    /// Ends a lease: each of its records is deleted with an `Expired`
+    /// event, each at its own revision (or all at the pinned one, see
+    /// [`commit_at`](Self::commit_at)). Returns whether the lease existed.
     pub fn revoke(&mut self, lease: LeaseId) -> bool {
         let Some(l) = self.leases.remove(&lease) else {
             return false;
         };
         for key in l.keys {
-            self.revision += 1;
-            self.delete(&key, self.revision, EventKind::Expired);
+            let revision = self.next_revision();
+            self.delete(&key, revision, EventKind::Expired);
         }
         true
     }
@@ -371,6 +393,7 @@ impl Store {
     /// receive a resync with their key's new record.
     pub fn restore(&mut self, image: StoreImage) {
         self.revision = image.revision;
+        self.pinned = None;
         self.last_lease = image.last_lease;
         self.leases = image
             .leases
@@ -483,5 +506,43 @@ impl<A: StoreAccess> StoreWatch<A> {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::engine::{FieldName, Op};
+
+    fn put_under(key: &str, lease: Option<LeaseId>) -> Write {
+        let fields = vec![(FieldName::from("v"), Bytes::from_static(b"1"))];
+        Write {
+            lease,
+            ..Write::new(Key::new(key), Op::Put(fields))
+        }
+    }
+
+    #[test]
+    fn pinned_revisions_are_shared_by_one_step_and_never_go_back() {
+        let mut store = Store::new(16);
+        let lease = store.grant(Duration::from_secs(5));
+        store.commit_at(3);
+        store.write(put_under("a", Some(lease))).unwrap();
+        store.commit_at(7);
+        store.write(put_under("b", Some(lease))).unwrap();
+        assert_eq!(store.get(&Key::new("a")).unwrap().mod_revision, 3);
+        assert_eq!(store.get(&Key::new("b")).unwrap().mod_revision, 7);
+
+        // One step that deletes two records: both at the step's revision.
+        store.commit_at(9);
+        assert!(store.revoke(lease));
+        assert_eq!(store.revision(), 9);
+
+        // A stale pin cannot move the revision backwards.
+        store.commit_at(4);
+        store.write(put_under("c", None)).unwrap();
+        assert_eq!(store.get(&Key::new("c")).unwrap().mod_revision, 10);
     }
 }
