@@ -12,7 +12,7 @@ use dref::{Context, ManualId};
 use dref_backends::raft::RaftBackend;
 use dref_tests::within;
 use futures_util::StreamExt;
-use support::raft_cluster::{start, test_config, wait_for_voters};
+use support::raft_cluster::{start, test_config, wait_for_voters, ELECTION_TIMEOUT_MAX};
 
 async fn context(node: &RaftBackend) -> Context {
     node.context_builder()
@@ -189,5 +189,43 @@ async fn leaving_replicas_are_removed_and_the_rest_keep_working() {
         .update(|n| n + 1)
         .await
         .expect("a write on the last node");
+    assert_eq!(counter.get().await.expect("read"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_leader_hands_over_to_an_up_to_date_follower() {
+    let nodes = start(3, |c| c).await;
+    let leader = (0..3).find(|i| nodes[*i].is_leader()).expect("a leader");
+    let rest: Vec<RaftBackend> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| nodes[i].clone())
+        .collect();
+    let ctx = context(&rest[0]).await;
+    let counter = ctx
+        .make(ManualId::<u64>::new("hand-over"), 0)
+        .await
+        .expect("make");
+    counter
+        .set(1)
+        .await
+        .expect("a write before the leader leaves");
+
+    nodes[leader].shutdown().await;
+    let left_at = std::time::Instant::now();
+    wait_for_voters(&rest, 2).await;
+    let elected_after = left_at.elapsed();
+    eprintln!("a new leader {elected_after:?} after the old one left");
+    // The successor campaigns once the followers' leader lease (half the
+    // longest election timeout) has run out; without the hand-over the
+    // survivors would wait a lease plus a random election timeout, and a
+    // lagging candidate a whole election timeout more.
+    assert!(
+        elected_after < ELECTION_TIMEOUT_MAX * 2,
+        "the survivors took {elected_after:?} to elect a leader"
+    );
+    counter
+        .update(|n| n + 1)
+        .await
+        .expect("a write after the hand-over");
     assert_eq!(counter.get().await.expect("read"), 2);
 }

@@ -530,7 +530,13 @@ impl Node {
             let leave = async {
                 for _ in 0..20 {
                     let answer = match self.leader() {
-                        Some((leader, _)) if leader == self.id => self.leave_local(self.id).await,
+                        Some((leader, _)) if leader == self.id => {
+                            let answer = self.leave_local(self.id).await;
+                            if matches!(answer, ClientResponse::Done) {
+                                self.hand_over().await;
+                            }
+                            answer
+                        }
                         Some((_, addr)) => self
                             .peers
                             .client(&addr, ClientRequest::Leave { id: self.id }, timeout)
@@ -552,6 +558,61 @@ impl Node {
         let _ = self.stop.send(true);
         self.stop_server();
         let _ = self.raft.shutdown().await;
+    }
+
+    /// After this leader removed itself: asks the most up-to-date
+    /// remaining voter to campaign as soon as the others' leader lease
+    /// allows, instead of everyone waiting for an election timeout.
+    /// (openraft 0.9 has no leadership transfer, and followers refuse to
+    /// vote while the lease of the leader they last heard runs; the lease
+    /// is half the configured maximum election timeout.)
+    async fn hand_over(&self) {
+        let addr = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let matched = |id: &u64| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|log_id| log_id.index)
+            };
+            let Some(successor) = membership
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .max_by_key(|id| matched(id))
+            else {
+                return;
+            };
+            let Some(node) = membership.get_node(&successor) else {
+                return;
+            };
+            node.addr.clone()
+        };
+        let lease = self.config.election_timeout.1 / 2;
+        let request = ClientRequest::Campaign {
+            departed: self.id,
+            after_ms: (lease + self.config.heartbeat).as_millis() as u64,
+        };
+        // Best effort: without it the survivors elect on their own timers.
+        let _ = self
+            .peers
+            .client(&addr, request, Duration::from_secs(1))
+            .await;
+    }
+
+    /// Campaigns after `after` if the departed leader is still the last
+    /// one this node knows.
+    fn campaign_later(self: &Arc<Self>, departed: u64, after: Duration) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(node) = node.upgrade() else { return };
+            let leader = node.leader().map(|(id, _)| id);
+            if !node.is_stopped() && (leader.is_none() || leader == Some(departed)) {
+                let _ = node.raft.trigger().elect().await;
+            }
+        });
     }
 
     /// Hands the RPC server's task to the node, which ends it on stop.
@@ -697,6 +758,10 @@ impl Handler for Rpc {
             }
             match req {
                 ClientRequest::Hello => ClientResponse::Hello(node.info()),
+                ClientRequest::Campaign { departed, after_ms } => {
+                    node.campaign_later(departed, Duration::from_millis(after_ms));
+                    ClientResponse::Done
+                }
                 _ if node.is_leader().is_none() => not_leader(),
                 ClientRequest::Propose(command) => {
                     let timeout = node.config.request_timeout;

@@ -133,6 +133,14 @@ pub enum ClientRequest {
         /// The leaving node's id.
         id: u64,
     },
+    /// From a leader that just left: campaign once the followers' leader
+    /// lease has run out, unless another leader has appeared.
+    Campaign {
+        /// The departed leader's id.
+        departed: u64,
+        /// When to campaign, in milliseconds from receipt.
+        after_ms: u64,
+    },
 }
 
 /// Answers of the `Client` method.
