@@ -229,3 +229,30 @@ async fn a_leaving_leader_hands_over_to_an_up_to_date_follower() {
         .expect("a write after the hand-over");
     assert_eq!(counter.get().await.expect("read"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_of_a_node_leaves_the_cluster() {
+    let mut nodes = start(3, |c| c).await;
+    let follower = (0..3).find(|i| !nodes[*i].is_leader()).expect("a follower");
+    let dropped = nodes.remove(follower);
+    let ctx = context(&dropped).await;
+    let r = ctx
+        .make(ManualId::<u64>::new("before-drop"), 0)
+        .await
+        .expect("make");
+    r.set(1).await.expect("write");
+    drop((r, ctx, dropped));
+    wait_until("the dropped node to leave the membership", || {
+        nodes.iter().all(|n| n.voters().len() == 2)
+    })
+    .await;
+    let ctx = context(&nodes[0]).await;
+    let r = ctx
+        .make(ManualId::<u64>::new("before-drop"), 0)
+        .await
+        .expect("make");
+    r.update(|n| n + 1)
+        .await
+        .expect("the two left keep writing");
+    assert_eq!(r.get().await.expect("read"), 2);
+}

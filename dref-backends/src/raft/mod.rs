@@ -63,6 +63,24 @@ use types::{millis, Applied, CommandOp, TypeConfig, WireWrite};
 #[derive(Clone)]
 pub struct RaftBackend {
     node: Arc<Node>,
+    _owner: Arc<Owner>,
+}
+
+/// Shared by the user's handles only (the node's own tasks hold weak
+/// references): when the last handle goes, the node leaves the cluster
+/// in the background, as [`RaftBackend::shutdown`] would.
+struct Owner {
+    node: Arc<Node>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let node = self.node.clone();
+        // Without a runtime the node just stops (Node's own drop).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { node.shutdown(true).await });
+        }
+    }
 }
 
 impl std::fmt::Debug for RaftBackend {
@@ -190,7 +208,10 @@ impl RaftBackend {
         tokio::spawn(node::expire_leases(Arc::downgrade(&node), heartbeat));
         tokio::spawn(discovery::bootstrap(Arc::downgrade(&node)));
 
-        let backend = RaftBackend { node };
+        let backend = RaftBackend {
+            _owner: Arc::new(Owner { node: node.clone() }),
+            node,
+        };
         backend.wait_ready(join_timeout).await?;
         Ok(backend)
     }

@@ -13,9 +13,7 @@ use futures_util::FutureExt;
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, Fatal, InstallSnapshotError, RaftError,
 };
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -23,7 +21,8 @@ use tokio::time::Instant;
 
 use super::config::RaftConfig;
 use super::rpc::{
-    ClientRequest, ClientResponse, Handler, LeaderHint, NodeInfo, Peers, RaftResult, SnapshotResult,
+    ClientRequest, ClientResponse, Handler, LeaderHint, NodeInfo, Peers, RaftResult, SnapshotChunk,
+    SnapshotResult,
 };
 use super::state_machine::Machines;
 use super::types::{Applied, Command, CommandOp, RequestId, TypeConfig};
@@ -721,14 +720,11 @@ impl Handler for Rpc {
         .boxed()
     }
 
-    fn snapshot(
-        &self,
-        req: InstallSnapshotRequest<TypeConfig>,
-    ) -> BoxFuture<'static, SnapshotResult> {
+    fn snapshot(&self, req: SnapshotChunk) -> BoxFuture<'static, SnapshotResult> {
         let node = self.node.upgrade().filter(|n| !n.is_stopped());
         async move {
             match node {
-                Some(node) => node.raft.install_snapshot(req).await,
+                Some(node) => node.raft.install_snapshot(req.into()).await,
                 None => Err(RaftError::<u64, InstallSnapshotError>::Fatal(
                     Fatal::Stopped,
                 )),

@@ -168,6 +168,42 @@ pub type RaftResult<T> = Result<T, RaftError<u64>>;
 pub type SnapshotResult =
     Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>;
 
+/// One chunk of openraft's InstallSnapshot on the wire: the data travels
+/// as one byte string (openraft's `Vec<u8>` would be encoded as a sequence
+/// of numbers, byte by byte).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    vote: openraft::Vote<u64>,
+    meta: openraft::SnapshotMeta<u64, openraft::BasicNode>,
+    offset: u64,
+    data: bytes::Bytes,
+    done: bool,
+}
+
+impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
+    fn from(req: InstallSnapshotRequest<TypeConfig>) -> Self {
+        SnapshotChunk {
+            vote: req.vote,
+            meta: req.meta,
+            offset: req.offset,
+            data: bytes::Bytes::from(req.data),
+            done: req.done,
+        }
+    }
+}
+
+impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
+    fn from(chunk: SnapshotChunk) -> Self {
+        InstallSnapshotRequest {
+            vote: chunk.vote,
+            meta: chunk.meta,
+            offset: chunk.offset,
+            data: Vec::from(chunk.data),
+            done: chunk.done,
+        }
+    }
+}
+
 /// What serves the RPCs: the node.
 pub trait Handler: Send + Sync + 'static {
     /// openraft's AppendEntries.
@@ -178,10 +214,7 @@ pub trait Handler: Send + Sync + 'static {
     /// openraft's Vote.
     fn vote(&self, req: VoteRequest<u64>) -> BoxFuture<'static, RaftResult<VoteResponse<u64>>>;
     /// openraft's InstallSnapshot (one chunk).
-    fn snapshot(
-        &self,
-        req: InstallSnapshotRequest<TypeConfig>,
-    ) -> BoxFuture<'static, SnapshotResult>;
+    fn snapshot(&self, req: SnapshotChunk) -> BoxFuture<'static, SnapshotResult>;
     /// Client and membership requests.
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse>;
 }
@@ -450,7 +483,8 @@ impl Peers {
         req: InstallSnapshotRequest<TypeConfig>,
         timeout: Duration,
     ) -> Result<SnapshotResult, CallError> {
-        self.call(addr, SNAPSHOT, req, timeout).await
+        self.call(addr, SNAPSHOT, SnapshotChunk::from(req), timeout)
+            .await
     }
 
     /// A client or membership request to `addr`.

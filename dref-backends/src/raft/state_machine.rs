@@ -164,9 +164,11 @@ fn apply_command(m: &mut Machine, command: Command) -> Applied {
     applied
 }
 
-fn encode_snapshot(m: &Machine) -> Result<Vec<u8>, postcard::Error> {
+/// The snapshot content, copied out of the machine (records share their
+/// bytes, so this is cheap) to be encoded without holding its lock.
+fn snapshot_image(m: &Machine) -> SnapshotImage {
     let image = m.store.export();
-    let snapshot = SnapshotImage {
+    SnapshotImage {
         revision: image.revision,
         last_lease: image.last_lease,
         records: image
@@ -185,8 +187,7 @@ fn encode_snapshot(m: &Machine) -> Result<Vec<u8>, postcard::Error> {
             .iter()
             .filter_map(|id| m.dedup.results.get(id).map(|a| (*id, a.clone())))
             .collect(),
-    };
-    postcard::to_allocvec(&snapshot)
+    }
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<(StoreImage, Dedup), postcard::Error> {
@@ -214,13 +215,21 @@ fn decode_snapshot(bytes: &[u8]) -> Result<(StoreImage, Dedup), postcard::Error>
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let (image, last, membership) = {
+            let m = self.shared.machine.lock();
+            (snapshot_image(&m), m.last_applied, m.membership.clone())
+        };
+        // Encoding a large state takes a while: off the async workers, so
+        // that heartbeats keep flowing meanwhile.
+        let data = tokio::task::spawn_blocking(move || postcard::to_allocvec(&image))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let mut m = self.shared.machine.lock();
-        let data = encode_snapshot(&m).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         m.snapshots_built += 1;
-        let last = m.last_applied;
         let meta = SnapshotMeta {
             last_log_id: last,
-            last_membership: m.membership.clone(),
+            last_membership: membership,
             snapshot_id: format!(
                 "{}-{}-{}",
                 last.map_or(0, |l| l.leader_id.term),
@@ -228,7 +237,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 m.snapshots_built
             ),
         };
-        m.snapshot = Some((meta.clone(), data.clone()));
+        // An installed snapshot may have overtaken this one meanwhile.
+        let newer = m
+            .snapshot
+            .as_ref()
+            .is_none_or(|(current, _)| current.last_log_id < last);
+        if newer {
+            m.snapshot = Some((meta.clone(), data.clone()));
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

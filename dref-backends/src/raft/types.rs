@@ -92,8 +92,9 @@ impl Applied {
 /// Wire form of a [`Record`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireRecord {
-    /// Fields: name, bytes, mod revision.
-    pub fields: Vec<(String, Vec<u8>, u64)>,
+    /// Fields: name, bytes, mod revision. (`Bytes` travel as one byte
+    /// string, not as a sequence of numbers.)
+    pub fields: Vec<(String, Bytes, u64)>,
     /// Per-key version.
     pub version: u64,
     /// Revision that created the record.
@@ -110,7 +111,7 @@ impl From<&Record> for WireRecord {
             fields: r
                 .fields
                 .iter()
-                .map(|f| (f.name.to_string(), f.value.to_vec(), f.mod_revision))
+                .map(|f| (f.name.to_string(), f.value.clone(), f.mod_revision))
                 .collect(),
             version: r.version,
             create_revision: r.create_revision,
@@ -128,7 +129,7 @@ impl From<WireRecord> for Record {
                 .into_iter()
                 .map(|(name, value, mod_revision)| Field {
                     name: FieldName::from(name),
-                    value: Bytes::from(value),
+                    value,
                     mod_revision,
                 })
                 .collect(),
@@ -161,9 +162,9 @@ pub enum WireCondition {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WireOp {
     /// [`Op::Put`].
-    Put(Vec<(String, Vec<u8>)>),
+    Put(Vec<(String, Bytes)>),
     /// [`Op::Patch`].
-    Patch(Vec<(String, Vec<u8>)>),
+    Patch(Vec<(String, Bytes)>),
     /// [`Op::Delete`].
     Delete,
 }
@@ -181,17 +182,17 @@ pub struct WireWrite {
     pub lease: Option<u64>,
 }
 
-fn wire_fields(fields: &[(FieldName, Bytes)]) -> Vec<(String, Vec<u8>)> {
+fn wire_fields(fields: &[(FieldName, Bytes)]) -> Vec<(String, Bytes)> {
     fields
         .iter()
-        .map(|(n, v)| (n.to_string(), v.to_vec()))
+        .map(|(n, v)| (n.to_string(), v.clone()))
         .collect()
 }
 
-fn engine_fields(fields: Vec<(String, Vec<u8>)>) -> Vec<(FieldName, Bytes)> {
+fn engine_fields(fields: Vec<(String, Bytes)>) -> Vec<(FieldName, Bytes)> {
     fields
         .into_iter()
-        .map(|(n, v)| (FieldName::from(n), Bytes::from(v)))
+        .map(|(n, v)| (FieldName::from(n), v))
         .collect()
 }
 
