@@ -152,6 +152,17 @@ async fn replica_restarted_with_empty_memory_rejoins_under_a_fresh_identity() {
         .update(|n| n + 1)
         .await
         .expect("the cluster keeps writing");
+    // No node's Raft core died on the way (openraft panics if a follower's
+    // log goes backwards, which a restarted replica answering for its
+    // predecessor would look like): each one still commits writes.
+    for node in &survivors {
+        let ctx = context(node).await;
+        let probe = ctx
+            .make(ManualId::<u64>::new(format!("alive-{}", node.node_id())), 0)
+            .await
+            .expect("make through every node");
+        probe.set(1).await.expect("a write through every node");
+    }
     let on_fresh = context(&fresh).await;
     let seen = on_fresh
         .make(ManualId::<u64>::new("survives-restart"), 0)

@@ -75,7 +75,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self.peers.append(&self.addr, rpc, option.hard_ttl()).await {
+        match self
+            .peers
+            .append(&self.addr, self.target, rpc, option.hard_ttl())
+            .await
+        {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.remote(e)),
             Err(e) => Err(transport_error(e)),
@@ -92,7 +96,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
     > {
         match self
             .peers
-            .snapshot(&self.addr, rpc, option.hard_ttl())
+            .snapshot(&self.addr, self.target, rpc, option.hard_ttl())
             .await
         {
             Ok(Ok(resp)) => Ok(resp),
@@ -106,7 +110,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self.peers.vote(&self.addr, rpc, option.hard_ttl()).await {
+        match self
+            .peers
+            .vote(&self.addr, self.target, rpc, option.hard_ttl())
+            .await
+        {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.remote(e)),
             Err(e) => Err(transport_error(e)),

@@ -733,6 +733,10 @@ impl Handler for Rpc {
         .boxed()
     }
 
+    fn node_id(&self) -> Option<u64> {
+        self.node.upgrade().map(|n| n.id)
+    }
+
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {
         let node = self.node.upgrade().filter(|n| !n.is_stopped());
         async move {

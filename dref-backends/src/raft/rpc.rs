@@ -35,6 +35,10 @@ const SERVICE: &str = "dref.Raft";
 const APPEND: &str = "/dref.Raft/Append";
 const VOTE: &str = "/dref.Raft/Vote";
 const SNAPSHOT: &str = "/dref.Raft/Snapshot";
+/// Metadata naming the node a replication RPC is meant for: a replica that
+/// restarted at the same address under a new identity must not answer for
+/// its predecessor (openraft's leader would see that log go backwards).
+const TARGET_HEADER: &str = "dref-target-node";
 const CLIENT: &str = "/dref.Raft/Client";
 
 /// Upper bound of one decoded message (a replication batch or snapshot
@@ -217,6 +221,8 @@ pub trait Handler: Send + Sync + 'static {
     fn snapshot(&self, req: SnapshotChunk) -> BoxFuture<'static, SnapshotResult>;
     /// Client and membership requests.
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse>;
+    /// The serving node's id, while it runs.
+    fn node_id(&self) -> Option<u64>;
 }
 
 /// The tonic service of one node.
@@ -297,6 +303,22 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let h = self.handler.clone();
+        if let Some(to) = req
+            .headers()
+            .get(TARGET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if h.node_id() != Some(to) {
+                let message = format!(
+                    "this is node {:?}, not node {to} (it restarted or was replaced)",
+                    h.node_id()
+                );
+                return Box::pin(
+                    async move { Ok(Status::failed_precondition(message).into_http()) },
+                );
+            }
+        }
         match req.uri().path() {
             APPEND => Box::pin(async move { Ok(serve(h, H::append, req).await) }),
             VOTE => Box::pin(async move { Ok(serve(h, H::vote, req).await) }),
@@ -409,6 +431,7 @@ impl Peers {
     async fn call<Req, Resp>(
         &self,
         addr: &str,
+        to: Option<u64>,
         path: &'static str,
         req: Req,
         timeout: Duration,
@@ -429,23 +452,25 @@ impl Peers {
                 message: e.to_string(),
             })?;
             let path = http::uri::PathAndQuery::from_static(path);
-            grpc.unary(
-                tonic::Request::new(req),
-                path,
-                Postcard::<Req, Resp>::default(),
-            )
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable => CallError::Unreachable {
-                    addr: addr.to_owned(),
-                    message: status.message().to_owned(),
-                },
-                _ => CallError::Failed {
-                    addr: addr.to_owned(),
-                    status,
-                },
-            })
+            let mut request = tonic::Request::new(req);
+            if let Some(to) = to {
+                request
+                    .metadata_mut()
+                    .insert(TARGET_HEADER, tonic::metadata::MetadataValue::from(to));
+            }
+            grpc.unary(request, path, Postcard::<Req, Resp>::default())
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| match status.code() {
+                    tonic::Code::Unavailable => CallError::Unreachable {
+                        addr: addr.to_owned(),
+                        message: status.message().to_owned(),
+                    },
+                    _ => CallError::Failed {
+                        addr: addr.to_owned(),
+                        status,
+                    },
+                })
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
@@ -460,30 +485,33 @@ impl Peers {
     pub async fn append(
         &self,
         addr: &str,
+        to: u64,
         req: AppendEntriesRequest<TypeConfig>,
         timeout: Duration,
     ) -> Result<RaftResult<AppendEntriesResponse<u64>>, CallError> {
-        self.call(addr, APPEND, req, timeout).await
+        self.call(addr, Some(to), APPEND, req, timeout).await
     }
 
     /// openraft's Vote to `addr`.
     pub async fn vote(
         &self,
         addr: &str,
+        to: u64,
         req: VoteRequest<u64>,
         timeout: Duration,
     ) -> Result<RaftResult<VoteResponse<u64>>, CallError> {
-        self.call(addr, VOTE, req, timeout).await
+        self.call(addr, Some(to), VOTE, req, timeout).await
     }
 
     /// One snapshot chunk to `addr`.
     pub async fn snapshot(
         &self,
         addr: &str,
+        to: u64,
         req: InstallSnapshotRequest<TypeConfig>,
         timeout: Duration,
     ) -> Result<SnapshotResult, CallError> {
-        self.call(addr, SNAPSHOT, SnapshotChunk::from(req), timeout)
+        self.call(addr, Some(to), SNAPSHOT, SnapshotChunk::from(req), timeout)
             .await
     }
 
@@ -494,6 +522,6 @@ impl Peers {
         req: ClientRequest,
         timeout: Duration,
     ) -> Result<ClientResponse, CallError> {
-        self.call(addr, CLIENT, req, timeout).await
+        self.call(addr, None, CLIENT, req, timeout).await
     }
 }
