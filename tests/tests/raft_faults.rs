@@ -345,3 +345,118 @@ async fn follower_behind_the_compacted_log_catches_up_by_snapshot() {
         );
     }
 }
+
+/// A gRPC codec that sends raw bytes, to speak garbage to a node.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_speaking_garbage_gets_an_error_and_the_cluster_carries_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let nodes = start(3, |c| c).await;
+    let target = nodes[leader_of(&nodes)].address().to_owned();
+
+    // Not even HTTP/2: the connection is dropped.
+    let mut raw = tokio::net::TcpStream::connect(&target)
+        .await
+        .expect("connect to the node");
+    raw.write_all(b"\x00\xffthis is not a gRPC peer\r\n\r\n")
+        .await
+        .expect("send garbage");
+    let mut sink = Vec::new();
+    let _ = within(
+        "the node to drop the connection",
+        raw.read_to_end(&mut sink),
+    )
+    .await;
+
+    // Well-formed gRPC carrying malformed messages: a typed status, no panic.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+        .expect("an endpoint")
+        .connect()
+        .await
+        .expect("a gRPC connection");
+    for method in [
+        "/dref.Raft/Append",
+        "/dref.Raft/Vote",
+        "/dref.Raft/Snapshot",
+        "/dref.Raft/Client",
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("the channel is ready");
+        let answer = grpc
+            .unary(
+                tonic::Request::new(vec![0xff; 64]),
+                tonic::codegen::http::uri::PathAndQuery::from_static(method),
+                RawCodec,
+            )
+            .await;
+        let status = answer.expect_err("garbage must be refused");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{method}: {status:?}"
+        );
+        assert!(
+            status.message().contains("malformed dref.Raft message"),
+            "{method}: {status:?}"
+        );
+    }
+
+    let ctx = contexts(&nodes).await;
+    let r = ctx[0]
+        .make(ManualId::<u64>::new("after-garbage"), 0)
+        .await
+        .expect("make");
+    r.update(|n| n + 1)
+        .await
+        .expect("the cluster still commits");
+    assert_eq!(r.get().await.expect("read"), 1);
+}
