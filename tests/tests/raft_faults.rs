@@ -460,3 +460,62 @@ async fn a_peer_speaking_garbage_gets_an_error_and_the_cluster_carries_on() {
         .expect("the cluster still commits");
     assert_eq!(r.get().await.expect("read"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_kept_alive_survives_a_change_of_leader() {
+    // Deadlines live on the leader only; the next leader starts each one
+    // afresh, so a holder that keeps its session alive through the
+    // election keeps its lock.
+    let ttl = Duration::from_secs(4);
+    let nodes = start(3, |c| c).await;
+    let old_leader = leader_of(&nodes);
+    let holder_node = (old_leader + 1) % 3;
+    let ctx = nodes[holder_node]
+        .context_builder()
+        .session_ttl(ttl)
+        .connect()
+        .await
+        .expect("a context");
+
+    let (entered, token) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn(async move {
+        ctx.lock("steady", async move {
+            let _ = entered.send(current_fencing_token());
+            let _ = released.await;
+            current_fencing_token()
+        })
+        .await
+    });
+    let token = within("the holder to enter", token).await.expect("entered");
+
+    nodes[old_leader].kill().await;
+    let survivors = [
+        nodes[holder_node].clone(),
+        nodes[(old_leader + 2) % 3].clone(),
+    ];
+    let old_address = nodes[old_leader].address().to_owned();
+    wait_until("a new leader", || {
+        survivors
+            .iter()
+            .all(|n| n.leader().is_some_and(|l| l != old_address))
+    })
+    .await;
+    // Hold on for longer than a TTL under the new leader: the lease must
+    // neither expire nor be cut short.
+    tokio::time::sleep(ttl + ttl / 2).await;
+    assert!(
+        !holder.is_finished(),
+        "the holder lost its lock: {:?}",
+        holder.await
+    );
+    let _ = release.send(());
+    let outcome = within("the holder to finish", holder)
+        .await
+        .expect("the holder task panicked");
+    assert_eq!(
+        outcome.expect("the lock was held throughout"),
+        token,
+        "the same token before and after the change of leader"
+    );
+}
