@@ -267,3 +267,24 @@ async fn dropping_every_handle_of_a_node_leaves_the_cluster() {
         .expect("the two left keep writing");
     assert_eq!(r.get().await.expect("read"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_finds_the_cluster_through_a_dns_name() {
+    let nodes = start(1, |c| c).await;
+    let port: u16 = nodes[0]
+        .address()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the node's address");
+    // No static peers: only a name to resolve, and the port peers use.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let late = test_config(listener, &[])
+        .services(["localhost"])
+        .service_port(port)
+        .connect()
+        .await
+        .expect("the replica joins through DNS discovery");
+    let all = [nodes[0].clone(), late];
+    wait_for_voters(&all, 2).await;
+}
