@@ -288,3 +288,24 @@ async fn a_replica_finds_the_cluster_through_a_dns_name() {
     let all = [nodes[0].clone(), late];
     wait_for_voters(&all, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_leaving_a_two_voter_cluster_leaves_a_working_leader() {
+    // Removing one of two voters needs the leaving node's own
+    // acknowledgement: it keeps answering replication until it is out.
+    let nodes = start(2, |c| c).await;
+    let leader = (0..2).find(|i| nodes[*i].is_leader()).expect("a leader");
+    let follower = 1 - leader;
+    nodes[follower].shutdown().await;
+    wait_until("the leader to be the only voter", || {
+        nodes[leader].voters() == vec![nodes[leader].address().to_owned()]
+    })
+    .await;
+    let ctx = context(&nodes[leader]).await;
+    let r = ctx
+        .make(ManualId::<u64>::new("alone"), 0)
+        .await
+        .expect("make on the last node");
+    r.update(|n| n + 1).await.expect("the last node writes");
+    assert_eq!(r.get().await.expect("read"), 1);
+}

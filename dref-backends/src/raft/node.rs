@@ -525,34 +525,33 @@ impl Node {
             return;
         }
         if leave && self.is_member() {
-            let timeout = Duration::from_secs(2);
-            let leave = async {
-                for _ in 0..20 {
-                    let answer = match self.leader() {
-                        Some((leader, _)) if leader == self.id => {
-                            let answer = self.leave_local(self.id).await;
-                            if matches!(answer, ClientResponse::Done) {
-                                self.hand_over().await;
-                            }
-                            answer
+            // Long enough for an election after a leader that left just
+            // before (several replicas leaving together) and a commit.
+            let deadline =
+                Instant::now() + self.config.election_timeout.1 * 2 + self.config.request_timeout;
+            let call_timeout = Duration::from_secs(2);
+            while Instant::now() < deadline && self.is_member() {
+                let answer = match self.leader() {
+                    Some((leader, _)) if leader == self.id => {
+                        let answer = self.leave_local(self.id).await;
+                        if matches!(answer, ClientResponse::Done) {
+                            self.hand_over().await;
                         }
-                        Some((_, addr)) => self
-                            .peers
-                            .client(&addr, ClientRequest::Leave { id: self.id }, timeout)
-                            .await
-                            .unwrap_or_else(|e| ClientResponse::Failed(e.to_string())),
-                        None => ClientResponse::NotLeader(None),
-                    };
-                    if matches!(answer, ClientResponse::Done) || !self.is_member() {
-                        return;
+                        answer
                     }
-                    if matches!(&answer, ClientResponse::Failed(m) if m.contains("last voter")) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some((_, addr)) => self
+                        .peers
+                        .client(&addr, ClientRequest::Leave { id: self.id }, call_timeout)
+                        .await
+                        .unwrap_or_else(|e| ClientResponse::Failed(e.to_string())),
+                    None => ClientResponse::NotLeader(None),
+                };
+                match answer {
+                    ClientResponse::Done => break,
+                    ClientResponse::Failed(m) if m.contains("last voter") => break,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
-            };
-            let _ = tokio::time::timeout(timeout * 2, leave).await;
+            }
         }
         let _ = self.stop.send(true);
         self.stop_server();
@@ -632,6 +631,11 @@ impl Node {
         self.stop.subscribe()
     }
 
+    /// Whether the node has stopped serving (after leaving, if it left).
+    fn has_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     pub(super) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
@@ -699,7 +703,9 @@ impl Handler for Rpc {
         &self,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> BoxFuture<'static, RaftResult<AppendEntriesResponse<u64>>> {
-        let node = self.node.upgrade().filter(|n| !n.is_stopped());
+        // A leaving node keeps answering replication until it has left:
+        // its own removal may need its acknowledgement.
+        let node = self.node.upgrade().filter(|n| !n.has_stopped());
         async move {
             match node {
                 Some(node) => node.raft.append_entries(req).await,
@@ -710,7 +716,9 @@ impl Handler for Rpc {
     }
 
     fn vote(&self, req: VoteRequest<u64>) -> BoxFuture<'static, RaftResult<VoteResponse<u64>>> {
-        let node = self.node.upgrade().filter(|n| !n.is_stopped());
+        // A leaving node keeps answering replication until it has left:
+        // its own removal may need its acknowledgement.
+        let node = self.node.upgrade().filter(|n| !n.has_stopped());
         async move {
             match node {
                 Some(node) => node.raft.vote(req).await,
@@ -721,7 +729,9 @@ impl Handler for Rpc {
     }
 
     fn snapshot(&self, req: SnapshotChunk) -> BoxFuture<'static, SnapshotResult> {
-        let node = self.node.upgrade().filter(|n| !n.is_stopped());
+        // A leaving node keeps answering replication until it has left:
+        // its own removal may need its acknowledgement.
+        let node = self.node.upgrade().filter(|n| !n.has_stopped());
         async move {
             match node {
                 Some(node) => node.raft.install_snapshot(req.into()).await,
