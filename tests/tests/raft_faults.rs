@@ -519,3 +519,23 @@ async fn a_lease_kept_alive_survives_a_change_of_leader() {
         "the same token before and after the change of leader"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_large_writes_trigger_a_snapshot_by_size() {
+    let nodes = start(3, |c| {
+        c.snapshot_after(1_000_000).snapshot_after_bytes(256 * 1024)
+    })
+    .await;
+    let contexts = contexts(&nodes).await;
+    let blob = ManualId::<Vec<u8>>::new("large");
+    let r = contexts[0].make(blob, Vec::new()).await.expect("make");
+    assert!(nodes.iter().all(|n| n.snapshot_index().is_none()));
+    for i in 0..4u8 {
+        r.set(vec![i; 100 * 1024]).await.expect("a large write");
+    }
+    // Every node applies the same writes and snapshots on its own.
+    wait_until("every node to snapshot by size", || {
+        nodes.iter().all(|n| n.snapshot_index().is_some())
+    })
+    .await;
+}

@@ -47,6 +47,7 @@ pub struct RaftConfig {
     pub(super) election_timeout: (Duration, Duration),
     pub(super) session_ttl: Duration,
     pub(super) snapshot_after: u64,
+    pub(super) snapshot_after_bytes: u64,
     pub(super) snapshot_chunk_bytes: u64,
     pub(super) snapshot_timeout: Duration,
     pub(super) max_voters: usize,
@@ -73,6 +74,7 @@ impl RaftConfig {
             election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
             session_ttl: dref::DEFAULT_SESSION_TTL,
             snapshot_after: 10_000,
+            snapshot_after_bytes: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_timeout: Duration::from_secs(30),
             max_voters: 5,
@@ -177,6 +179,14 @@ impl RaftConfig {
     /// entries (default 10 000).
     pub fn snapshot_after(mut self, entries: u64) -> Self {
         self.snapshot_after = entries;
+        self
+    }
+
+    /// Also take a snapshot once the writes applied since the last one add
+    /// up to `bytes` of field data (default 64 MiB), so that a log of few
+    /// but large writes is compacted too.
+    pub fn snapshot_after_bytes(mut self, bytes: u64) -> Self {
+        self.snapshot_after_bytes = bytes.max(1);
         self
     }
 

@@ -21,8 +21,9 @@
 //!   and are not replicated; an expiry is proposed through the log. A new
 //!   leader starts every deadline afresh, so a lease is never cut short by
 //!   a change of leader.
-//! - **Snapshots**: every [`RaftConfig::snapshot_after`] entries the state
-//!   is snapshotted and the log compacted; a node that falls behind the
+//! - **Snapshots**: every [`RaftConfig::snapshot_after`] entries, or
+//!   once [`RaftConfig::snapshot_after_bytes`] of data have been written,
+//!   the state is snapshotted and the log compacted; a node that falls behind the
 //!   compacted log receives the snapshot in chunks.
 //! - **Discovery and bootstrap**: see [`RaftConfig::from_env`] and the
 //!   `discovery` rules: replicas started together form one cluster, later
@@ -206,6 +207,10 @@ impl RaftBackend {
             let _ = server.await;
         }));
         tokio::spawn(node::expire_leases(Arc::downgrade(&node), heartbeat));
+        tokio::spawn(node::snapshot_when_large(
+            Arc::downgrade(&node),
+            Duration::from_millis(200),
+        ));
         tokio::spawn(discovery::bootstrap(Arc::downgrade(&node)));
 
         let backend = RaftBackend {

@@ -57,6 +57,9 @@ struct Machine {
     dedup: Dedup,
     snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
     snapshots_built: u64,
+    /// Bytes written since the last snapshot was built or installed: the
+    /// size side of the snapshot policy.
+    written_since_snapshot: u64,
 }
 
 /// What a snapshot holds besides its metadata.
@@ -106,6 +109,11 @@ impl Machines {
     pub fn lease_ttl(&self, lease: LeaseId) -> Option<Duration> {
         self.machine.lock().store.lease_ttl(lease)
     }
+
+    /// Bytes written since the last snapshot.
+    pub fn written_since_snapshot(&self) -> u64 {
+        self.machine.lock().written_since_snapshot
+    }
 }
 
 /// The openraft state machine (a handle; clones share the state).
@@ -126,6 +134,7 @@ impl StateMachine {
                     dedup: Dedup::default(),
                     snapshot: None,
                     snapshots_built: 0,
+                    written_since_snapshot: 0,
                 }),
             }),
         }
@@ -142,7 +151,11 @@ fn apply_command(m: &mut Machine, command: Command) -> Applied {
         return answer.clone();
     }
     let applied = match command.op {
-        CommandOp::Write(write) => match m.store.write(write.into_engine()) {
+        CommandOp::Write(write) => match m.store.write({
+            let write = write.into_engine();
+            m.written_since_snapshot += write.payload_size() as u64;
+            write
+        }) {
             Ok(WriteOutcome::Committed { revision, version }) => {
                 Applied::Committed { revision, version }
             }
@@ -216,7 +229,8 @@ fn decode_snapshot(bytes: &[u8]) -> Result<(StoreImage, Dedup), postcard::Error>
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
         let (image, last, membership) = {
-            let m = self.shared.machine.lock();
+            let mut m = self.shared.machine.lock();
+            m.written_since_snapshot = 0;
             (snapshot_image(&m), m.last_applied, m.membership.clone())
         };
         // Encoding a large state takes a while: off the async workers, so
@@ -310,6 +324,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut m = self.shared.machine.lock();
         m.store.restore(image);
+        m.written_since_snapshot = 0;
         m.dedup = dedup;
         m.last_applied = meta.last_log_id;
         m.membership = meta.last_membership.clone();
