@@ -192,15 +192,16 @@ impl RaftBackend {
             node: Arc::downgrade(&node),
         }));
         let mut stopped = node.stop_signal();
-        let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .serve_with_incoming_shutdown(
-                service,
-                tonic::transport::server::TcpIncoming::from(listener),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            );
+        let server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
+            service,
+            // Nagle's algorithm on accepted sockets would hold replies
+            // for the peer's delayed ACK (40 ms stalls); the builder's
+            // tcp_nodelay does not reach an incoming built here.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        );
         node.set_server(tokio::spawn(async move {
             // The error (the listener failed) leaves the node unreachable,
             // which peers handle like a dead node.
