@@ -6,7 +6,8 @@
 //! and the network stack. [`EtcdClient`] speaks the etcd v3 gRPC API through
 //! tonic with hand-written prost messages (no `protoc`), and offers exactly what
 //! the benchmark needs: put, get, a compare-and-put transaction on the key's
-//! `mod_revision`, and an optimistic counter increment built from them.
+//! `mod_revision`, an optimistic counter increment built from them, and
+//! whether the connected member is the leader.
 //!
 //! This is run by hand, not by CI.
 
@@ -21,16 +22,32 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-/// The messages of etcd's `rpc.proto` (`etcdserverpb`) and `kv.proto`
-/// (`mvccpb`) that the client uses, with only the fields it needs (prost skips
-/// the others when decoding); the tags are the real ones. The oneofs list only
-/// the variants used: `RequestOp.request_put` = 2, `ResponseOp.response_range`
-/// = 1 and `response_put` = 2, `Compare.mod_revision` = 6.
+/// The messages of etcd's `rpc.proto` (`etcdserverpb`, including
+/// `Maintenance.Status`) and `kv.proto` (`mvccpb`) that the client uses, with
+/// only the fields it needs (prost skips the others when decoding); the tags
+/// are the real ones. The oneofs list only the variants used:
+/// `RequestOp.request_put` = 2, `ResponseOp.response_range` = 1 and
+/// `response_put` = 2, `Compare.mod_revision` = 6.
 mod pb {
     #[derive(Clone, PartialEq, ::prost::Message)]
     pub struct ResponseHeader {
+        #[prost(uint64, tag = "2")]
+        pub member_id: u64,
         #[prost(int64, tag = "3")]
         pub revision: i64,
+    }
+
+    /// `Maintenance.Status` takes no arguments.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct StatusRequest {}
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct StatusResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        /// The member id of the current leader (0 if none is known).
+        #[prost(uint64, tag = "4")]
+        pub leader: u64,
     }
 
     /// `mvccpb.KeyValue`.
@@ -386,6 +403,16 @@ impl EtcdClient {
             .into_iter()
             .next()
             .map(|kv| (kv.value, kv.mod_revision)))
+    }
+
+    /// Whether the member this client is connected to is the cluster's
+    /// leader now (`Maintenance.Status`: its own id against the leader's).
+    pub async fn is_leader(&self) -> Result<bool, Status> {
+        let resp: pb::StatusResponse = self
+            .call("/etcdserverpb.Maintenance/Status", pb::StatusRequest {})
+            .await?;
+        let member = resp.header.map_or(0, |h| h.member_id);
+        Ok(member != 0 && member == resp.leader)
     }
 
     /// Sets `key` to `value` only if its `mod_revision` is still

@@ -1,0 +1,493 @@
+//! dref's embedded Raft backend against etcd, in one run on one machine.
+//!
+//! - **dref**: three [`RaftBackend`] nodes in this process, each with its own
+//!   gRPC server on a pre-bound loopback port, production timing (the default
+//!   100 ms heartbeat and 600..1200 ms election timeout), and one
+//!   [`dref::Context`] per node.
+//! - **etcd**: a 3-member cluster of Debian's `etcd` on loopback, data on
+//!   tmpfs (`/dev/shm`, and `--unsafe-no-fsync` where the binary has it), so
+//!   that neither side pays for fsync; driven through the small gRPC client
+//!   in `dref_bench::etcd`, one HTTP/2 channel per member.
+//!
+//! Operations: `set` is `DRef<u64>::set` against an etcd `Put`; `update` is
+//! `DRef<u64>::update(|n| n + 1)` against an optimistic counter increment
+//! (`Range` for the value and its `mod_revision`, then a `Txn` that puts
+//! `n + 1` if the `mod_revision` is unchanged). dref's update takes the
+//! current value from the ref's cache, so it is one write when uncontended;
+//! the etcd loop is two requests.
+//!
+//! Placement ("spread", the target's figures): every client sends its
+//! operations to the three nodes (members) in turn, with a key of its own on
+//! each node, so exactly 2/3 of the operations enter at a follower and are
+//! forwarded to the leader, as in real use, and no key is written through
+//! two nodes. Keys are never shared between clients (uncontended: at
+//! concurrency 64 this measures throughput, not compare-and-set conflicts),
+//! on both sides. The "leader only" rows put every client on the leader
+//! (for dref: no forwarding hop and no network between client and node;
+//! for etcd: still a gRPC round trip to the member); they are for
+//! information.
+//!
+//! Every figure follows a warm-up; latencies are recorded per operation,
+//! throughput is successful operations over the measured window; errors are
+//! counted, not fatal. dref and etcd run alternately, cell by cell.
+//!
+//! Target (issue): at concurrency 64 at least etcd's throughput, and at
+//! concurrency 1 a p50 latency no worse than etcd's, for `set` and `update`.
+//!
+//! Run with `cargo bench -p dref-bench --bench raft` (installs `etcd-server`
+//! with `apt-get` if `etcd` is missing; about two minutes).
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use dref::{Context, ManualId};
+use dref_backends::raft::{RaftBackend, RaftConfig};
+use dref_bench::etcd::{EtcdClient, EtcdCluster};
+
+/// Warm-up before each measured run.
+const WARMUP: Duration = Duration::from_secs(1);
+/// Measured time of each "spread" figure.
+const RUN: Duration = Duration::from_secs(5);
+/// Measured time of each "leader only" figure.
+const RUN_LEADER: Duration = Duration::from_secs(3);
+/// Cluster size on both sides.
+const NODES: usize = 3;
+
+type OpFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// One client's operation, called in a loop.
+type Op = Box<dyn FnMut() -> OpFuture + Send>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Set,
+    Update,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Set => "set",
+            Kind::Update => "update",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    /// Round-robin over the nodes (2/3 forwarded).
+    Spread,
+    /// Every client on the leader.
+    Leader,
+}
+
+/// What one side did in one cell.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<Duration>,
+    window: Duration,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Sample {
+    fn merge(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    fn finish(mut self) -> Figures {
+        self.latencies.sort_unstable();
+        let pct = |p: f64| -> Duration {
+            let n = self.latencies.len();
+            if n == 0 {
+                return Duration::ZERO;
+            }
+            let rank = ((n as f64 * p).ceil() as usize).clamp(1, n);
+            self.latencies[rank - 1]
+        };
+        let total: Duration = self.latencies.iter().sum();
+        Figures {
+            rate: self.latencies.len() as f64 / self.window.as_secs_f64().max(1e-9),
+            mean: total / (self.latencies.len().max(1) as u32),
+            p50: pct(0.50),
+            p99: pct(0.99),
+            p999: pct(0.999),
+            max: self.latencies.last().copied().unwrap_or_default(),
+            errors: self.errors,
+            first_error: self.first_error.take(),
+        }
+    }
+}
+
+struct Figures {
+    rate: f64,
+    mean: Duration,
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    max: Duration,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs every op in its own task for `warmup`, then for `run` recording
+/// the latency of each operation that started inside the measured window.
+async fn drive(ops: Vec<Op>, warmup: Duration, run: Duration) -> Sample {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + run;
+    let tasks: Vec<_> = ops
+        .into_iter()
+        .map(|mut op| {
+            tokio::spawn(async move {
+                let mut sample = Sample::default();
+                let mut last_done = measure_from;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let result = op().await;
+                    let done = Instant::now();
+                    match result {
+                        Ok(()) if t0 >= measure_from => {
+                            sample.latencies.push(done - t0);
+                            last_done = last_done.max(done);
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            sample.errors += 1;
+                            sample.first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (sample, last_done)
+            })
+        })
+        .collect();
+    let mut total = Sample::default();
+    let mut last_done = measure_from;
+    for task in tasks {
+        let (sample, done) = task.await.expect("a benchmark client task panicked");
+        last_done = last_done.max(done);
+        total.merge(sample);
+    }
+    total.window = last_done - measure_from;
+    total
+}
+
+/// The benchmark's two clusters and their clients.
+struct Setup {
+    contexts: Vec<Context>,
+    etcd: Vec<EtcdClient>,
+    /// Index (into `contexts` / `etcd`) of each side's leader at start.
+    dref_leader: usize,
+    etcd_leader: usize,
+}
+
+impl Setup {
+    /// dref clients: client `t` owns one ref per node in `routes[t]`
+    /// (`{tag}-t{t}-n{node}`, made through that node's context) and sends
+    /// its operations to them in turn.
+    async fn dref_ops(&self, kind: Kind, routes: &[Vec<usize>], tag: &str) -> Vec<Op> {
+        let mut ops: Vec<Op> = Vec::with_capacity(routes.len());
+        for (t, route) in routes.iter().enumerate() {
+            let mut refs = Vec::with_capacity(route.len());
+            for &node in route {
+                let id = ManualId::<u64>::new(format!("{tag}-t{t}-n{node}"));
+                refs.push(
+                    self.contexts[node]
+                        .make(id, 0)
+                        .await
+                        .expect("make a dref ref for the benchmark"),
+                );
+            }
+            let mut i = 0usize;
+            ops.push(Box::new(move || {
+                let r = refs[i % refs.len()].clone();
+                i += 1;
+                let value = i as u64;
+                Box::pin(async move {
+                    match kind {
+                        Kind::Set => r.set(value).await,
+                        Kind::Update => r.update(|n| n + 1).await,
+                    }
+                    .map_err(|e| e.to_string())
+                })
+            }));
+        }
+        ops
+    }
+
+    /// etcd clients: client `t` owns one key per member in `routes[t]`
+    /// (`{tag}-t{t}-n{member}`, seeded with 0 as the dref refs are) and sends
+    /// its operations to them in turn, each through its member's channel.
+    async fn etcd_ops(&self, kind: Kind, routes: &[Vec<usize>], tag: &str) -> Vec<Op> {
+        let mut ops: Vec<Op> = Vec::with_capacity(routes.len());
+        for (t, route) in routes.iter().enumerate() {
+            let mut targets = Vec::with_capacity(route.len());
+            for &member in route {
+                let client = self.etcd[member].clone();
+                let key = format!("{tag}-t{t}-n{member}").into_bytes();
+                client
+                    .put(&key, &0u64.to_le_bytes())
+                    .await
+                    .expect("seed an etcd key for the benchmark");
+                targets.push((client, key));
+            }
+            let mut i = 0usize;
+            ops.push(Box::new(move || {
+                let (client, key) = targets[i % targets.len()].clone();
+                i += 1;
+                let value = i as u64;
+                Box::pin(async move {
+                    match kind {
+                        Kind::Set => client.put(&key, &value.to_le_bytes()).await,
+                        Kind::Update => client.increment(&key).await.map(|_| ()),
+                    }
+                    .map_err(|e| e.to_string())
+                })
+            }));
+        }
+        ops
+    }
+
+    /// Measures one cell on both sides, dref first, then etcd.
+    async fn cell(&self, kind: Kind, tasks: usize, placement: Placement) -> (Figures, Figures) {
+        // Spread: every client visits the three nodes in turn, starting at
+        // its own offset, so exactly 2/3 of its operations enter at a
+        // follower (whichever node leads) and the load is even at any time.
+        let spread: Vec<Vec<usize>> = (0..tasks)
+            .map(|t| (0..NODES).map(|k| (t + k) % NODES).collect())
+            .collect();
+        let (dref_routes, etcd_routes, run) = match placement {
+            Placement::Spread => (spread.clone(), spread, RUN),
+            Placement::Leader => (
+                vec![vec![self.dref_leader]; tasks],
+                vec![vec![self.etcd_leader]; tasks],
+                RUN_LEADER,
+            ),
+        };
+        let tag = format!("{}-c{tasks}-{placement:?}", kind.name());
+        let ops = self.dref_ops(kind, &dref_routes, &tag).await;
+        let dref = drive(ops, WARMUP, run).await;
+        let ops = self.etcd_ops(kind, &etcd_routes, &tag).await;
+        let etcd = drive(ops, WARMUP, run).await;
+        (dref.finish(), etcd.finish())
+    }
+}
+
+/// Three loopback listeners, bound before any node starts so that every
+/// node knows every address.
+fn listeners() -> (Vec<TcpListener>, Vec<String>) {
+    let listeners: Vec<TcpListener> = (0..NODES)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port for a raft node"))
+        .collect();
+    let addrs = listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("address of a bound listener")
+                .to_string()
+        })
+        .collect();
+    (listeners, addrs)
+}
+
+/// Starts the three Raft nodes and waits until all see three voters and
+/// one common leader.
+async fn start_raft() -> Vec<RaftBackend> {
+    let (listeners, addrs) = listeners();
+    let starts: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let addr = listener.local_addr().expect("address of a bound listener");
+            let config = RaftConfig::new(addr)
+                .listener(listener)
+                .peers(addrs.clone());
+            tokio::spawn(config.connect())
+        })
+        .collect();
+    let mut nodes = Vec::with_capacity(NODES);
+    for start in starts {
+        nodes.push(
+            start
+                .await
+                .expect("a raft start-up task panicked")
+                .expect("start a raft node"),
+        );
+    }
+    let settle = async {
+        loop {
+            let leaders: Vec<Option<String>> = nodes.iter().map(RaftBackend::leader).collect();
+            if leaders[0].is_some()
+                && leaders.iter().all(|l| *l == leaders[0])
+                && nodes.iter().all(|n| n.voters().len() == NODES)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), settle)
+        .await
+        .expect("the raft cluster did not settle on 3 voters and one leader within 30 s");
+    nodes
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime");
+    runtime
+        .block_on(async { tokio::spawn(run()).await })
+        .expect("the benchmark task panicked");
+}
+
+async fn run() {
+    println!("load average at start: {}", load_average());
+    let etcd_cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(NODES));
+    let backends = start_raft().await;
+    let etcd_cluster = etcd_cluster.await.expect("the etcd start-up task panicked");
+
+    let mut contexts = Vec::with_capacity(NODES);
+    for backend in &backends {
+        contexts.push(
+            backend
+                .context_builder()
+                .connect()
+                .await
+                .expect("a dref context on a raft node"),
+        );
+    }
+    let mut etcd = Vec::with_capacity(NODES);
+    for url in etcd_cluster.client_urls() {
+        etcd.push(
+            EtcdClient::connect(&url)
+                .await
+                .expect("connect to an etcd member"),
+        );
+    }
+    let dref_leader = backends
+        .iter()
+        .position(RaftBackend::is_leader)
+        .expect("the settled raft cluster has a leader among the three nodes");
+    let mut etcd_leader = None;
+    for (i, client) in etcd.iter().enumerate() {
+        if client.is_leader().await.expect("etcd member status") {
+            etcd_leader = Some(i);
+        }
+    }
+    let etcd_leader = etcd_leader.expect("the etcd cluster has a leader among its members");
+    let setup = Setup {
+        contexts,
+        etcd,
+        dref_leader,
+        etcd_leader,
+    };
+    println!(
+        "dref (3 in-process raft nodes) vs etcd (3 members, tmpfs), loopback; warm-up {WARMUP:?}, \
+         {RUN:?} per spread figure, {RUN_LEADER:?} per leader-only figure"
+    );
+
+    let cells = [
+        (Kind::Set, 1, Placement::Spread),
+        (Kind::Set, 64, Placement::Spread),
+        (Kind::Update, 1, Placement::Spread),
+        (Kind::Update, 64, Placement::Spread),
+        (Kind::Set, 1, Placement::Leader),
+        (Kind::Set, 64, Placement::Leader),
+        (Kind::Update, 1, Placement::Leader),
+        (Kind::Update, 64, Placement::Leader),
+    ];
+    let mut rows = Vec::new();
+    for (kind, tasks, placement) in cells {
+        let (dref, etcd) = setup.cell(kind, tasks, placement).await;
+        let label = format!(
+            "{}, {tasks} {}{}",
+            kind.name(),
+            if tasks == 1 { "client" } else { "clients" },
+            match placement {
+                Placement::Spread => "",
+                Placement::Leader => ", leader only",
+            }
+        );
+        let rate_ratio = dref.rate / etcd.rate.max(1e-9);
+        let p50_ratio = dref.p50.as_secs_f64() / etcd.p50.as_secs_f64().max(1e-12);
+        let verdict = match (placement, tasks) {
+            (Placement::Leader, _) => "for information".to_owned(),
+            (Placement::Spread, 1) if p50_ratio <= 1.0 => "p50 ≤ etcd: met".into(),
+            (Placement::Spread, 1) => "p50 ≤ etcd: **missed**".into(),
+            (Placement::Spread, _) if rate_ratio >= 1.0 => "ops/s ≥ etcd: met".into(),
+            (Placement::Spread, _) => "ops/s ≥ etcd: **missed**".into(),
+        };
+        println!(
+            "{label:<30} dref {:>8.0} ops/s p50 {} p99 {} | etcd {:>8.0} ops/s p50 {} p99 {} | \
+             ops/s {rate_ratio:.2}x p50 {p50_ratio:.2}x | errors dref {} etcd {}",
+            dref.rate,
+            ms(dref.p50),
+            ms(dref.p99),
+            etcd.rate,
+            ms(etcd.p50),
+            ms(etcd.p99),
+            dref.errors,
+            etcd.errors
+        );
+        for (side, figures) in [("dref", &dref), ("etcd", &etcd)] {
+            println!(
+                "    {side}: mean {}, p99.9 {}, max {}",
+                ms(figures.mean),
+                ms(figures.p999),
+                ms(figures.max)
+            );
+            if let Some(e) = &figures.first_error {
+                println!("    first {side} error: {e}");
+            }
+        }
+        rows.push(format!(
+            "| {label} | {:.0} ops/s, p50 {}, p99 {} | {:.0} ops/s, p50 {}, p99 {} | {rate_ratio:.2}x | {p50_ratio:.2}x | {verdict} |",
+            dref.rate,
+            ms(dref.p50),
+            ms(dref.p99),
+            etcd.rate,
+            ms(etcd.p50),
+            ms(etcd.p99),
+        ));
+    }
+
+    if !setup.etcd[setup.etcd_leader]
+        .is_leader()
+        .await
+        .unwrap_or(false)
+        || !backends[setup.dref_leader].is_leader()
+    {
+        println!("note: a leader changed during the run; the leader-only rows are mixed");
+    }
+    println!("load average at end: {}", load_average());
+    println!();
+    println!("| operation | dref | etcd | ops/s dref/etcd | p50 dref/etcd | target |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    drop(setup);
+    drop(backends);
+    drop(etcd_cluster);
+}
