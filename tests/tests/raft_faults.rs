@@ -539,3 +539,58 @@ async fn a_few_large_writes_trigger_a_snapshot_by_size() {
     })
     .await;
 }
+
+/// Established TCP connections whose local port is `port` (Linux
+/// `/proc/net/tcp*`): the connections a node has accepted.
+fn accepted_connections(port: u16) -> usize {
+    let port = format!("{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            // local_address is "IP:PORT" in hex; state 01 is ESTABLISHED.
+            columns.len() > 3
+                && columns[1].rsplit(':').next() == Some(port.as_str())
+                && columns[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_reuse_one_connection_each() {
+    let nodes = start(3, |c| c).await;
+    let contexts = contexts(&nodes).await;
+    let leader = leader_of(&nodes);
+    let port: u16 = nodes[leader]
+        .address()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let mut refs = Vec::new();
+    for (i, ctx) in contexts.iter().enumerate() {
+        if i != leader {
+            refs.push(
+                ctx.make(ManualId::<u64>::new(format!("reuse-{i}")), 0)
+                    .await
+                    .expect("make"),
+            );
+        }
+    }
+    let before = accepted_connections(port);
+    // Forwarded writes, replication, heartbeats: hundreds of RPCs.
+    for _ in 0..200 {
+        for r in &refs {
+            r.update(|n| n + 1).await.expect("a forwarded write");
+        }
+    }
+    let after = accepted_connections(port);
+    // Each follower holds one channel to the leader (a reconnect may add
+    // one); a connection per RPC would show hundreds.
+    assert!(
+        (1..=4).contains(&after) && after <= before + 2,
+        "connections accepted by the leader: {before} before, {after} after 400 forwarded writes"
+    );
+}
