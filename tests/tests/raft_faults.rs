@@ -137,6 +137,7 @@ async fn killed_leader_loses_no_acknowledged_update() {
     let probe_started = Instant::now();
     probe.set(1).await.expect("the first write after the kill");
     let resumed_after = probe_started.elapsed();
+    eprintln!("writes resumed {resumed_after:?} after the leader was killed");
 
     wait_until("100 updates after the kill", || {
         acks.lock()
