@@ -4,8 +4,12 @@
 //! and generic over a [`Harness`] that hands out backend handles on one
 //! shared store (one handle per simulated node):
 //!
-//! ```ignore
-//! dref_tests::conformance_suite!(|| async { dref_tests::MemoryHarness::new() });
+//! ```no_run
+//! // In a test file: one `#[tokio::test]` per case of the suite.
+//! mod memory {
+//!     dref_tests::conformance_suite!(|| async { dref_tests::MemoryHarness::new() });
+//! }
+//! # fn main() {}
 //! ```
 
 pub mod conformance;
