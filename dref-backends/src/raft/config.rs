@@ -258,3 +258,39 @@ impl RaftConfig {
         RaftBackend::start(self).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test that touches these variables (tests share the
+    /// process environment).
+    #[test]
+    fn from_env_reads_port_peers_services_and_advertised_address() {
+        let vars = [PORT_ENV, ADDRESSES_ENV, SERVICES_ENV, ADVERTISE_ENV];
+        std::env::set_var(PORT_ENV, " 9101 ");
+        std::env::set_var(ADDRESSES_ENV, "10.0.0.1:9101, 10.0.0.2:9101,,");
+        std::env::set_var(SERVICES_ENV, "dref-example");
+        std::env::set_var(ADVERTISE_ENV, "10.0.0.3:9101");
+        let config = RaftConfig::from_env().expect("a valid environment");
+        assert_eq!(config.listen, "0.0.0.0:9101".parse().unwrap());
+        assert_eq!(config.service_port, 9101);
+        assert_eq!(config.peers, ["10.0.0.1:9101", "10.0.0.2:9101"]);
+        assert_eq!(config.services, ["dref-example"]);
+        assert_eq!(config.advertise.as_deref(), Some("10.0.0.3:9101"));
+
+        std::env::set_var(PORT_ENV, "eighty");
+        let err = RaftConfig::from_env().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("DREF_PORT")),
+            "{err}"
+        );
+
+        for var in vars {
+            std::env::remove_var(var);
+        }
+        let config = RaftConfig::from_env().expect("defaults");
+        assert_eq!(config.listen.port(), DEFAULT_PORT);
+        assert!(config.peers.is_empty() && config.services.is_empty());
+    }
+}
