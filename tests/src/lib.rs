@@ -33,3 +33,35 @@ pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
         Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
     }
 }
+
+/// Waits until `condition` holds, checking every 20 ms, within
+/// [`PATIENCE`].
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Retries `op` while the store is unreachable (a restart, a cut link, an
+/// election), within [`PATIENCE`]; any other error fails the test.
+pub async fn eventually<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = dref::Result<T>>,
+{
+    within(what, async {
+        loop {
+            match op().await {
+                Ok(v) => return v,
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+    })
+    .await
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dref::{current_fencing_token, Context, DRef, Error, ManualId};
 use dref_backends::raft::RaftBackend;
-use dref_tests::within;
+use dref_tests::{eventually, wait_until, within};
 use support::raft_cluster::{start, ELECTION_TIMEOUT_MAX};
 
 /// Short sessions, so that a dead node's leases expire quickly.
@@ -57,34 +57,6 @@ fn heal(nodes: &[RaftBackend]) {
     for node in nodes {
         node.faults().heal();
     }
-}
-
-/// Retries a write while the cluster elects a leader (each attempt already
-/// retries for the node's request timeout).
-async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = dref::Result<T>>,
-{
-    within(what, async {
-        loop {
-            match attempt().await {
-                Ok(value) => return value,
-                Err(Error::Unavailable { .. }) => continue,
-                Err(e) => panic!("{what}: {e}"),
-            }
-        }
-    })
-    .await
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

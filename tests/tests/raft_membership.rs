@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dref::{Context, ManualId};
 use dref_backends::raft::RaftBackend;
-use dref_tests::within;
+use dref_tests::{wait_until, within};
 use futures_util::StreamExt;
 use support::raft_cluster::{start, test_config, wait_for_voters};
 
@@ -35,15 +35,6 @@ async fn join(
 
 fn addresses(nodes: &[RaftBackend]) -> Vec<String> {
     nodes.iter().map(|n| n.address().to_owned()).collect()
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dref::{ChangeKind, Codec, Context, Error, ManualId};
 use dref_backends::redis::{RedisBackend, RedisConfig};
-use dref_tests::within;
+use dref_tests::{eventually, within};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -39,25 +39,6 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-}
-
-/// Retries `op` while the store is unreachable (a restart or a cut), up to
-/// the test patience.
-async fn eventually<T, F, Fut>(what: &str, mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = dref::Result<T>>,
-{
-    within(what, async {
-        loop {
-            match op().await {
-                Ok(v) => return v,
-                Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(e) => panic!("{what}: {e}"),
-            }
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

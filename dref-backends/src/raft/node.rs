@@ -14,7 +14,7 @@ use openraft::error::{
     CheckIsLeaderError, ClientWriteError, Fatal, InstallSnapshotError, RaftError,
 };
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
-use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use openraft::{BasicNode, ChangeMembers, Membership, Raft, ServerState};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -94,6 +94,16 @@ impl Node {
         let leader = m.current_leader?;
         let node = m.membership_config.membership().get_node(&leader)?;
         Some((leader, node.addr.clone()))
+    }
+
+    /// The membership in effect on this node.
+    fn membership(&self) -> Membership<u64, BasicNode> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
     }
 
     /// Resolves once this node no longer believes `leader` leads (or the
@@ -376,13 +386,7 @@ impl Node {
         if self.is_leader().is_none() {
             return ClientResponse::NotLeader(self.leader());
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         let stale: BTreeSet<u64> = membership
             .nodes()
             .filter(|(nid, node)| **nid != id && node.addr == addr)
@@ -409,25 +413,13 @@ impl Node {
                 .change_membership(ChangeMembers::RemoveNodes(stale), false)
                 .await;
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         if membership.get_node(&id).is_none() {
             if let Err(e) = self.raft.add_learner(id, BasicNode::new(&addr), true).await {
                 return ClientResponse::Failed(format!("adding {addr} as a learner: {e}"));
             }
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         let voters = membership.voter_ids().count();
         if !membership.voter_ids().any(|v| v == id) && voters < self.config.max_voters {
             let add = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
@@ -443,13 +435,7 @@ impl Node {
         if self.is_leader().is_none() {
             return ClientResponse::NotLeader(self.leader());
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         if membership.voter_ids().any(|v| v == id) {
             if membership.voter_ids().count() == 1 {
                 return ClientResponse::Failed("the last voter cannot leave".into());
@@ -462,13 +448,7 @@ impl Node {
                 return ClientResponse::Failed(e.to_string());
             }
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         if membership.get_node(&id).is_some() {
             if let Err(e) = self
                 .raft
