@@ -8,7 +8,9 @@
 //!   encoded with postcard; one HTTP/2 channel per peer, reused.
 //! - **Writes** from any node reach the leader by forwarding (callers never
 //!   see "forward to leader"); a retried proposal carries the same request
-//!   id and is applied at most once.
+//!   id and is applied at most once. A write returns once the node it was
+//!   made through has applied it, so that node's watches and `peek` already
+//!   show it.
 //! - **Reads** are linearizable: the leader confirms its leadership with a
 //!   heartbeat round (read index), and the reading node waits until it has
 //!   applied up to that index, then reads its own copy.
@@ -21,13 +23,30 @@
 //!   and are not replicated; an expiry is proposed through the log. A new
 //!   leader starts every deadline afresh, so a lease is never cut short by
 //!   a change of leader.
-//! - **Snapshots**: every [`RaftConfig::snapshot_after`] entries, or
-//!   once [`RaftConfig::snapshot_after_bytes`] of data have been written,
-//!   the state is snapshotted and the log compacted; a node that falls behind the
-//!   compacted log receives the snapshot in chunks.
-//! - **Discovery and bootstrap**: see [`RaftConfig::from_env`] and the
-//!   `discovery` rules: replicas started together form one cluster, later
-//!   replicas join through the leader.
+//! - **Snapshots**: every [`RaftConfig::snapshot_after`] entries, or once
+//!   [`RaftConfig::snapshot_after_bytes`] of data have been written, the
+//!   state is snapshotted and the log compacted; a node that falls behind
+//!   the compacted log receives the snapshot in chunks.
+//! - **Discovery and bootstrap**: a node that is not a member yet asks the
+//!   configured peers (static addresses, and DNS names re-resolved every
+//!   [`RaftConfig::discovery_interval`]) who they are. If one belongs to a
+//!   cluster, it asks to join: the leader adds it as a learner, then as a
+//!   voter while there are fewer than [`RaftConfig::max_voters`]; the rest
+//!   stay learners (they serve watches and forward writes). If none does,
+//!   once the set of reachable nodes has been the same for three rounds, the
+//!   node with the lowest advertised address forms a one-node cluster and
+//!   the others join it: replicas started together form exactly one
+//!   cluster.
+//! - **Restarts**: state lives in memory, so a restarted replica is a new
+//!   node with a new id; the leader removes the old member at the same
+//!   address when it joins. Replication messages name their target node, so
+//!   a newcomer never answers for its predecessor.
+//! - **Shutdown**: [`RaftBackend::shutdown`], or dropping the last handle,
+//!   leaves the membership first, so the others stop counting this node. A
+//!   leaving leader asks its most up-to-date follower to campaign as soon
+//!   as the followers' leader lease (half the longest election timeout) has
+//!   run out. (openraft 0.9 has no leadership transfer, so that wait
+//!   remains.) [`RaftBackend::kill`] stops at once, like a crash.
 
 mod config;
 mod discovery;
