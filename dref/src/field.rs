@@ -205,7 +205,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
     /// The field's current value (linearizable). Fails with
     /// [`Error::Missing`] if the record was deleted.
     pub async fn get(&self) -> Result<F> {
-        let record = self.shared.backend().read(self.shared.key.clone()).await?;
+        let record = self.shared.read().await?;
         let value = self
             .shared
             .observe_record(record.as_ref())?
@@ -229,7 +229,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
             self.shared.key.clone(),
             Op::Patch(vec![(name, bytes.clone())]),
         );
-        match self.shared.backend().write(write).await? {
+        match self.shared.write(write).await? {
             WriteOutcome::Committed { revision, .. } => {
                 self.committed(before, revision, value, &bytes).await;
                 Ok(())
@@ -383,7 +383,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
             Some((value, revision)) => ((self.get)(&value).clone(), revision),
             None => {
                 // Deleted as far as we know: confirm with a read.
-                let record = shared.backend().read(shared.key.clone()).await?;
+                let record = shared.read().await?;
                 match record {
                     Some(record) => self.in_record(&record, &name)?,
                     None => {
@@ -405,7 +405,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
                 field: name.clone(),
                 revision,
             });
-            match shared.backend().write(write).await? {
+            match shared.write(write).await? {
                 WriteOutcome::Committed { revision, .. } => {
                     self.committed(before, revision, new.clone(), &bytes).await;
                     return Ok((b, current, new));
@@ -472,7 +472,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
         .await
         .unwrap_or(false);
         if !delivered && shared.cache_revision() < revision {
-            if let Ok(record) = shared.backend().read(shared.key.clone()).await {
+            if let Ok(record) = shared.read().await {
                 let _ = shared.observe_record(record.as_ref());
             }
         }

@@ -24,6 +24,14 @@ pub trait Harness: Send + Sync + 'static {
     fn session_ttl(&self) -> Duration {
         Duration::from_millis(1500)
     }
+
+    /// When `Some`, nodes' contexts are built on this in-memory store
+    /// itself, which refs call directly (the memory backend's fast path),
+    /// instead of on the fault-injecting wrapper: cases that inject faults
+    /// cannot run on such a harness.
+    fn direct_memory(&self) -> Option<MemoryBackend> {
+        None
+    }
 }
 
 /// A node of a test: its context and the fault switch wrapped around its
@@ -44,8 +52,11 @@ impl Node {
     /// A new node using `codec`.
     pub async fn with_codec(harness: &dyn Harness, codec: Codec) -> Node {
         let faults = FaultyBackend::new(harness.backend().await);
-        let ctx = Context::builder()
-            .backend(faults.clone())
+        let builder = match harness.direct_memory() {
+            Some(store) => Context::builder().backend(store),
+            None => Context::builder().backend(faults.clone()),
+        };
+        let ctx = builder
             .codec(codec)
             .session_ttl(harness.session_ttl())
             .build();
@@ -56,13 +67,25 @@ impl Node {
 /// The in-memory backend: every node shares one [`MemoryBackend`].
 pub struct MemoryHarness {
     store: MemoryBackend,
+    direct: bool,
 }
 
 impl MemoryHarness {
-    /// A harness on a fresh store.
+    /// A harness on a fresh store, reached through the `Backend` trait
+    /// (and the fault-injecting wrapper).
     pub fn new() -> Self {
         MemoryHarness {
             store: MemoryBackend::new(),
+            direct: false,
+        }
+    }
+
+    /// A harness whose contexts call the store directly, as
+    /// `Context::local()` does (see [`Harness::direct_memory`]).
+    pub fn direct() -> Self {
+        MemoryHarness {
+            store: MemoryBackend::new(),
+            direct: true,
         }
     }
 }
@@ -77,5 +100,9 @@ impl Harness for MemoryHarness {
     fn backend(&self) -> BoxFuture<'_, Arc<dyn Backend>> {
         let backend: Arc<dyn Backend> = Arc::new(self.store.clone());
         Box::pin(async move { backend })
+    }
+
+    fn direct_memory(&self) -> Option<MemoryBackend> {
+        self.direct.then(|| self.store.clone())
     }
 }

@@ -1,35 +1,107 @@
 //! Keys, records, conditions and operations of the engine contract.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
 /// A store key. Cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(Arc<str>);
+///
+/// The key's hash is computed once, when it is made (with a per-process
+/// random seed, as `HashMap`'s default hasher), so that stores find their
+/// slots without hashing the string on every operation.
+#[derive(Clone)]
+pub struct Key {
+    name: Arc<str>,
+    hash: u64,
+}
+
+/// The hash of a key name, with one random seed per process.
+fn key_hash(name: &str) -> u64 {
+    static SEED: OnceLock<RandomState> = OnceLock::new();
+    SEED.get_or_init(RandomState::new).hash_one(name)
+}
 
 impl Key {
     /// Creates a key from any string.
     pub fn new(key: impl AsRef<str>) -> Self {
-        Key(Arc::from(key.as_ref()))
+        Key::from_arc(Arc::from(key.as_ref()))
+    }
+
+    fn from_arc(name: Arc<str>) -> Self {
+        let hash = key_hash(&name);
+        Key { name, hash }
     }
 
     /// The key as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// A hasher for maps keyed by [`Key`]: it passes the key's precomputed hash
+/// through instead of hashing it again.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `Key` writes one `u64`; anything else is still hashed (FNV-1a).
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // The first write passes through unchanged.
+        self.0 = self.0.rotate_left(5) ^ n;
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub(crate) type KeyHashBuilder = BuildHasherDefault<KeyHasher>;
+
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.name, f)
     }
 }
 
@@ -41,7 +113,7 @@ impl From<&str> for Key {
 
 impl From<String> for Key {
     fn from(key: String) -> Self {
-        Key(Arc::from(key))
+        Key::from_arc(Arc::from(key))
     }
 }
 

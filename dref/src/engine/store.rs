@@ -9,16 +9,16 @@
 //! part of the store: a lease here has a TTL and a set of records, and ends
 //! only when [`Store::revoke`] is called.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
 
 use super::{
-    Condition, Event, EventKind, Field, FieldName, Key, LeaseId, Op, Record, WatchItem,
-    WatchStream, Write, WriteOutcome,
+    Condition, Event, EventKind, Field, FieldName, Key, KeyHashBuilder, LeaseId, Op, Record,
+    WatchItem, WatchStream, Write, WriteOutcome,
 };
 use crate::{Error, Result};
 
@@ -26,20 +26,134 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 enum Notice {
     Event(Event),
+    /// A `Put` event, kept in a form that needs no allocation when at most
+    /// one field changed (the common case); watchers turn it into an
+    /// [`Event`].
+    Put {
+        revision: u64,
+        version: u64,
+        create_revision: u64,
+        changed: Changed,
+        removed: Vec<FieldName>,
+        lease: Option<LeaseId>,
+    },
     /// The whole store was replaced ([`Store::restore`]): watchers resync.
     Reset,
+}
+
+impl Notice {
+    /// The event a watcher receives (`None` for a reset).
+    fn into_event(self) -> Option<Event> {
+        match self {
+            Notice::Event(event) => Some(event),
+            Notice::Put {
+                revision,
+                version,
+                create_revision,
+                changed,
+                removed,
+                lease,
+            } => Some(Event {
+                revision,
+                kind: EventKind::Put {
+                    version,
+                    create_revision,
+                    changed: changed.into_vec(),
+                    removed,
+                    lease,
+                },
+            }),
+            Notice::Reset => None,
+        }
+    }
+}
+
+/// The changed fields of a `Put` event: the bytes are shared with the
+/// record, and one field is held without a `Vec`.
+#[derive(Clone, Debug, Default)]
+enum Changed {
+    #[default]
+    None,
+    One(FieldName, Bytes),
+    Many(Vec<(FieldName, Bytes)>),
+}
+
+impl Changed {
+    fn push(&mut self, name: FieldName, value: Bytes) {
+        match self {
+            Changed::None => *self = Changed::One(name, value),
+            Changed::One(..) => {
+                if let Changed::One(n, v) = std::mem::take(self) {
+                    *self = Changed::Many(vec![(n, v), (name, value)]);
+                }
+            }
+            Changed::Many(all) => all.push((name, value)),
+        }
+    }
+
+    fn into_vec(self) -> Vec<(FieldName, Bytes)> {
+        match self {
+            Changed::None => Vec::new(),
+            Changed::One(name, value) => vec![(name, value)],
+            Changed::Many(all) => all,
+        }
+    }
+}
+
+impl Notice {
+    /// The revision of an event (`None` for a reset).
+    fn revision(&self) -> Option<u64> {
+        match self {
+            Notice::Event(event) => Some(event.revision),
+            Notice::Put { revision, .. } => Some(*revision),
+            Notice::Reset => None,
+        }
+    }
 }
 
 /// Everything the store keeps for one key.
 #[derive(Default)]
 struct Slot {
     record: Option<Record>,
-    watchers: Option<broadcast::Sender<Notice>>,
+    feed: Option<Feed>,
 }
 
 impl Slot {
     fn is_unused(&self) -> bool {
-        self.record.is_none() && self.watchers.is_none()
+        self.record.is_none() && self.feed.is_none()
+    }
+}
+
+/// The latest notices of a watched key, which its watch streams read under
+/// the store's lock (so that a notice and the commit it describes are seen
+/// together).
+struct Feed {
+    /// Sequence number of the first notice in `notices`.
+    first: u64,
+    /// At most `capacity` notices; older ones are dropped, and a stream that
+    /// had not read them resyncs.
+    notices: VecDeque<Notice>,
+    capacity: usize,
+    /// The streams waiting for the next notice (see [`Cursor::alive`]).
+    waiting: Vec<(Weak<()>, Waker)>,
+    /// Held by every stream of the key: when only the feed holds it, nobody
+    /// listens and the feed is dropped.
+    streams: Arc<()>,
+}
+
+impl Feed {
+    /// The sequence number of the next notice.
+    fn end(&self) -> u64 {
+        self.first + self.notices.len() as u64
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // When the store goes, its waiting streams wake up to end.
+        for (_, waker) in self.waiting.drain(..) {
+            waker.wake();
+        }
     }
 }
 
@@ -48,13 +162,67 @@ struct Lease {
     keys: BTreeSet<Key>,
 }
 
-/// Sends to a key's watchers, forgetting the channel once nobody listens.
-fn publish(watchers: &mut Option<broadcast::Sender<Notice>>, notice: impl FnOnce() -> Notice) {
-    if let Some(tx) = watchers {
-        if tx.receiver_count() == 0 || tx.send(notice()).is_err() {
-            *watchers = None;
+/// Sends to a key's watchers, forgetting the feed once nobody listens.
+fn publish(feed: &mut Option<Feed>, notice: impl FnOnce() -> Notice) {
+    let Some(f) = feed else {
+        return;
+    };
+    if Arc::strong_count(&f.streams) == 1 {
+        *feed = None;
+        return;
+    }
+    if f.notices.len() >= f.capacity {
+        f.notices.pop_front();
+        f.first += 1;
+    }
+    f.notices.push_back(notice());
+    for (_, waker) in f.waiting.drain(..) {
+        waker.wake();
+    }
+}
+
+/// Whether someone watches the key (so that events are worth building).
+fn watched(feed: &Option<Feed>) -> bool {
+    feed.as_ref()
+        .is_some_and(|f| Arc::strong_count(&f.streams) > 1)
+}
+
+/// Takes the next revision: one above `revision`, or the pinned one.
+fn advance(revision: &mut u64, pinned: Option<u64>) -> u64 {
+    *revision = pinned.unwrap_or(*revision + 1);
+    *revision
+}
+
+/// Whether `record` has exactly the fields `names`, in this order.
+fn same_fields<'a>(record: &Record, names: impl IntoIterator<Item = &'a FieldName>) -> bool {
+    let mut names = names.into_iter();
+    record
+        .fields
+        .iter()
+        .all(|f| names.next().is_some_and(|n| f.name == *n))
+        && names.next().is_none()
+}
+
+/// Writes `values` over the fields of `record` (which has as many, see
+/// [`same_fields`]): fields whose bytes change take `revision` and, when
+/// the key is watched, go into the event.
+fn overwrite_fields(
+    record: &mut Record,
+    values: impl Iterator<Item = Bytes>,
+    revision: u64,
+    watched: bool,
+) -> Changed {
+    let mut changed = Changed::None;
+    for (field, value) in record.fields.iter_mut().zip(values) {
+        if field.value != value {
+            if watched {
+                changed.push(field.name.clone(), value.clone());
+            }
+            field.value = value;
+            field.mod_revision = revision;
         }
     }
+    changed
 }
 
 /// The whole content of a [`Store`] as plain data, for snapshots.
@@ -75,7 +243,7 @@ pub struct Store {
     revision: u64,
     /// Set by [`Store::commit_at`]: the revision every change shares.
     pinned: Option<u64>,
-    slots: HashMap<Key, Slot>,
+    slots: HashMap<Key, Slot, KeyHashBuilder>,
     leases: BTreeMap<LeaseId, Lease>,
     last_lease: u64,
     watch_buffer: usize,
@@ -88,7 +256,7 @@ impl Store {
         Store {
             revision: 0,
             pinned: None,
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             leases: BTreeMap::new(),
             last_lease: 0,
             watch_buffer: watch_buffer.max(1),
@@ -112,11 +280,7 @@ impl Store {
     }
 
     fn next_revision(&mut self) -> u64 {
-        match self.pinned {
-            Some(pinned) => self.revision = pinned,
-            None => self.revision += 1,
-        }
-        self.revision
+        advance(&mut self.revision, self.pinned)
     }
 
     /// The record under `key`.
@@ -154,6 +318,7 @@ impl Store {
                 current: current.cloned(),
             });
         }
+        let old_lease = current.and_then(|r| r.lease);
         if let (Op::Put(_), Some(lease)) = (&op, lease) {
             if !self.leases.contains_key(&lease) {
                 return Err(Error::LeaseExpired { lease });
@@ -161,44 +326,37 @@ impl Store {
         }
         let revision = self.next_revision();
         match op {
-            Op::Put(fields) => Ok(self.put(key, fields, lease, revision)),
+            Op::Put(fields) => Ok(self.put(key, fields, lease, old_lease, revision)),
             Op::Patch(fields) => Ok(self.patch(&key, fields, revision)),
             Op::Delete => Ok(self.delete(&key, revision, EventKind::Deleted)),
         }
     }
 
+    /// A `Put` of `fields` on the record under `key`, currently attached to
+    /// `old_lease`.
     fn put(
         &mut self,
         key: Key,
         fields: Vec<(FieldName, Bytes)>,
         lease: Option<LeaseId>,
+        old_lease: Option<LeaseId>,
         revision: u64,
     ) -> WriteOutcome {
-        let slot = self.slots.entry(key.clone()).or_default();
-        let watched = slot.watchers.is_some();
-        let mut changed = Vec::new();
+        // Only a change of lease needs the key after the slot's lookup.
+        let lease_key = (old_lease != lease).then(|| key.clone());
+        let slot = match self.slots.get_mut(&key) {
+            Some(slot) => slot,
+            None => self.slots.entry(key).or_default(),
+        };
+        let watched = watched(&slot.feed);
+        let mut changed = Changed::None;
         let mut removed = Vec::new();
-        let old_lease = slot.record.as_ref().and_then(|r| r.lease);
         let (version, create_revision) = match &mut slot.record {
             // The common case: the same fields in the same order, updated in
             // place.
-            Some(record)
-                if record.fields.len() == fields.len()
-                    && record
-                        .fields
-                        .iter()
-                        .zip(&fields)
-                        .all(|(f, (n, _))| f.name == *n) =>
-            {
-                for (field, (name, value)) in record.fields.iter_mut().zip(fields) {
-                    if field.value != value {
-                        if watched {
-                            changed.push((name, value.clone()));
-                        }
-                        field.value = value;
-                        field.mod_revision = revision;
-                    }
-                }
+            Some(record) if same_fields(record, fields.iter().map(|(n, _)| n)) => {
+                let values = fields.into_iter().map(|(_, v)| v);
+                changed = overwrite_fields(record, values, revision, watched);
                 record.version += 1;
                 (record.version, record.create_revision)
             }
@@ -210,7 +368,7 @@ impl Store {
                     let mod_revision = match previous {
                         Some(p) if p.value == value => p.mod_revision,
                         _ => {
-                            changed.push((name.clone(), value.clone()));
+                            changed.push(name.clone(), value.clone());
                             revision
                         }
                     };
@@ -246,19 +404,15 @@ impl Store {
             record.mod_revision = revision;
             record.lease = lease;
         }
-        publish(&mut slot.watchers, || {
-            Notice::Event(Event {
-                revision,
-                kind: EventKind::Put {
-                    version,
-                    create_revision,
-                    changed,
-                    removed,
-                    lease,
-                },
-            })
+        publish(&mut slot.feed, || Notice::Put {
+            revision,
+            version,
+            create_revision,
+            changed,
+            removed,
+            lease,
         });
-        if old_lease != lease {
+        if let Some(key) = lease_key {
             if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
                 l.keys.remove(&key);
             }
@@ -267,6 +421,52 @@ impl Store {
             }
         }
         WriteOutcome::Committed { revision, version }
+    }
+
+    /// [`write`](Self::write) of a `Put` without a lease, conditional on
+    /// the record's `mod_revision`, onto a record that has exactly the
+    /// fields `names`, in this order, and no lease: the optimistic update of
+    /// an existing value. Same outcome, record and event as through
+    /// `write`, without building a [`Write`]; the new bytes are taken out of
+    /// `values`. Returns `None`, having changed nothing, when the record
+    /// does not have that shape: the caller then goes through `write`.
+    pub(crate) fn put_in_place(
+        &mut self,
+        key: &Key,
+        mod_revision: u64,
+        names: &[FieldName],
+        values: &mut [Bytes],
+    ) -> Option<WriteOutcome> {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Some(WriteOutcome::Rejected { current: None });
+        };
+        let watched = watched(&slot.feed);
+        let Some(record) = &mut slot.record else {
+            return Some(WriteOutcome::Rejected { current: None });
+        };
+        if record.mod_revision != mod_revision {
+            return Some(WriteOutcome::Rejected {
+                current: Some(record.clone()),
+            });
+        }
+        if record.lease.is_some() || names.len() != values.len() || !same_fields(record, names) {
+            return None;
+        }
+        let revision = advance(&mut self.revision, self.pinned);
+        let values = values.iter_mut().map(std::mem::take);
+        let changed = overwrite_fields(record, values, revision, watched);
+        record.version += 1;
+        record.mod_revision = revision;
+        let (version, create_revision) = (record.version, record.create_revision);
+        publish(&mut slot.feed, || Notice::Put {
+            revision,
+            version,
+            create_revision,
+            changed,
+            removed: Vec::new(),
+            lease: None,
+        });
+        Some(WriteOutcome::Committed { revision, version })
     }
 
     fn patch(&mut self, key: &Key, fields: Vec<(FieldName, Bytes)>, revision: u64) -> WriteOutcome {
@@ -298,7 +498,7 @@ impl Store {
         let (version, create_revision, lease) =
             (record.version, record.create_revision, record.lease);
         if let Some(slot) = self.slots.get_mut(key) {
-            publish(&mut slot.watchers, || {
+            publish(&mut slot.feed, || {
                 Notice::Event(Event {
                     revision,
                     kind: EventKind::Put {
@@ -321,9 +521,7 @@ impl Store {
                     l.keys.remove(key);
                 }
             }
-            publish(&mut slot.watchers, || {
-                Notice::Event(Event { revision, kind })
-            });
+            publish(&mut slot.feed, || Notice::Event(Event { revision, kind }));
             if slot.is_unused() {
                 self.slots.remove(key);
             }
@@ -416,27 +614,114 @@ impl Store {
             self.slots.entry(key).or_default().record = Some(record);
         }
         for slot in self.slots.values_mut() {
-            publish(&mut slot.watchers, || Notice::Reset);
+            publish(&mut slot.feed, || Notice::Reset);
         }
         self.slots.retain(|_, s| !s.is_unused());
     }
 
-    fn subscribe(&mut self, key: &Key) -> broadcast::Receiver<Notice> {
-        let buffer = self.watch_buffer;
+    /// Opens a stream on the key's feed: its id, its hold on the feed, and
+    /// the sequence number of the next notice.
+    fn subscribe(&mut self, key: &Key) -> Cursor {
+        let capacity = self.watch_buffer;
         let slot = self.slots.entry(key.clone()).or_default();
-        match &slot.watchers {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = broadcast::channel(buffer);
-                slot.watchers = Some(tx);
-                rx
+        let feed = slot.feed.get_or_insert_with(|| Feed {
+            first: 0,
+            notices: VecDeque::new(),
+            capacity,
+            waiting: Vec::new(),
+            streams: Arc::new(()),
+        });
+        Cursor {
+            alive: Arc::new(()),
+            hold: feed.streams.clone(),
+            next: feed.end(),
+            floor: 0,
+        }
+    }
+
+    /// The next item for the stream at `cursor`, or `Pending` with its
+    /// waker registered.
+    fn poll_feed(
+        &mut self,
+        key: &Key,
+        cursor: &mut Cursor,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<WatchItem> {
+        let revision = self.revision;
+        let Some(Slot {
+            record,
+            feed: Some(feed),
+        }) = self.slots.get_mut(key).filter(|s| {
+            s.feed
+                .as_ref()
+                .is_some_and(|f| Arc::ptr_eq(&f.streams, &cursor.hold))
+        })
+        else {
+            // Not reachable while the stream holds its feed; should it
+            // happen, a resync is always correct.
+            *cursor = Cursor {
+                floor: revision,
+                ..self.subscribe(key)
+            };
+            return Poll::Ready(WatchItem::Resync(self.get(key).cloned()));
+        };
+        // Events in order until a reset, or until the notices the stream
+        // has not read were dropped (it lagged): then it resyncs.
+        while let Some(offset) = cursor.next.checked_sub(feed.first) {
+            let Some(notice) = usize::try_from(offset)
+                .ok()
+                .and_then(|i| feed.notices.get(i))
+            else {
+                let me = Arc::as_ptr(&cursor.alive);
+                match feed.waiting.iter_mut().find(|(s, _)| s.as_ptr() == me) {
+                    Some((_, waker)) => waker.clone_from(cx.waker()),
+                    None => {
+                        // Forget the streams dropped while waiting, once
+                        // they could be as many as the live ones.
+                        if feed.waiting.len() >= Arc::strong_count(&feed.streams) {
+                            feed.waiting.retain(|(s, _)| s.strong_count() > 0);
+                        }
+                        let alive = Arc::downgrade(&cursor.alive);
+                        feed.waiting.push((alive, cx.waker().clone()));
+                    }
+                }
+                return Poll::Pending;
+            };
+            cursor.next += 1;
+            match notice.revision() {
+                Some(r) if r <= cursor.floor => {}
+                Some(r) => {
+                    cursor.floor = r;
+                    if let Some(event) = notice.clone().into_event() {
+                        return Poll::Ready(WatchItem::Event(event));
+                    }
+                }
+                None => break,
             }
         }
+        cursor.next = feed.end();
+        cursor.floor = revision;
+        Poll::Ready(WatchItem::Resync(record.clone()))
     }
 }
 
-/// Something that holds a [`Store`] behind a lock, so that a watch stream
-/// can resync from it.
+/// A watch stream's position in its key's feed.
+struct Cursor {
+    /// Owned by the stream alone: the feed forgets the waker of a stream
+    /// that was dropped.
+    alive: Arc<()>,
+    /// Keeps the feed alive.
+    hold: Arc<()>,
+    /// Sequence number of the next notice to read.
+    next: u64,
+    /// Events at or below this revision are already reflected by what the
+    /// stream delivered (the `since` revision, or the last resync).
+    floor: u64,
+}
+
+/// Something that holds a [`Store`] behind a lock, through which watch
+/// streams read their key's notices (and resync). Streams take the lock
+/// when polled, so it must not be held while a stream is polled.
 pub trait StoreAccess: Send + Sync + 'static {
     /// Runs `f` with the store locked.
     fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R;
@@ -446,21 +731,24 @@ pub trait StoreAccess: Send + Sync + 'static {
 /// semantics. The stream holds only a weak reference: it ends when the
 /// store is dropped.
 pub fn watch<A: StoreAccess>(access: &Arc<A>, key: Key, since: Option<u64>) -> WatchStream {
-    let (rx, initial, floor) = access.with_store(|store| {
-        let rx = store.subscribe(&key);
+    let (cursor, initial) = access.with_store(|store| {
+        let mut cursor = store.subscribe(&key);
         let current = store.get(&key);
-        let (initial, floor) = match since {
+        let initial = match since {
             Some(since) if current.is_none_or(|r| r.mod_revision > since) => {
-                (Some(WatchItem::Resync(current.cloned())), store.revision())
+                cursor.floor = store.revision();
+                Some(WatchItem::Resync(current.cloned()))
             }
-            Some(since) => (None, since),
-            None => (None, 0),
+            Some(since) => {
+                cursor.floor = since;
+                None
+            }
+            None => None,
         };
-        (rx, initial, floor)
+        (cursor, initial)
     });
     let watch = StoreWatch {
-        rx,
-        floor,
+        cursor,
         initial,
         access: Arc::downgrade(access),
         key,
@@ -469,10 +757,7 @@ pub fn watch<A: StoreAccess>(access: &Arc<A>, key: Key, since: Option<u64>) -> W
 }
 
 struct StoreWatch<A> {
-    rx: broadcast::Receiver<Notice>,
-    /// Events at or below this revision are already reflected by what the
-    /// stream delivered (the `since` revision, or the last resync).
-    floor: u64,
+    cursor: Cursor,
     initial: Option<WatchItem>,
     access: Weak<A>,
     key: Key,
@@ -483,29 +768,16 @@ impl<A: StoreAccess> StoreWatch<A> {
         if let Some(item) = self.initial.take() {
             return Some((Ok(item), self));
         }
-        loop {
-            match self.rx.recv().await {
-                Ok(Notice::Event(event)) if event.revision <= self.floor => continue,
-                Ok(Notice::Event(event)) => {
-                    self.floor = event.revision;
-                    return Some((Ok(WatchItem::Event(event)), self));
-                }
-                Ok(Notice::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let access = self.access.upgrade()?;
-                    // Notices are sent under the store lock: a receiver made
-                    // under it sees exactly the commits after this snapshot,
-                    // and the backlog is dropped.
-                    let (rx, record, revision) = access.with_store(|store| {
-                        let rx = self.rx.resubscribe();
-                        (rx, store.get(&self.key).cloned(), store.revision())
-                    });
-                    self.rx = rx;
-                    self.floor = revision;
-                    return Some((Ok(WatchItem::Resync(record)), self));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        let item = std::future::poll_fn(|cx| {
+            let Some(access) = self.access.upgrade() else {
+                return Poll::Ready(None);
+            };
+            access
+                .with_store(|store| store.poll_feed(&self.key, &mut self.cursor, cx))
+                .map(Some)
+        })
+        .await?;
+        Some((Ok(item), self))
     }
 }
 
@@ -513,8 +785,140 @@ impl<A: StoreAccess> StoreWatch<A> {
 mod tests {
     use bytes::Bytes;
 
+    use futures_util::{FutureExt, StreamExt};
+
     use super::*;
     use crate::engine::{FieldName, Op};
+
+    struct Locked(parking_lot::Mutex<Store>);
+
+    impl StoreAccess for Locked {
+        fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+            f(&mut self.0.lock())
+        }
+    }
+
+    fn locked(watch_buffer: usize) -> Arc<Locked> {
+        Arc::new(Locked(parking_lot::Mutex::new(Store::new(watch_buffer))))
+    }
+
+    fn typed(value: &'static [u8]) -> Vec<(FieldName, Bytes)> {
+        vec![
+            (FieldName::from("$type"), Bytes::from_static(b"u64")),
+            (FieldName::from("value"), Bytes::from_static(value)),
+        ]
+    }
+
+    fn record(store: &Arc<Locked>, key: &Key) -> Option<Record> {
+        store.with_store(|s| s.get(key).cloned())
+    }
+
+    async fn next_item(watch: &mut WatchStream) -> WatchItem {
+        watch.next().await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_update_in_place_is_a_conditional_put() {
+        let key = Key::new("k");
+        let (general, fast) = (locked(16), locked(16));
+        for store in [&general, &fast] {
+            let create = Write::new(key.clone(), Op::Put(typed(b"0")));
+            store.with_store(|s| s.write(create)).unwrap();
+        }
+        let mut general_watch = watch(&general, key.clone(), None);
+        let mut fast_watch = watch(&fast, key.clone(), None);
+        let names: Vec<FieldName> = typed(b"").into_iter().map(|(n, _)| n).collect();
+        // A change, no change, a change, and a stale revision.
+        for (value, stale) in [(b"1", false), (b"1", false), (b"2", false), (b"3", true)] {
+            let mut revision = record(&general, &key).unwrap().mod_revision;
+            if stale {
+                revision -= 1;
+            }
+            let write = Write::new(key.clone(), Op::Put(typed(value)))
+                .when(Condition::ModRevision(revision));
+            let expected = general.with_store(|s| s.write(write)).unwrap();
+            let mut values: Vec<Bytes> = typed(value).into_iter().map(|(_, v)| v).collect();
+            let outcome = fast.with_store(|s| s.put_in_place(&key, revision, &names, &mut values));
+            assert_eq!(outcome, Some(expected));
+            assert_eq!(record(&fast, &key), record(&general, &key));
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                next_item(&mut fast_watch).await,
+                next_item(&mut general_watch).await
+            );
+        }
+
+        // Other fields, or a lease: the caller must go through `write`.
+        let revision = record(&fast, &key).unwrap().mod_revision;
+        let mut values = vec![Bytes::from_static(b"9")];
+        let other = [FieldName::from("other")];
+        let outcome = fast.with_store(|s| s.put_in_place(&key, revision, &other, &mut values));
+        assert_eq!(outcome, None);
+        let lease = fast.with_store(|s| s.grant(Duration::from_secs(5)));
+        let leased = Write::new(key.clone(), Op::Put(typed(b"4"))).with_lease(Some(lease));
+        fast.with_store(|s| s.write(leased)).unwrap();
+        let before = record(&fast, &key);
+        let revision = before.as_ref().unwrap().mod_revision;
+        let mut values: Vec<Bytes> = typed(b"5").into_iter().map(|(_, v)| v).collect();
+        let outcome = fast.with_store(|s| s.put_in_place(&key, revision, &names, &mut values));
+        assert_eq!(outcome, None);
+        assert_eq!(record(&fast, &key), before);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_lags_resyncs_and_dropped_streams_are_forgotten() {
+        let store = locked(2);
+        let key = Key::new("k");
+        let put = |value: &'static [u8]| {
+            let write = Write::new(key.clone(), Op::Put(typed(value)));
+            store.with_store(|s| s.write(write)).unwrap();
+        };
+        let mut lagging = watch(&store, key.clone(), None);
+        for value in [b"1", b"2", b"3", b"4", b"5"] {
+            put(value);
+        }
+        let WatchItem::Resync(Some(current)) = next_item(&mut lagging).await else {
+            panic!("expected a resync");
+        };
+        assert_eq!(Some(current.clone()), record(&store, &key));
+        put(b"6");
+        let WatchItem::Event(event) = next_item(&mut lagging).await else {
+            panic!("expected an event");
+        };
+        assert_eq!(event.revision, current.mod_revision + 1);
+
+        // Streams dropped while waiting do not pile up.
+        assert!(lagging.next().now_or_never().is_none());
+        for _ in 0..10 {
+            let mut waiting = watch(&store, key.clone(), None);
+            assert!(waiting.next().now_or_never().is_none());
+        }
+        let waiting = |store: &Arc<Locked>| {
+            store.with_store(|s| s.slots[&key].feed.as_ref().map(|f| f.waiting.len()))
+        };
+        assert!(
+            waiting(&store).is_some_and(|n| n <= 3),
+            "{:?}",
+            waiting(&store)
+        );
+
+        // Once nobody listens, the next commit drops the feed.
+        drop(lagging);
+        put(b"7");
+        assert_eq!(waiting(&store), None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_stream_ends_when_the_store_is_dropped() {
+        let store = locked(16);
+        let mut stream = watch(&store, Key::new("k"), None);
+        let waiting = tokio::spawn(async move { stream.next().await.is_none() });
+        tokio::task::yield_now().await;
+        drop(store);
+        let ended = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(matches!(ended, Ok(Ok(true))), "{ended:?}");
+    }
 
     fn put_under(key: &str, lease: Option<LeaseId>) -> Write {
         let fields = vec![(FieldName::from("v"), Bytes::from_static(b"1"))];

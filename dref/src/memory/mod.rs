@@ -10,6 +10,7 @@ mod state;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::{self, BoxFuture};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::engine::store::{self, Store, StoreAccess};
-use crate::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
+use crate::engine::{Backend, FieldName, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
 use crate::{Error, Result};
 use state::State;
 
@@ -77,7 +78,11 @@ impl MemoryBackend {
         self.shared.state.lock().store.revision()
     }
 
-    fn write_now(&self, write: Write) -> Result<WriteOutcome> {
+    pub(crate) fn read_now(&self, key: &Key) -> Option<Record> {
+        self.shared.with_store(|store| store.get(key).cloned())
+    }
+
+    pub(crate) fn write_now(&self, write: Write) -> Result<WriteOutcome> {
         let size = write.payload_size();
         if size > self.shared.max_write_bytes {
             return Err(Error::ValueTooLarge {
@@ -87,6 +92,27 @@ impl MemoryBackend {
             });
         }
         self.shared.state.lock().write(write)
+    }
+
+    /// [`Store::put_in_place`], after this backend's size check and lease
+    /// expiry; `None` when the write must go through
+    /// [`write_now`](Self::write_now) (which also reports a write that is
+    /// too large).
+    pub(crate) fn put_in_place(
+        &self,
+        key: &Key,
+        mod_revision: u64,
+        names: &[FieldName],
+        values: &mut [Bytes],
+    ) -> Option<WriteOutcome> {
+        let size = names.iter().map(|n| n.len()).sum::<usize>()
+            + values.iter().map(Bytes::len).sum::<usize>();
+        if size > self.shared.max_write_bytes {
+            return None;
+        }
+        let mut st = self.shared.state.lock();
+        st.expire_due();
+        st.store.put_in_place(key, mod_revision, names, values)
     }
 
     fn watch_now(&self, key: Key, since: Option<u64>) -> WatchStream {
@@ -155,8 +181,7 @@ impl Backend for MemoryBackend {
     }
 
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
-        let record = self.shared.with_store(|store| store.get(&key).cloned());
-        future::ready(Ok(record)).boxed()
+        future::ready(Ok(self.read_now(&key))).boxed()
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {

@@ -122,7 +122,7 @@ impl<T: Value> DRef<T> {
     /// The current value (linearizable). Fails with [`Error::Missing`] if the
     /// record was deleted.
     pub async fn get(&self) -> Result<T> {
-        let record = self.shared.backend().read(self.shared.key.clone()).await?;
+        let record = self.shared.read().await?;
         self.shared
             .observe_record(record.as_ref())?
             .ok_or_else(|| self.shared.missing())
@@ -140,7 +140,7 @@ impl<T: Value> DRef<T> {
         let fields = self.shared.encode_put(&value)?;
         let digests = put_digests(&fields);
         let write = Write::new(self.shared.key.clone(), Op::Put(fields));
-        match self.shared.backend().write(write).await? {
+        match self.shared.write(write).await? {
             WriteOutcome::Committed { revision, .. } => {
                 self.shared.commit_put(revision, value, &digests);
                 Ok(())
@@ -157,7 +157,7 @@ impl<T: Value> DRef<T> {
         let fields = self.shared.encode_put(&value)?;
         let digests = put_digests(&fields);
         let write = Write::new(self.shared.key.clone(), Op::Put(fields)).when(Condition::Absent);
-        match self.shared.backend().write(write).await? {
+        match self.shared.write(write).await? {
             WriteOutcome::Committed { revision, .. } => {
                 self.shared.commit_put(revision, value, &digests);
                 Ok(true)
@@ -174,7 +174,7 @@ impl<T: Value> DRef<T> {
     /// is set again.
     pub async fn delete(&self) -> Result<bool> {
         let write = Write::new(self.shared.key.clone(), Op::Delete);
-        match self.shared.backend().write(write).await? {
+        match self.shared.write(write).await? {
             WriteOutcome::Committed { revision, .. } => {
                 self.shared.commit_delete(revision);
                 Ok(true)
@@ -282,18 +282,15 @@ impl<T: Value> DRef<T> {
             Some(known) => known,
             None => {
                 // Deleted as far as we know: confirm with a read.
-                let record = shared.backend().read(shared.key.clone()).await?;
+                let record = shared.read().await?;
                 shared.observe_record(record.as_ref())?;
                 shared.cached().ok_or_else(|| shared.missing())?
             }
         };
         loop {
             let (b, new) = f(current.clone()).await?;
-            let fields = shared.encode_put(&new)?;
-            let digests = put_digests(&fields);
-            let write = Write::new(shared.key.clone(), Op::Put(fields))
-                .when(Condition::ModRevision(revision));
-            match shared.backend().write(write).await? {
+            let (outcome, digests) = shared.put_if_revision(&new, revision).await?;
+            match outcome {
                 WriteOutcome::Committed { revision, .. } => {
                     shared.commit_put(revision, new.clone(), &digests);
                     return Ok((b, current, new));

@@ -10,7 +10,7 @@ use tokio::task::AbortHandle;
 
 use crate::changes::HubItem;
 use crate::context::Context;
-use crate::engine::{Backend, FieldName, Key, Record};
+use crate::engine::{Backend, Condition, FieldName, Key, Op, Record, Write, WriteOutcome};
 use crate::value::Value;
 use crate::{Error, Result};
 
@@ -40,8 +40,26 @@ pub(crate) fn digest(bytes: &[u8]) -> u64 {
 
 /// Digests of the value fields of a `Put` built by
 /// [`RefShared::encode_put`] (whose first field is the fingerprint).
-pub(crate) fn put_digests(put: &[(FieldName, Bytes)]) -> Vec<u64> {
-    put.iter().skip(1).map(|(_, b)| digest(b)).collect()
+pub(crate) fn put_digests(put: &[(FieldName, Bytes)]) -> Digests {
+    match put {
+        [_, (_, value)] => Digests::One(digest(value)),
+        _ => Digests::Many(put.iter().skip(1).map(|(_, b)| digest(b)).collect()),
+    }
+}
+
+/// The [`put_digests`] of a `Put`; a single-field value needs no `Vec`.
+pub(crate) enum Digests {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Digests {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Digests::One(d) => std::slice::from_ref(d),
+            Digests::Many(all) => all,
+        }
+    }
 }
 
 /// The latest state of the record this node knows about.
@@ -59,6 +77,8 @@ pub(crate) struct RefShared<T: Value> {
     pub(crate) key: Key,
     pub(crate) names: Box<[FieldName]>,
     type_field: (FieldName, Bytes),
+    /// The fields of a `Put`: the fingerprint's, then `names`.
+    put_names: Box<[FieldName]>,
     cache: RwLock<Cache<T>>,
     pub(crate) hub: broadcast::Sender<Arc<HubItem<T>>>,
     pub(crate) watcher: OnceLock<AbortHandle>,
@@ -74,9 +94,13 @@ impl<T: Value> Drop for RefShared<T> {
 
 impl<T: Value> RefShared<T> {
     pub(crate) fn new(ctx: Context, key: Key) -> Self {
-        let names = T::field_names()
+        let names: Box<[FieldName]> = T::field_names()
             .iter()
             .map(|n| FieldName::from(*n))
+            .collect();
+        let type_name = FieldName::from(TYPE_FIELD);
+        let put_names = std::iter::once(type_name.clone())
+            .chain(names.iter().cloned())
             .collect();
         let fingerprint = intern(format!("{}:{}", ctx.inner.codec.name(), T::fingerprint()));
         let (hub, _) = broadcast::channel(ctx.inner.change_buffer);
@@ -84,7 +108,8 @@ impl<T: Value> RefShared<T> {
             ctx,
             key,
             names,
-            type_field: (FieldName::from(TYPE_FIELD), Bytes::from_static(fingerprint)),
+            type_field: (type_name, Bytes::from_static(fingerprint)),
+            put_names,
             cache: RwLock::new(Cache {
                 value: None,
                 mod_revision: 0,
@@ -97,6 +122,23 @@ impl<T: Value> RefShared<T> {
 
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.ctx.inner.backend
+    }
+
+    /// [`Backend::read`] of this ref's key.
+    pub(crate) async fn read(&self) -> Result<Option<Record>> {
+        match &self.ctx.inner.memory {
+            Some(memory) => Ok(memory.read_now(&self.key)),
+            None => self.backend().read(self.key.clone()).await,
+        }
+    }
+
+    /// [`Backend::write`]; on the in-memory backend, a direct call without
+    /// the boxed future.
+    pub(crate) async fn write(&self, write: Write) -> Result<WriteOutcome> {
+        match &self.ctx.inner.memory {
+            Some(memory) => memory.write_now(write),
+            None => self.backend().write(write).await,
+        }
     }
 
     pub(crate) fn missing(&self) -> Error {
@@ -143,6 +185,41 @@ impl<T: Value> RefShared<T> {
         }
         self.check_size(size)?;
         Ok(fields)
+    }
+
+    /// Writes `value` if the record's `mod_revision` is still `revision`:
+    /// the write of an optimistic update. Returns the outcome and the
+    /// [`put_digests`] of the written fields.
+    pub(crate) async fn put_if_revision(
+        &self,
+        value: &T,
+        revision: u64,
+    ) -> Result<(WriteOutcome, Digests)> {
+        let (fields, digests) = match (&self.ctx.inner.memory, self.names.len()) {
+            (Some(memory), 1) => {
+                // A single-field value on the in-memory store: usually no
+                // `Write` to build (see `Store::put_in_place`).
+                let bytes = self.encode_field(value, 0)?;
+                self.check_size(bytes.len())?;
+                let digests = Digests::One(digest(&bytes));
+                let mut values = [self.type_field.1.clone(), bytes];
+                if let Some(outcome) =
+                    memory.put_in_place(&self.key, revision, &self.put_names, &mut values)
+                {
+                    return Ok((outcome, digests));
+                }
+                let fields = self.put_names.iter().cloned().zip(values).collect();
+                (fields, digests)
+            }
+            _ => {
+                let fields = self.encode_put(value)?;
+                let digests = put_digests(&fields);
+                (fields, digests)
+            }
+        };
+        let write =
+            Write::new(self.key.clone(), Op::Put(fields)).when(Condition::ModRevision(revision));
+        Ok((self.write(write).await?, digests))
     }
 
     pub(crate) fn check_size(&self, size: usize) -> Result<()> {
@@ -234,7 +311,8 @@ impl<T: Value> RefShared<T> {
 
     /// Records a committed `Put` of `value` made by this node, given the
     /// [`put_digests`] of its fields.
-    pub(crate) fn commit_put(&self, revision: u64, value: T, digests: &[u64]) {
+    pub(crate) fn commit_put(&self, revision: u64, value: T, digests: &Digests) {
+        let digests = digests.as_slice();
         let mut cache = self.cache.write();
         if revision <= cache.mod_revision {
             return;
