@@ -5,6 +5,8 @@
 //! - `raft`: the `raft` module, an embedded consensus cluster: every
 //!   service instance runs a node, no external server.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "raft")]
 pub mod raft;
 #[cfg(feature = "redis")]

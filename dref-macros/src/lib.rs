@@ -8,6 +8,8 @@
 //! `Errors`) so that the user sees each mistake once, spanned on the
 //! offending tokens, next to the item re-emitted as it was written.
 
+#![warn(missing_docs)]
+
 mod ast;
 mod attr;
 mod expand;

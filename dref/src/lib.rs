@@ -22,6 +22,8 @@
 //! The semantics every backend provides are fixed by the
 //! [engine contract](engine).
 
+#![warn(missing_docs)]
+
 mod ambient;
 mod changes;
 pub mod codec;

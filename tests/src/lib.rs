@@ -12,6 +12,8 @@
 //! # fn main() {}
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod conformance;
 pub mod faults;
 mod harness;
