@@ -10,7 +10,11 @@
 //!   [`STABLE_ROUNDS`] rounds, the node with the lowest advertised address
 //!   initializes a one-node cluster, and the others join it in the next
 //!   rounds. Every replica applies the same rule to the same set, so
-//!   replicas started together form exactly one cluster.
+//!   replicas started together form exactly one cluster. Each node also
+//!   announces whom it expects to initialize, and a node initializes only
+//!   when every peer it reaches names it: when reachability is lopsided (B
+//!   cannot reach A, C reaches both), B does not start a second cluster
+//!   beside A's; bootstrap waits until the views agree.
 
 use std::collections::BTreeSet;
 use std::sync::Weak;
@@ -78,11 +82,68 @@ pub(super) async fn bootstrap(node: Weak<Node>) {
                 stable = 0;
                 last_seen = Some(seen.clone());
             }
-            if stable >= STABLE_ROUNDS && seen.first() == Some(&n.addr) {
+            *n.initializer.lock() = seen.first().cloned();
+            if stable >= STABLE_ROUNDS && may_initialize(&n.addr, &seen, &infos) {
                 let _ = n.initialize().await;
             }
         }
         drop(n);
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Whether `me` forms the cluster: it has the lowest address it reaches,
+/// and every peer it reaches expects it to.
+fn may_initialize(me: &str, seen: &BTreeSet<String>, peers: &[NodeInfo]) -> bool {
+    seen.first().map(String::as_str) == Some(me)
+        && peers.iter().all(|p| p.initializer.as_deref() == Some(me))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(addr: &str, initializer: Option<&str>) -> NodeInfo {
+        NodeInfo {
+            id: 1,
+            addr: addr.into(),
+            initialized: false,
+            leader: None,
+            initializer: initializer.map(Into::into),
+        }
+    }
+
+    fn set(addrs: &[&str]) -> BTreeSet<String> {
+        addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn the_lowest_address_initializes_once_everyone_agrees() {
+        let all = set(&["a:1", "b:1", "c:1"]);
+        let agree = [peer("b:1", Some("a:1")), peer("c:1", Some("a:1"))];
+        assert!(may_initialize("a:1", &all, &agree));
+        assert!(!may_initialize("b:1", &all, &agree));
+        // A peer that has not formed its view yet holds the decision back.
+        let undecided = [peer("b:1", Some("a:1")), peer("c:1", None)];
+        assert!(!may_initialize("a:1", &all, &undecided));
+        // Alone, a node forms its own cluster.
+        assert!(may_initialize("a:1", &set(&["a:1"]), &[]));
+    }
+
+    #[test]
+    fn lopsided_reachability_never_makes_two_clusters() {
+        // b cannot reach a; c reaches both; a reaches both.
+        let b_sees = set(&["b:1", "c:1"]);
+        let b_hears = [peer("c:1", Some("a:1"))];
+        assert!(
+            !may_initialize("b:1", &b_sees, &b_hears),
+            "b must not start a second cluster"
+        );
+        let a_sees = set(&["a:1", "b:1", "c:1"]);
+        let a_hears = [peer("b:1", Some("b:1")), peer("c:1", Some("a:1"))];
+        assert!(
+            !may_initialize("a:1", &a_sees, &a_hears),
+            "a waits until b agrees"
+        );
     }
 }

@@ -59,6 +59,8 @@ pub(super) struct Node {
     stop: watch::Sender<bool>,
     stopped: AtomicBool,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Who this node expects to initialize the cluster (see `discovery`).
+    pub(super) initializer: Mutex<Option<String>>,
 }
 
 impl Node {
@@ -84,6 +86,7 @@ impl Node {
             stop,
             stopped: AtomicBool::new(false),
             server: Mutex::new(None),
+            initializer: Mutex::new(None),
         }
     }
 
@@ -137,6 +140,7 @@ impl Node {
             addr: self.addr.clone(),
             initialized: self.is_member(),
             leader: self.leader(),
+            initializer: self.initializer.lock().clone(),
         }
     }
 

@@ -111,6 +111,9 @@ pub struct NodeInfo {
     pub initialized: bool,
     /// The leader it knows of.
     pub leader: LeaderHint,
+    /// Before it belongs to a cluster: the lowest address among the nodes
+    /// it reaches (itself included), which it expects to initialize one.
+    pub initializer: Option<String>,
 }
 
 /// Requests of the `Client` method.
