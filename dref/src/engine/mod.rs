@@ -79,7 +79,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-pub(crate) use record::KeyHashBuilder;
+pub(crate) use record::{payload_size, KeyHashBuilder};
 pub use record::{Condition, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome};
 pub use watch::{apply_event, Event, EventKind, WatchItem, WatchStream};
 

@@ -245,12 +245,17 @@ impl Write {
     /// figure backends compare with their size limit.
     pub fn payload_size(&self) -> usize {
         match &self.op {
-            Op::Put(fields) | Op::Patch(fields) => {
-                fields.iter().map(|(n, v)| n.len() + v.len()).sum()
-            }
+            Op::Put(fields) | Op::Patch(fields) => payload_size(fields.iter().map(|(n, v)| (n, v))),
             Op::Delete => 0,
         }
     }
+}
+
+/// The size [`Write::payload_size`] counts for these fields.
+pub(crate) fn payload_size<'a>(
+    fields: impl IntoIterator<Item = (&'a FieldName, &'a Bytes)>,
+) -> usize {
+    fields.into_iter().map(|(n, v)| n.len() + v.len()).sum()
 }
 
 /// Result of a [`Write`].

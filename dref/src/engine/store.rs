@@ -225,6 +225,89 @@ fn overwrite_fields(
     changed
 }
 
+/// A `Put` onto `record`, which has exactly the written fields in this
+/// order: the bytes are overwritten in place, and watchers get the
+/// changed ones. Returns the new version.
+fn overwrite(
+    record: &mut Record,
+    feed: &mut Option<Feed>,
+    values: impl Iterator<Item = Bytes>,
+    revision: u64,
+    lease: Option<LeaseId>,
+) -> u64 {
+    let watched = watched(feed);
+    let changed = overwrite_fields(record, values, revision, watched);
+    record.version += 1;
+    record.mod_revision = revision;
+    record.lease = lease;
+    let (version, create_revision) = (record.version, record.create_revision);
+    publish(feed, || Notice::Put {
+        revision,
+        version,
+        create_revision,
+        changed,
+        removed: Vec::new(),
+        lease,
+    });
+    version
+}
+
+/// A `Put` that creates the slot's record or changes its set of fields:
+/// unchanged fields keep their revisions, missing ones are announced as
+/// removed. Returns the new version.
+fn replace(
+    slot: &mut Slot,
+    fields: Vec<(FieldName, Bytes)>,
+    revision: u64,
+    lease: Option<LeaseId>,
+) -> u64 {
+    let old = slot.record.take();
+    let mut changed = Changed::None;
+    let mut new_fields = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        let previous = old.as_ref().and_then(|r| r.field(&name));
+        let mod_revision = match previous {
+            Some(p) if p.value == value => p.mod_revision,
+            _ => {
+                changed.push(name.clone(), value.clone());
+                revision
+            }
+        };
+        new_fields.push(Field {
+            name,
+            value,
+            mod_revision,
+        });
+    }
+    let removed = old.as_ref().map_or_else(Vec::new, |old| {
+        old.fields
+            .iter()
+            .filter(|f| !new_fields.iter().any(|n| n.name == f.name))
+            .map(|f| f.name.clone())
+            .collect()
+    });
+    let (version, create_revision) = match &old {
+        Some(r) => (r.version + 1, r.create_revision),
+        None => (1, revision),
+    };
+    slot.record = Some(Record {
+        fields: new_fields,
+        version,
+        create_revision,
+        mod_revision: revision,
+        lease,
+    });
+    publish(&mut slot.feed, || Notice::Put {
+        revision,
+        version,
+        create_revision,
+        changed,
+        removed,
+        lease,
+    });
+    version
+}
+
 /// The whole content of a [`Store`] as plain data, for snapshots.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreImage {
@@ -348,70 +431,15 @@ impl Store {
             Some(slot) => slot,
             None => self.slots.entry(key).or_default(),
         };
-        let watched = watched(&slot.feed);
-        let mut changed = Changed::None;
-        let mut removed = Vec::new();
-        let (version, create_revision) = match &mut slot.record {
+        let version = match &mut slot.record {
             // The common case: the same fields in the same order, updated in
             // place.
             Some(record) if same_fields(record, fields.iter().map(|(n, _)| n)) => {
                 let values = fields.into_iter().map(|(_, v)| v);
-                changed = overwrite_fields(record, values, revision, watched);
-                record.version += 1;
-                (record.version, record.create_revision)
+                overwrite(record, &mut slot.feed, values, revision, lease)
             }
-            existing => {
-                let old = existing.take();
-                let mut new_fields = Vec::with_capacity(fields.len());
-                for (name, value) in fields {
-                    let previous = old.as_ref().and_then(|r| r.field(&name));
-                    let mod_revision = match previous {
-                        Some(p) if p.value == value => p.mod_revision,
-                        _ => {
-                            changed.push(name.clone(), value.clone());
-                            revision
-                        }
-                    };
-                    new_fields.push(Field {
-                        name,
-                        value,
-                        mod_revision,
-                    });
-                }
-                if let Some(old) = &old {
-                    removed = old
-                        .fields
-                        .iter()
-                        .filter(|f| !new_fields.iter().any(|n| n.name == f.name))
-                        .map(|f| f.name.clone())
-                        .collect();
-                }
-                let (version, create_revision) = match &old {
-                    Some(r) => (r.version + 1, r.create_revision),
-                    None => (1, revision),
-                };
-                *existing = Some(Record {
-                    fields: new_fields,
-                    version,
-                    create_revision,
-                    mod_revision: revision,
-                    lease,
-                });
-                (version, create_revision)
-            }
+            _ => replace(slot, fields, revision, lease),
         };
-        if let Some(record) = &mut slot.record {
-            record.mod_revision = revision;
-            record.lease = lease;
-        }
-        publish(&mut slot.feed, || Notice::Put {
-            revision,
-            version,
-            create_revision,
-            changed,
-            removed,
-            lease,
-        });
         if let Some(key) = lease_key {
             if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
                 l.keys.remove(&key);
@@ -440,7 +468,6 @@ impl Store {
         let Some(slot) = self.slots.get_mut(key) else {
             return Some(WriteOutcome::Rejected { current: None });
         };
-        let watched = watched(&slot.feed);
         let Some(record) = &mut slot.record else {
             return Some(WriteOutcome::Rejected { current: None });
         };
@@ -454,18 +481,7 @@ impl Store {
         }
         let revision = advance(&mut self.revision, self.pinned);
         let values = values.iter_mut().map(std::mem::take);
-        let changed = overwrite_fields(record, values, revision, watched);
-        record.version += 1;
-        record.mod_revision = revision;
-        let (version, create_revision) = (record.version, record.create_revision);
-        publish(&mut slot.feed, || Notice::Put {
-            revision,
-            version,
-            create_revision,
-            changed,
-            removed: Vec::new(),
-            lease: None,
-        });
+        let version = overwrite(record, &mut slot.feed, values, revision, None);
         Some(WriteOutcome::Committed { revision, version })
     }
 

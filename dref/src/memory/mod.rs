@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::engine::payload_size;
 use crate::engine::store::{self, Store, StoreAccess};
 use crate::engine::{Backend, FieldName, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
 use crate::{Error, Result};
@@ -105,9 +106,7 @@ impl MemoryBackend {
         names: &[FieldName],
         values: &mut [Bytes],
     ) -> Option<WriteOutcome> {
-        let size = names.iter().map(|n| n.len()).sum::<usize>()
-            + values.iter().map(Bytes::len).sum::<usize>();
-        if size > self.shared.max_write_bytes {
+        if payload_size(names.iter().zip(values.iter())) > self.shared.max_write_bytes {
             return None;
         }
         let mut st = self.shared.state.lock();
