@@ -60,12 +60,23 @@ fn transport_error<E: std::error::Error>(e: CallError) -> RPCError<u64, BasicNod
 }
 
 impl PeerLink {
-    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<u64, BasicNode, E> {
-        RPCError::RemoteError(RemoteError::new_with_node(
-            self.target,
-            BasicNode::new(&self.addr),
-            e,
-        ))
+    /// openraft's view of a call's outcome: the peer's own error, or a
+    /// transport failure.
+    // The error type is the one openraft's `RaftNetwork` methods return.
+    #[allow(clippy::result_large_err)]
+    fn answer<T, E: std::error::Error>(
+        &self,
+        called: Result<Result<T, E>, CallError>,
+    ) -> Result<T, RPCError<u64, BasicNode, E>> {
+        match called {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                BasicNode::new(&self.addr),
+                e,
+            ))),
+            Err(e) => Err(transport_error(e)),
+        }
     }
 }
 
@@ -75,15 +86,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self
+        let called = self
             .peers
             .append(&self.addr, self.target, rpc, option.hard_ttl())
-            .await
-        {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.remote(e)),
-            Err(e) => Err(transport_error(e)),
-        }
+            .await;
+        self.answer(called)
     }
 
     async fn install_snapshot(
@@ -94,15 +101,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        match self
+        let called = self
             .peers
             .snapshot(&self.addr, self.target, rpc, option.hard_ttl())
-            .await
-        {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.remote(e)),
-            Err(e) => Err(transport_error(e)),
-        }
+            .await;
+        self.answer(called)
     }
 
     async fn vote(
@@ -110,15 +113,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self
+        let called = self
             .peers
             .vote(&self.addr, self.target, rpc, option.hard_ttl())
-            .await
-        {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.remote(e)),
-            Err(e) => Err(transport_error(e)),
-        }
+            .await;
+        self.answer(called)
     }
 
     fn backoff(&self) -> Backoff {

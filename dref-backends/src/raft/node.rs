@@ -10,9 +10,7 @@ use dref::engine::{Key, LeaseId, Record};
 use dref::{Error, Result};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, Fatal, InstallSnapshotError, RaftError,
-};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, ChangeMembers, Membership, Raft, ServerState};
 use parking_lot::Mutex;
@@ -700,49 +698,46 @@ pub(super) struct Rpc {
     pub(super) node: Weak<Node>,
 }
 
+impl Rpc {
+    /// Hands a replication message to the node's Raft. A leaving node keeps
+    /// answering replication until it has left: its own removal may need
+    /// its acknowledgement.
+    fn replicate<T, E, F, Fut>(&self, call: F) -> BoxFuture<'static, Result<T, RaftError<u64, E>>>
+    where
+        F: FnOnce(Raft<TypeConfig>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, RaftError<u64, E>>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let raft = self
+            .node
+            .upgrade()
+            .filter(|n| !n.has_stopped())
+            .map(|n| n.raft.clone());
+        async move {
+            match raft {
+                Some(raft) => call(raft).await,
+                None => Err(RaftError::Fatal(Fatal::Stopped)),
+            }
+        }
+        .boxed()
+    }
+}
+
 impl Handler for Rpc {
     fn append(
         &self,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> BoxFuture<'static, RaftResult<AppendEntriesResponse<u64>>> {
-        // A leaving node keeps answering replication until it has left:
-        // its own removal may need its acknowledgement.
-        let node = self.node.upgrade().filter(|n| !n.has_stopped());
-        async move {
-            match node {
-                Some(node) => node.raft.append_entries(req).await,
-                None => Err(RaftError::Fatal(Fatal::Stopped)),
-            }
-        }
-        .boxed()
+        self.replicate(|raft| async move { raft.append_entries(req).await })
     }
 
     fn vote(&self, req: VoteRequest<u64>) -> BoxFuture<'static, RaftResult<VoteResponse<u64>>> {
-        // A leaving node keeps answering replication until it has left:
-        // its own removal may need its acknowledgement.
-        let node = self.node.upgrade().filter(|n| !n.has_stopped());
-        async move {
-            match node {
-                Some(node) => node.raft.vote(req).await,
-                None => Err(RaftError::Fatal(Fatal::Stopped)),
-            }
-        }
-        .boxed()
+        self.replicate(|raft| async move { raft.vote(req).await })
     }
 
     fn snapshot(&self, req: SnapshotChunk) -> BoxFuture<'static, SnapshotResult> {
-        // A leaving node keeps answering replication until it has left:
-        // its own removal may need its acknowledgement.
-        let node = self.node.upgrade().filter(|n| !n.has_stopped());
-        async move {
-            match node {
-                Some(node) => node.raft.install_snapshot(req.into()).await,
-                None => Err(RaftError::<u64, InstallSnapshotError>::Fatal(
-                    Fatal::Stopped,
-                )),
-            }
-        }
-        .boxed()
+        self.replicate(|raft| async move { raft.install_snapshot(req.into()).await })
     }
 
     fn node_id(&self) -> Option<u64> {
@@ -752,7 +747,7 @@ impl Handler for Rpc {
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {
         let node = self.node.upgrade().filter(|n| !n.is_stopped());
         async move {
-            let Some(node) = node.filter(|n| !n.is_stopped()) else {
+            let Some(node) = node else {
                 return ClientResponse::Failed("the node is shutting down".into());
             };
             let not_leader = || ClientResponse::NotLeader(node.leader());
