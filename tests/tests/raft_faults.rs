@@ -11,30 +11,13 @@ use std::time::{Duration, Instant};
 use dref::{current_fencing_token, Context, DRef, Error, ManualId};
 use dref_backends::raft::RaftBackend;
 use dref_tests::{eventually, wait_until, within};
-use support::raft_cluster::{start, ELECTION_TIMEOUT_MAX};
+use support::raft_cluster::{self, leader_of, port, start, ELECTION_TIMEOUT_MAX};
 
 /// Short sessions, so that a dead node's leases expire quickly.
 const SESSION_TTL: Duration = Duration::from_secs(2);
 
 async fn contexts(nodes: &[RaftBackend]) -> Vec<Context> {
-    let mut contexts = Vec::new();
-    for node in nodes {
-        let ctx = node
-            .context_builder()
-            .session_ttl(SESSION_TTL)
-            .connect()
-            .await
-            .expect("a context on a raft node");
-        contexts.push(ctx);
-    }
-    contexts
-}
-
-fn leader_of(nodes: &[RaftBackend]) -> usize {
-    nodes
-        .iter()
-        .position(RaftBackend::is_leader)
-        .expect("a settled cluster has a leader")
+    raft_cluster::contexts(nodes, Some(SESSION_TTL)).await
 }
 
 /// Cuts every link between `nodes[alone]` and the rest, both ways.
@@ -443,12 +426,7 @@ async fn a_lease_kept_alive_survives_a_change_of_leader() {
     let nodes = start(3, |c| c).await;
     let old_leader = leader_of(&nodes);
     let holder_node = (old_leader + 1) % 3;
-    let ctx = nodes[holder_node]
-        .context_builder()
-        .session_ttl(ttl)
-        .connect()
-        .await
-        .expect("a context");
+    let ctx = raft_cluster::context(&nodes[holder_node], Some(ttl)).await;
 
     let (entered, token) = tokio::sync::oneshot::channel();
     let (release, released) = tokio::sync::oneshot::channel::<()>();
@@ -536,12 +514,7 @@ async fn peers_reuse_one_connection_each() {
     let nodes = start(3, |c| c).await;
     let contexts = contexts(&nodes).await;
     let leader = leader_of(&nodes);
-    let port: u16 = nodes[leader]
-        .address()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
+    let port = port(&nodes[leader]);
     let mut refs = Vec::new();
     for (i, ctx) in contexts.iter().enumerate() {
         if i != leader {

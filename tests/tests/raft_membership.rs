@@ -12,13 +12,12 @@ use dref::{Context, ManualId};
 use dref_backends::raft::RaftBackend;
 use dref_tests::{wait_until, within};
 use futures_util::StreamExt;
-use support::raft_cluster::{start, test_config, wait_for_voters};
+use support::raft_cluster::{
+    self, follower_of, leader_of, listeners, port, start, test_config, wait_for_voters,
+};
 
 async fn context(node: &RaftBackend) -> Context {
-    node.context_builder()
-        .connect()
-        .await
-        .expect("a context on a raft node")
+    raft_cluster::context(node, None).await
 }
 
 /// Starts one more node that knows the given peers.
@@ -26,7 +25,7 @@ async fn join(
     peers: &[String],
     tune: impl Fn(dref_backends::raft::RaftConfig) -> dref_backends::raft::RaftConfig,
 ) -> RaftBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let listener = listeners(1).0.remove(0);
     tune(test_config(listener, peers))
         .connect()
         .await
@@ -98,7 +97,7 @@ async fn late_replicas_join_as_voters_up_to_the_maximum_then_as_learners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_restarted_with_empty_memory_rejoins_under_a_fresh_identity() {
     let nodes = start(3, |c| c).await;
-    let restarted = (0..3).find(|i| !nodes[*i].is_leader()).expect("a follower");
+    let restarted = follower_of(&nodes);
     let addr = nodes[restarted].address().to_owned();
     let old_id = nodes[restarted].node_id();
     let ctx = context(&nodes[(restarted + 1) % 3]).await;
@@ -131,10 +130,12 @@ async fn replica_restarted_with_empty_memory_rejoins_under_a_fresh_identity() {
         .chain([fresh.clone()])
         .collect();
     wait_for_voters(&survivors, 3).await;
-    wait_until("the stale member to be removed", || {
+    // The address is the same before and after: only the ids tell the
+    // stale member from the fresh one.
+    wait_until("the stale member to be replaced by the fresh one", || {
         survivors.iter().all(|n| {
-            let voters = n.voters();
-            voters.len() == 3 && voters.iter().filter(|a| **a == addr).count() == 1
+            let ids = n.voter_ids();
+            ids.len() == 3 && ids.contains(&fresh.node_id()) && !ids.contains(&old_id)
         })
     })
     .await;
@@ -165,7 +166,7 @@ async fn replica_restarted_with_empty_memory_rejoins_under_a_fresh_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_replicas_are_removed_and_the_rest_keep_working() {
     let nodes = start(3, |c| c).await;
-    let leader = (0..3).find(|i| nodes[*i].is_leader()).expect("a leader");
+    let leader = leader_of(&nodes);
     let follower = (leader + 1) % 3;
     let last = (leader + 2) % 3;
     let ctx = context(&nodes[last]).await;
@@ -202,7 +203,7 @@ async fn a_leaving_leader_hands_over_to_an_up_to_date_follower() {
     // election timeout ((min + max) / 2 = 4.5 s at the earliest).
     let (min, max) = (Duration::from_secs(3), Duration::from_secs(6));
     let nodes = start(3, |c| c.election_timeout(min, max)).await;
-    let leader = (0..3).find(|i| nodes[*i].is_leader()).expect("a leader");
+    let leader = leader_of(&nodes);
     let rest: Vec<RaftBackend> = (0..3)
         .filter(|i| *i != leader)
         .map(|i| nodes[i].clone())
@@ -237,7 +238,7 @@ async fn a_leaving_leader_hands_over_to_an_up_to_date_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_every_handle_of_a_node_leaves_the_cluster() {
     let mut nodes = start(3, |c| c).await;
-    let follower = (0..3).find(|i| !nodes[*i].is_leader()).expect("a follower");
+    let follower = follower_of(&nodes);
     let dropped = nodes.remove(follower);
     let ctx = context(&dropped).await;
     let r = ctx
@@ -264,14 +265,9 @@ async fn dropping_every_handle_of_a_node_leaves_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_finds_the_cluster_through_a_dns_name() {
     let nodes = start(1, |c| c).await;
-    let port: u16 = nodes[0]
-        .address()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port in the node's address");
+    let port = port(&nodes[0]);
     // No static peers: only a name to resolve, and the port peers use.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let listener = listeners(1).0.remove(0);
     let late = test_config(listener, &[])
         .services(["localhost"])
         .service_port(port)
@@ -287,7 +283,7 @@ async fn a_follower_leaving_a_two_voter_cluster_leaves_a_working_leader() {
     // Removing one of two voters needs the leaving node's own
     // acknowledgement: it keeps answering replication until it is out.
     let nodes = start(2, |c| c).await;
-    let leader = (0..2).find(|i| nodes[*i].is_leader()).expect("a leader");
+    let leader = leader_of(&nodes);
     let follower = 1 - leader;
     nodes[follower].shutdown().await;
     wait_until("the leader to be the only voter", || {

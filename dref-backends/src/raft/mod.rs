@@ -290,6 +290,18 @@ impl RaftBackend {
         self.node.leader().is_some_and(|(id, _)| id == self.node.id)
     }
 
+    /// Node ids of the voting members.
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.node
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
     /// Addresses of the voting members.
     pub fn voters(&self) -> Vec<String> {
         let metrics = self.node.raft.metrics();

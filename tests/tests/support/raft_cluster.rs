@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dref::engine::Backend;
+use dref::Context;
 use dref_backends::raft::{RaftBackend, RaftConfig};
 use dref_tests::Harness;
 use futures_util::future::{join_all, BoxFuture};
@@ -71,6 +72,50 @@ pub async fn wait_for_voters(nodes: &[RaftBackend], voters: usize) {
         }
     })
     .await
+}
+
+/// A context on `node`, with a session TTL other than the node's when
+/// given.
+pub async fn context(node: &RaftBackend, session_ttl: Option<Duration>) -> Context {
+    let builder = node.context_builder();
+    let builder = match session_ttl {
+        Some(ttl) => builder.session_ttl(ttl),
+        None => builder,
+    };
+    builder.connect().await.expect("a context on a raft node")
+}
+
+/// One context per node, in order.
+pub async fn contexts(nodes: &[RaftBackend], session_ttl: Option<Duration>) -> Vec<Context> {
+    let mut contexts = Vec::new();
+    for node in nodes {
+        contexts.push(context(node, session_ttl).await);
+    }
+    contexts
+}
+
+/// The index of the node that leads now.
+pub fn leader_of(nodes: &[RaftBackend]) -> usize {
+    nodes
+        .iter()
+        .position(RaftBackend::is_leader)
+        .expect("a settled cluster has a leader")
+}
+
+/// The index of a node that does not lead now.
+pub fn follower_of(nodes: &[RaftBackend]) -> usize {
+    nodes
+        .iter()
+        .position(|n| !n.is_leader())
+        .expect("a cluster of several nodes has a follower")
+}
+
+/// The port `node` listens on.
+pub fn port(node: &RaftBackend) -> u16 {
+    node.address()
+        .parse::<std::net::SocketAddr>()
+        .expect("a node's address is ip:port")
+        .port()
 }
 
 /// The conformance harness: a fresh cluster per test case, backend
