@@ -466,37 +466,3 @@ impl EtcdClient {
         }
     }
 }
-
-/// Self-check: a 3-member cluster, 4 tasks doing 100 increments each on one
-/// key through one shared channel; panics unless the counter ends at 400.
-pub async fn smoke() {
-    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
-        .await
-        .expect("the etcd start-up task panicked");
-    let url = cluster.client_urls().remove(0);
-    let client = EtcdClient::connect(&url)
-        .await
-        .expect("connect to the etcd cluster");
-    let key: &'static [u8] = b"dref-smoke-counter";
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for _ in 0..100 {
-                    client.increment(key).await.expect("etcd increment");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("an increment task panicked");
-    }
-    let (value, _) = client
-        .get(key)
-        .await
-        .expect("etcd get")
-        .expect("the counter exists");
-    let value = u64::from_le_bytes(value.try_into().expect("counter is 8 bytes"));
-    assert_eq!(value, 400, "4 tasks x 100 increments");
-    drop(cluster);
-}
