@@ -18,6 +18,9 @@ pub const PORT_ENV: &str = "DREF_PORT";
 /// The address other nodes reach this node at (`host:port`), when the
 /// default (this host's name resolved, or the listen address) is wrong.
 pub const ADVERTISE_ENV: &str = "DREF_ADVERTISE_ADDRESS";
+/// The longest timeout a setting accepts.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// The default port.
 pub const DEFAULT_PORT: u16 = 8082;
 
@@ -248,6 +251,19 @@ impl RaftConfig {
                 self.heartbeat
             )));
         }
+        // Deadlines are computed as now + timeout: keep them representable.
+        let longest = [
+            ("request timeout", self.request_timeout),
+            ("join timeout", self.join_timeout),
+            ("snapshot chunk timeout", self.snapshot_timeout),
+            ("connect timeout", self.connect_timeout),
+            ("election timeout", max),
+        ];
+        if let Some((what, value)) = longest.iter().find(|(_, d)| *d > MAX_TIMEOUT) {
+            return Err(Error::Config(format!(
+                "raft {what} {value:?} is longer than the {MAX_TIMEOUT:?} allowed"
+            )));
+        }
         Ok(())
     }
 
@@ -292,5 +308,18 @@ mod tests {
         let config = RaftConfig::from_env().expect("defaults");
         assert_eq!(config.listen.port(), DEFAULT_PORT);
         assert!(config.peers.is_empty() && config.services.is_empty());
+    }
+
+    #[test]
+    fn timeouts_beyond_a_day_are_refused() {
+        let config = RaftConfig::new("127.0.0.1:0".parse().unwrap()).request_timeout(Duration::MAX);
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("request timeout")),
+            "{err}"
+        );
+        assert!(RaftConfig::new("127.0.0.1:0".parse().unwrap())
+            .validate()
+            .is_ok());
     }
 }

@@ -23,7 +23,7 @@ use super::rpc::{
     SnapshotResult,
 };
 use super::state_machine::Machines;
-use super::types::{Applied, Command, CommandOp, RequestId, TypeConfig};
+use super::types::{millis, Applied, Command, CommandOp, RequestId, TypeConfig};
 
 pub(super) const BACKEND: &str = "raft";
 
@@ -512,28 +512,33 @@ impl Node {
             let deadline =
                 Instant::now() + self.config.election_timeout.1 * 2 + self.config.request_timeout;
             let call_timeout = Duration::from_secs(2);
-            while Instant::now() < deadline && self.is_member() {
-                let answer = match self.leader() {
-                    Some((leader, _)) if leader == self.id => {
-                        let answer = self.leave_local(self.id).await;
-                        if matches!(answer, ClientResponse::Done) {
-                            self.hand_over().await;
+            // Bounded as a whole: a membership change on a leader that has
+            // lost its majority never completes.
+            let leave = async {
+                while self.is_member() {
+                    let answer = match self.leader() {
+                        Some((leader, _)) if leader == self.id => {
+                            let answer = self.leave_local(self.id).await;
+                            if matches!(answer, ClientResponse::Done) {
+                                self.hand_over().await;
+                            }
+                            answer
                         }
-                        answer
+                        Some((_, addr)) => self
+                            .peers
+                            .client(&addr, ClientRequest::Leave { id: self.id }, call_timeout)
+                            .await
+                            .unwrap_or_else(|e| ClientResponse::Failed(e.to_string())),
+                        None => ClientResponse::NotLeader(None),
+                    };
+                    match answer {
+                        ClientResponse::Done => break,
+                        ClientResponse::Failed(m) if m.contains("last voter") => break,
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
-                    Some((_, addr)) => self
-                        .peers
-                        .client(&addr, ClientRequest::Leave { id: self.id }, call_timeout)
-                        .await
-                        .unwrap_or_else(|e| ClientResponse::Failed(e.to_string())),
-                    None => ClientResponse::NotLeader(None),
-                };
-                match answer {
-                    ClientResponse::Done => break,
-                    ClientResponse::Failed(m) if m.contains("last voter") => break,
-                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
-            }
+            };
+            let _ = tokio::time::timeout_at(deadline, leave).await;
         }
         let _ = self.stop.send(true);
         self.stop_server();
@@ -572,7 +577,7 @@ impl Node {
         let lease = self.config.election_timeout.1 / 2;
         let request = ClientRequest::Campaign {
             departed: self.id,
-            after_ms: (lease + self.config.heartbeat).as_millis() as u64,
+            after_ms: millis(lease + self.config.heartbeat),
         };
         // Best effort: without it the survivors elect on their own timers.
         let _ = self
@@ -669,8 +674,17 @@ pub(super) async fn expire_leases(node: Weak<Node>, interval: Duration) {
             return;
         }
         for lease in node.due_leases() {
-            // A failure (lost leadership) is retried by the next leader.
-            let _ = node.propose(CommandOp::Revoke { lease: lease.0 }).await;
+            // Committed here or not at all: a deadline belongs to this
+            // leader's term, and forwarding the revoke to a next leader
+            // would cut short the deadline it restarted. After a lost
+            // leadership the next leader decides on its own deadlines.
+            let command = Command {
+                id: node.next_request(),
+                op: CommandOp::Revoke { lease: lease.0 },
+            };
+            if let Routed::Retry(_) = node.commit_local(command).await {
+                break;
+            }
         }
     }
 }
@@ -799,8 +813,24 @@ impl Handler for Rpc {
                         ClientResponse::Done
                     })
                 }
-                ClientRequest::Join { id, addr } => node.join_local(id, addr).await,
-                ClientRequest::Leave { id } => node.leave_local(id).await,
+                // Bounded, as they hold the membership lock: a change on a
+                // leader that lost its majority never completes.
+                ClientRequest::Join { id, addr } => {
+                    let timeout = node.config.request_timeout;
+                    tokio::time::timeout(timeout, node.join_local(id, addr))
+                        .await
+                        .unwrap_or_else(|_| {
+                            ClientResponse::Failed("the join did not complete in time".into())
+                        })
+                }
+                ClientRequest::Leave { id } => {
+                    let timeout = node.config.request_timeout;
+                    tokio::time::timeout(timeout, node.leave_local(id))
+                        .await
+                        .unwrap_or_else(|_| {
+                            ClientResponse::Failed("the leave did not complete in time".into())
+                        })
+                }
             }
         }
         .boxed()
