@@ -108,7 +108,6 @@ mod tests {
             id: 1,
             addr: addr.into(),
             initialized: false,
-            leader: None,
             initializer: initializer.map(Into::into),
         }
     }

@@ -379,15 +379,7 @@ impl Backend for RaftBackend {
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
         async move {
-            let size = write.payload_size();
-            let limit = self.node.config.max_write_bytes;
-            if size > limit {
-                return Err(Error::ValueTooLarge {
-                    key: write.key,
-                    size,
-                    limit,
-                });
-            }
+            write.check_size(self.node.config.max_write_bytes)?;
             let wire = WireWrite::from_engine(&write).ok_or_else(|| {
                 Error::Config(format!(
                     "the raft backend does not support this write: {write:?}"

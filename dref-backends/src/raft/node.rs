@@ -44,6 +44,17 @@ struct Deadlines {
     due: HashMap<LeaseId, Instant>,
 }
 
+impl Deadlines {
+    /// The deadlines of `term`: all of them dropped when the term is new.
+    fn of_term(&mut self, term: u64) -> &mut HashMap<LeaseId, Instant> {
+        if self.term != term {
+            self.term = term;
+            self.due.clear();
+        }
+        &mut self.due
+    }
+}
+
 pub(super) struct Node {
     pub(super) id: u64,
     pub(super) addr: String,
@@ -137,7 +148,6 @@ impl Node {
             id: self.id,
             addr: self.addr.clone(),
             initialized: self.is_member(),
-            leader: self.leader(),
             initializer: self.initializer.lock().clone(),
         }
     }
@@ -332,28 +342,27 @@ impl Node {
     }
 
     async fn keep_alive_local(&self, lease: LeaseId) -> Routed<()> {
-        if !self.machines.has_lease(lease) {
-            // The grant may be committed but not yet applied here: a read
-            // barrier settles it before answering "expired".
-            if let Routed::Retry(why) = self.read_index_local().await {
-                return Routed::Retry(why);
+        let ttl = match self.machines.lease_ttl(lease) {
+            Some(ttl) => ttl,
+            None => {
+                // The grant may be committed but not yet applied here: a
+                // read barrier settles it before answering "expired".
+                if let Routed::Retry(why) = self.read_index_local().await {
+                    return Routed::Retry(why);
+                }
+                match self.machines.lease_ttl(lease) {
+                    Some(ttl) => ttl,
+                    None => return Routed::Done(Err(Error::LeaseExpired { lease })),
+                }
             }
-            if !self.machines.has_lease(lease) {
-                return Routed::Done(Err(Error::LeaseExpired { lease }));
-            }
-        }
+        };
         let Some(term) = self.is_leader() else {
             return Routed::Retry("not the leader".into());
         };
-        let Some(ttl) = self.machines.lease_ttl(lease) else {
-            return Routed::Done(Err(Error::LeaseExpired { lease }));
-        };
-        let mut deadlines = self.deadlines.lock();
-        if deadlines.term != term {
-            deadlines.term = term;
-            deadlines.due.clear();
-        }
-        deadlines.due.insert(lease, Instant::now() + ttl);
+        self.deadlines
+            .lock()
+            .of_term(term)
+            .insert(lease, Instant::now() + ttl);
         Routed::Done(Ok(()))
     }
 
@@ -367,15 +376,12 @@ impl Node {
         let leases = self.machines.leases();
         let now = Instant::now();
         let mut deadlines = self.deadlines.lock();
-        if deadlines.term != term {
-            deadlines.term = term;
-            deadlines.due.clear();
-        }
+        let due = deadlines.of_term(term);
         let live: BTreeSet<LeaseId> = leases.iter().map(|(id, _)| *id).collect();
-        deadlines.due.retain(|id, _| live.contains(id));
+        due.retain(|id, _| live.contains(id));
         leases
             .into_iter()
-            .filter(|(id, ttl)| *deadlines.due.entry(*id).or_insert(now + *ttl) <= now)
+            .filter(|(id, ttl)| *due.entry(*id).or_insert(now + *ttl) <= now)
             .map(|(id, _)| id)
             .collect()
     }

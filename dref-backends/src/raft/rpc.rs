@@ -109,8 +109,6 @@ pub struct NodeInfo {
     pub addr: String,
     /// Whether it is a member of an initialized cluster.
     pub initialized: bool,
-    /// The leader it knows of.
-    pub leader: LeaderHint,
     /// Before it belongs to a cluster: the lowest address among the nodes
     /// it reaches (itself included), which it expects to initialize one.
     pub initializer: Option<String>,

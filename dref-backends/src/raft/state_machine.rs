@@ -100,11 +100,6 @@ impl Machines {
         self.machine.lock().store.leases().collect()
     }
 
-    /// Whether a lease is live.
-    pub fn has_lease(&self, lease: LeaseId) -> bool {
-        self.lease_ttl(lease).is_some()
-    }
-
     /// The TTL of a live lease.
     pub fn lease_ttl(&self, lease: LeaseId) -> Option<Duration> {
         self.machine.lock().store.lease_ttl(lease)
@@ -177,10 +172,10 @@ fn apply_command(m: &mut Machine, command: Command) -> Applied {
     applied
 }
 
-/// The snapshot content, copied out of the machine (records share their
-/// bytes, so this is cheap) to be encoded without holding its lock.
-fn snapshot_image(m: &Machine) -> SnapshotImage {
-    let image = m.store.export();
+/// The snapshot content, built from what was copied out of the machine
+/// under its lock (records share their bytes, so that copy is cheap); the
+/// conversion and encoding run without the lock.
+fn snapshot_image(image: StoreImage, dedup: Vec<(RequestId, Applied)>) -> SnapshotImage {
     SnapshotImage {
         revision: image.revision,
         last_lease: image.last_lease,
@@ -194,12 +189,7 @@ fn snapshot_image(m: &Machine) -> SnapshotImage {
             .iter()
             .map(|(id, ttl)| (id.0, millis(*ttl)))
             .collect(),
-        dedup: m
-            .dedup
-            .order
-            .iter()
-            .filter_map(|id| m.dedup.results.get(id).map(|a| (*id, a.clone())))
-            .collect(),
+        dedup,
     }
 }
 
@@ -228,17 +218,31 @@ fn decode_snapshot(bytes: &[u8]) -> Result<(StoreImage, Dedup), postcard::Error>
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let (image, last, membership) = {
+        let (image, dedup, last, membership) = {
             let mut m = self.shared.machine.lock();
             m.written_since_snapshot = 0;
-            (snapshot_image(&m), m.last_applied, m.membership.clone())
+            let dedup: Vec<(RequestId, Applied)> = m
+                .dedup
+                .order
+                .iter()
+                .filter_map(|id| m.dedup.results.get(id).map(|a| (*id, a.clone())))
+                .collect();
+            (
+                m.store.export(),
+                dedup,
+                m.last_applied,
+                m.membership.clone(),
+            )
         };
-        // Encoding a large state takes a while: off the async workers, so
-        // that heartbeats keep flowing meanwhile.
-        let data = tokio::task::spawn_blocking(move || postcard::to_allocvec(&image))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        // Converting and encoding a large state takes a while: off the
+        // async workers and outside the lock, so that heartbeats, writes
+        // and reads keep flowing meanwhile.
+        let data = tokio::task::spawn_blocking(move || {
+            postcard::to_allocvec(&snapshot_image(image, dedup))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let mut m = self.shared.machine.lock();
         m.snapshots_built += 1;
         let meta = SnapshotMeta {

@@ -249,6 +249,21 @@ impl Write {
             Op::Delete => 0,
         }
     }
+
+    /// Fails with [`Error::ValueTooLarge`](crate::Error::ValueTooLarge)
+    /// when the [`payload_size`](Self::payload_size) exceeds `limit`: the
+    /// check every backend makes before writing.
+    pub fn check_size(&self, limit: usize) -> crate::Result<()> {
+        let size = self.payload_size();
+        if size > limit {
+            return Err(crate::Error::ValueTooLarge {
+                key: self.key.clone(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The size [`Write::payload_size`] counts for these fields.

@@ -84,14 +84,7 @@ impl MemoryBackend {
     }
 
     pub(crate) fn write_now(&self, write: Write) -> Result<WriteOutcome> {
-        let size = write.payload_size();
-        if size > self.shared.max_write_bytes {
-            return Err(Error::ValueTooLarge {
-                key: write.key,
-                size,
-                limit: self.shared.max_write_bytes,
-            });
-        }
+        write.check_size(self.shared.max_write_bytes)?;
         self.shared.state.lock().write(write)
     }
 
