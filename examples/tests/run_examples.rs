@@ -116,11 +116,12 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 type Output = Arc<Mutex<String>>;
 
 /// Appends a child's pipe to a buffer, line by line, on a thread of its
-/// own (so that the child never blocks on a full pipe).
-fn capture(pipe: impl Read + Send + 'static) -> Output {
+/// own (so that the child never blocks on a full pipe). The thread ends at
+/// the end of the pipe, once the child has exited.
+fn capture(pipe: impl Read + Send + 'static) -> (Output, std::thread::JoinHandle<()>) {
     let output = Output::default();
     let sink = output.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut line = Vec::new();
         loop {
@@ -134,7 +135,7 @@ fn capture(pipe: impl Read + Send + 'static) -> Output {
             }
         }
     });
-    output
+    (output, reader)
 }
 
 fn read(output: &Output) -> String {
@@ -152,11 +153,21 @@ struct ChatNode {
     stdin: Option<ChildStdin>,
     stdout: Output,
     stderr: Output,
+    /// The threads filling `stdout` and `stderr`.
+    readers: Vec<std::thread::JoinHandle<()>>,
     /// Whether the test ended the process on purpose.
     stopped: bool,
 }
 
 impl ChatNode {
+    /// Once the process has exited: waits until everything it wrote has
+    /// been read (its pipes are closed, so the readers end).
+    fn collect_last_words(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+
     fn start(name: &'static str, addr: &str, peers: &str) -> ChatNode {
         let port = addr.rsplit(':').next().expect("host:port");
         let mut child = Command::new(example_path("chat"))
@@ -169,8 +180,8 @@ impl ChatNode {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start a chat replica");
-        let stdout = capture(child.stdout.take().expect("the child's stdout"));
-        let stderr = capture(child.stderr.take().expect("the child's stderr"));
+        let (stdout, out_reader) = capture(child.stdout.take().expect("the child's stdout"));
+        let (stderr, err_reader) = capture(child.stderr.take().expect("the child's stderr"));
         let mut node = ChatNode {
             name,
             addr: addr.to_owned(),
@@ -178,6 +189,7 @@ impl ChatNode {
             child,
             stdout,
             stderr,
+            readers: vec![out_reader, err_reader],
             stopped: false,
         };
         // The user name is the first line of input; the replica reads it
@@ -265,20 +277,21 @@ impl ChatCluster {
                 if cluster.nodes.iter().all(ChatNode::joined) {
                     return cluster;
                 }
-                let exited = cluster
-                    .nodes
-                    .iter_mut()
-                    .any(|n| matches!(n.child.try_wait(), Ok(Some(_))));
-                if exited && attempt < 3 {
-                    // Let the reader threads collect the last words.
-                    std::thread::sleep(Duration::from_millis(200));
-                    if cluster
+                let mut exited = false;
+                for node in &mut cluster.nodes {
+                    if matches!(node.child.try_wait(), Ok(Some(_))) {
+                        node.collect_last_words();
+                        exited = true;
+                    }
+                }
+                let port_taken = || {
+                    cluster
                         .nodes
                         .iter()
                         .any(|n| n.stderr().contains("cannot listen on"))
-                    {
-                        break;
-                    }
+                };
+                if exited && attempt < 3 && port_taken() {
+                    break;
                 }
                 cluster.check(deadline, "every replica joined the cluster");
                 std::thread::sleep(Duration::from_millis(20));
@@ -318,8 +331,7 @@ impl ChatCluster {
             }
             if let Ok(Some(status)) = node.child.try_wait() {
                 let name = node.name;
-                // Let the reader threads collect the last words.
-                std::thread::sleep(Duration::from_millis(200));
+                node.collect_last_words();
                 panic!(
                     "waiting until {what}: {name} exited with {status}\n{}",
                     self.dump()
