@@ -34,6 +34,7 @@ pub async fn lease_expiry_deletes_and_notifies(h: &dyn Harness) {
     let mut w1 = b.watch(k1.clone(), None).await.unwrap();
     let mut w2 = b.watch(k2.clone(), None).await.unwrap();
     let last_write = b.read(plain.clone()).await.unwrap().unwrap().mod_revision;
+    let mut expired_at = Vec::new();
     for w in [&mut w1, &mut w2] {
         let item = within("the expiry event", w.next()).await.unwrap().unwrap();
         match item {
@@ -42,10 +43,21 @@ pub async fn lease_expiry_deletes_and_notifies(h: &dyn Harness) {
                 // Both may share one revision (one Raft log entry), but it
                 // comes after every write before the expiry.
                 assert!(e.revision > last_write, "{e:?} after revision {last_write}");
+                expired_at.push(e.revision);
             }
             other => panic!("expected an expiry event, got {other:?}"),
         }
     }
+    // ...and before every write after it: the expiry is a commit of the
+    // store, ordered with the writes.
+    let after = match b.write(put(&plain, None)).await.unwrap() {
+        WriteOutcome::Committed { revision, .. } => revision,
+        other => panic!("an unconditional put must commit, got {other:?}"),
+    };
+    assert!(
+        expired_at.iter().all(|r| *r < after),
+        "expiries at {expired_at:?}, a later write at {after}"
+    );
     assert_eq!(b.read(k1).await.unwrap(), None);
     assert_eq!(b.read(k2).await.unwrap(), None);
     assert!(b.read(plain).await.unwrap().is_some());
