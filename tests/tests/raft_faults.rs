@@ -455,6 +455,13 @@ async fn a_lease_kept_alive_survives_a_change_of_leader() {
     // Hold on for longer than a TTL under the new leader: the lease must
     // neither expire nor be cut short.
     tokio::time::sleep(ttl + ttl / 2).await;
+    // The cluster still counts the lock as held, not only the holder.
+    let rival = raft_cluster::context(&survivors[1], Some(ttl)).await;
+    let busy = rival.try_lock("steady", async {}).await;
+    assert!(
+        matches!(busy, Err(Error::LockBusy { .. })),
+        "another node must find the lock held, got {busy:?}"
+    );
     assert!(
         !holder.is_finished(),
         "the holder lost its lock: {:?}",
