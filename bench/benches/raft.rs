@@ -91,6 +91,19 @@ struct Sample {
     first_error: Option<String>,
 }
 
+impl Figures {
+    /// Throughput and the median and tail latencies, for the console and
+    /// the README table alike.
+    fn summary(&self) -> String {
+        format!(
+            "{:.0} ops/s, p50 {}, p99 {}",
+            self.rate,
+            ms(self.p50),
+            ms(self.p99)
+        )
+    }
+}
+
 impl Sample {
     fn merge(&mut self, other: Sample) {
         self.latencies.extend(other.latencies);
@@ -439,14 +452,10 @@ async fn run() {
             (Placement::Spread, _) => "ops/s ≥ etcd: **missed**".into(),
         };
         println!(
-            "{label:<30} dref {:>8.0} ops/s p50 {} p99 {} | etcd {:>8.0} ops/s p50 {} p99 {} | \
-             ops/s {rate_ratio:.2}x p50 {p50_ratio:.2}x | errors dref {} etcd {}",
-            dref.rate,
-            ms(dref.p50),
-            ms(dref.p99),
-            etcd.rate,
-            ms(etcd.p50),
-            ms(etcd.p99),
+            "{label:<30} dref {} | etcd {} | ops/s {rate_ratio:.2}x p50 {p50_ratio:.2}x | \
+             errors dref {} etcd {}",
+            dref.summary(),
+            etcd.summary(),
             dref.errors,
             etcd.errors
         );
@@ -462,13 +471,9 @@ async fn run() {
             }
         }
         rows.push(format!(
-            "| {label} | {:.0} ops/s, p50 {}, p99 {} | {:.0} ops/s, p50 {}, p99 {} | {rate_ratio:.2}x | {p50_ratio:.2}x | {verdict} |",
-            dref.rate,
-            ms(dref.p50),
-            ms(dref.p99),
-            etcd.rate,
-            ms(etcd.p50),
-            ms(etcd.p99),
+            "| {label} | {} | {} | {rate_ratio:.2}x | {p50_ratio:.2}x | {verdict} |",
+            dref.summary(),
+            etcd.summary(),
         ));
     }
 
