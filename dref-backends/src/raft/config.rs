@@ -60,7 +60,9 @@ pub struct RaftConfig {
     pub(super) discovery_interval: Duration,
     pub(super) max_write_bytes: usize,
     pub(super) watch_buffer: usize,
-    pub(super) listener: Option<std::sync::Arc<std::net::TcpListener>>,
+    /// Shared by clones of the config, and taken by the node that starts
+    /// with it: no copy of the socket outlives that node.
+    pub(super) listener: Option<std::sync::Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>>,
 }
 
 impl RaftConfig {
@@ -233,7 +235,7 @@ impl RaftConfig {
     /// address (so that a test can learn every node's port before any node
     /// starts).
     pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
-        self.listener = Some(std::sync::Arc::new(listener));
+        self.listener = Some(std::sync::Arc::new(parking_lot::Mutex::new(Some(listener))));
         self
     }
 

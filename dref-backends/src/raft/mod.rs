@@ -151,13 +151,15 @@ impl RaftBackend {
         // The node owns the given socket: no copy may outlive it, or the
         // port would stay bound (and accept connections) after a stop.
         let listener = match config.listener.take() {
-            Some(listener) => Arc::try_unwrap(listener)
-                .or_else(|shared| shared.try_clone())
-                .and_then(|l| {
-                    l.set_nonblocking(true)?;
-                    tokio::net::TcpListener::from_std(l)
-                })
-                .map_err(|e| Error::Config(format!("cannot use the given listener: {e}")))?,
+            Some(slot) => {
+                let listener = slot.lock().take().ok_or_else(|| {
+                    Error::Config("the given listener is already used by another node".into())
+                })?;
+                listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map_err(|e| Error::Config(format!("cannot use the given listener: {e}")))?
+            }
             None => tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?,
