@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 
 use crate::changes::{Change, ChangeKind, Changes, HubItem};
 use crate::codec::{Codec, CodecError};
-use crate::engine::{Condition, FieldName, Op, Record, Write, WriteOutcome};
+use crate::engine::{Condition, FieldName, Record, WriteOutcome};
 use crate::reference::{DRef, RefShared};
 use crate::value::Value;
 use crate::{Error, Result};
@@ -225,11 +225,11 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
         let name = self.field_name()?;
         let bytes = self.encode(&name, &value)?;
         let before = self.shared.cached();
-        let write = Write::new(
-            self.shared.key.clone(),
-            Op::Patch(vec![(name, bytes.clone())]),
-        );
-        match self.shared.write(write).await? {
+        match self
+            .shared
+            .patch(name, bytes.clone(), Condition::Any)
+            .await?
+        {
             WriteOutcome::Committed { revision, .. } => {
                 self.committed(before, revision, value, &bytes).await;
                 Ok(())
@@ -397,15 +397,11 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
             let (b, new) = f(current.clone()).await?;
             let bytes = self.encode(&name, &new)?;
             let before = shared.cached();
-            let write = Write::new(
-                shared.key.clone(),
-                Op::Patch(vec![(name.clone(), bytes.clone())]),
-            )
-            .when(Condition::FieldModRevision {
+            let condition = Condition::FieldModRevision {
                 field: name.clone(),
                 revision,
-            });
-            match shared.write(write).await? {
+            };
+            match shared.patch(name.clone(), bytes.clone(), condition).await? {
                 WriteOutcome::Committed { revision, .. } => {
                     self.committed(before, revision, new.clone(), &bytes).await;
                     return Ok((b, current, new));

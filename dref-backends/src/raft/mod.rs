@@ -390,7 +390,7 @@ impl Backend for RaftBackend {
             self.node
                 .propose(CommandOp::Write(wire))
                 .await?
-                .into_write_outcome()
+                .into_write_outcome(&write.key)
         }
         .boxed()
     }

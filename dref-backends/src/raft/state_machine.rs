@@ -158,6 +158,10 @@ fn apply_command(m: &mut Machine, command: Command) -> Applied {
                 Applied::Rejected(current.as_ref().map(WireRecord::from))
             }
             Err(dref::Error::LeaseExpired { lease }) => Applied::LeaseExpired(lease.0),
+            Err(dref::Error::ValueTooLarge { size, limit, .. }) => Applied::TooLarge {
+                size: size as u64,
+                limit: limit as u64,
+            },
             Err(e) => Applied::Failed(e.to_string()),
         },
         CommandOp::Grant { ttl_ms } => {

@@ -73,6 +73,13 @@ pub enum Applied {
     Rejected(Option<WireRecord>),
     /// The write named a lease that does not exist.
     LeaseExpired(u64),
+    /// The record the write would make breaks its `max_record_bytes`.
+    TooLarge {
+        /// Bytes of field values the record would hold.
+        size: u64,
+        /// The write's limit.
+        limit: u64,
+    },
     /// A lease was created.
     Granted(u64),
     /// A lease was ended (or did not exist).
@@ -180,6 +187,8 @@ pub struct WireWrite {
     pub op: WireOp,
     /// The lease to attach.
     pub lease: Option<u64>,
+    /// [`Write::max_record_bytes`].
+    pub max_record_bytes: Option<u64>,
 }
 
 fn wire_fields(fields: &[(FieldName, Bytes)]) -> Vec<(String, Bytes)> {
@@ -222,6 +231,7 @@ impl WireWrite {
             condition,
             op,
             lease: write.lease.map(|l| l.0),
+            max_record_bytes: write.max_record_bytes.map(|l| l as u64),
         })
     }
 
@@ -243,15 +253,22 @@ impl WireWrite {
             WireOp::Patch(fields) => Op::Patch(engine_fields(fields)),
             WireOp::Delete => Op::Delete,
         };
-        Write::new(Key::from(self.key), op)
+        let write = Write::new(Key::from(self.key), op)
             .when(condition)
-            .with_lease(self.lease.map(LeaseId))
+            .with_lease(self.lease.map(LeaseId));
+        match self.max_record_bytes {
+            // A limit beyond this machine's address space limits nothing.
+            Some(limit) => {
+                write.with_max_record_bytes(usize::try_from(limit).unwrap_or(usize::MAX))
+            }
+            None => write,
+        }
     }
 }
 
 impl Applied {
     /// The write outcome this result stands for.
-    pub fn into_write_outcome(self) -> dref::Result<WriteOutcome> {
+    pub fn into_write_outcome(self, key: &Key) -> dref::Result<WriteOutcome> {
         match self {
             Applied::Committed { revision, version } => {
                 Ok(WriteOutcome::Committed { revision, version })
@@ -261,6 +278,11 @@ impl Applied {
             }),
             Applied::LeaseExpired(lease) => Err(dref::Error::LeaseExpired {
                 lease: LeaseId(lease),
+            }),
+            Applied::TooLarge { size, limit } => Err(dref::Error::ValueTooLarge {
+                key: key.clone(),
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
             }),
             other => Err(dref::Error::Protocol {
                 backend: "raft",

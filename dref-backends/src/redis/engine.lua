@@ -82,6 +82,26 @@ local function write()
   if not ok then
     return {0, redis.call('HGETALL', rkey)}
   end
+  -- A limit on the record this write makes (after the fields: a Patch
+  -- keeps the fields it does not name, whose sizes only the store knows).
+  local limit = ARGV[10 + 2 * nfields]
+  if limit and limit ~= '' then
+    local size, named = 0, {}
+    for i = 0, nfields - 1 do
+      named['f:' .. ARGV[10 + 2 * i]] = true
+      size = size + #ARGV[11 + 2 * i]
+    end
+    if op == 'patch' then
+      for _, h in ipairs(redis.call('HKEYS', rkey)) do
+        if string.sub(h, 1, 2) == 'f:' and not named[h] then
+          size = size + redis.call('HSTRLEN', rkey, h)
+        end
+      end
+    end
+    if size > tonumber(limit) then
+      return {3, size}
+    end
+  end
   if op == 'put' and lease ~= '' then
     if lease_known == nil then
       lease_known = redis.call('EXISTS', P .. 'l:' .. lease) == 1

@@ -255,6 +255,10 @@ impl RedisBackend {
             args.push(name.as_bytes());
             args.push(value);
         }
+        let limit = write.max_record_bytes.map(|l| l.to_string());
+        if let Some(limit) = &limit {
+            args.push(limit.as_bytes());
+        }
         let reply = self.run(&args).await?;
         let items = wire::array(&reply, "write reply")?;
         match items {
@@ -269,6 +273,11 @@ impl RedisBackend {
             }),
             [status] if wire::int(status, "status")? == 2 => Err(Error::LeaseExpired {
                 lease: write.lease.unwrap_or(LeaseId(0)),
+            }),
+            [status, size] if wire::int(status, "status")? == 3 => Err(Error::ValueTooLarge {
+                key: write.key.clone(),
+                size: usize::try_from(wire::int(size, "record size")?).unwrap_or(usize::MAX),
+                limit: write.max_record_bytes.unwrap_or(0),
             }),
             _ => Err(protocol(format!("unexpected write reply {reply:?}"))),
         }

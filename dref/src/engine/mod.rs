@@ -22,7 +22,11 @@
 //!   returns [`WriteOutcome::Rejected`] with the current record. `Patch` and
 //!   `Delete` on an absent record are rejected too. A `Put` compares bytes
 //!   field by field: unchanged fields keep their `mod_revision` and are left
-//!   out of the event.
+//!   out of the event. A write with
+//!   [`max_record_bytes`](Write#structfield.max_record_bytes) fails with
+//!   [`Error::ValueTooLarge`](crate::Error::ValueTooLarge), changing
+//!   nothing, when the record it would produce holds more bytes of field
+//!   values than that (checked after the condition, in the same step).
 //! - [`Backend::watch`] yields every committed [`Event`] for the key in
 //!   revision order, each carrying only the changed fields. When a backend
 //!   cannot deliver every event (a slow watcher overflowed its buffer, a

@@ -207,6 +207,7 @@ pub enum Op {
 
 /// An atomic conditional write to one key.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub struct Write {
     /// Target key.
     pub key: Key,
@@ -216,6 +217,13 @@ pub struct Write {
     pub op: Op,
     /// Lease to attach the record to (used by `Op::Put` only).
     pub lease: Option<LeaseId>,
+    /// Limit on the record this write produces: at most this many bytes of
+    /// field values (names not counted), checked atomically with the
+    /// condition. A write over it fails with
+    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) and changes
+    /// nothing. A `Patch` needs it to bound the whole record, since the
+    /// writer does not know the fields it leaves as they are.
+    pub max_record_bytes: Option<usize>,
 }
 
 impl Write {
@@ -226,6 +234,7 @@ impl Write {
             condition: Condition::Any,
             op,
             lease: None,
+            max_record_bytes: None,
         }
     }
 
@@ -239,6 +248,29 @@ impl Write {
     pub fn with_lease(mut self, lease: Option<LeaseId>) -> Self {
         self.lease = lease;
         self
+    }
+
+    /// Limits the record the write produces to `limit` bytes of field
+    /// values (the [`max_record_bytes`](Write#structfield.max_record_bytes)
+    /// field).
+    pub fn with_max_record_bytes(mut self, limit: usize) -> Self {
+        self.max_record_bytes = Some(limit);
+        self
+    }
+
+    /// Fails with [`Error::ValueTooLarge`](crate::Error::ValueTooLarge)
+    /// when a record holding `values` bytes of field values breaks this
+    /// write's [`max_record_bytes`](Write#structfield.max_record_bytes): the check
+    /// every backend makes on the record a write would produce.
+    pub fn check_record_size(&self, values: usize) -> crate::Result<()> {
+        match self.max_record_bytes {
+            Some(limit) if values > limit => Err(crate::Error::ValueTooLarge {
+                key: self.key.clone(),
+                size: values,
+                limit,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Encoded size of the write's payload (field names and values), the

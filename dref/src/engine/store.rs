@@ -194,6 +194,26 @@ fn advance(revision: &mut u64, pinned: Option<u64>) -> u64 {
 }
 
 /// Whether `record` has exactly the fields `names`, in this order.
+/// Bytes of field values in the record `op` makes of `current`.
+fn record_size_after(current: Option<&Record>, op: &Op) -> usize {
+    let values = |fields: &[(FieldName, Bytes)]| fields.iter().map(|(_, v)| v.len()).sum::<usize>();
+    match op {
+        Op::Put(fields) => values(fields),
+        Op::Patch(fields) => {
+            let kept: usize = current.map_or(0, |record| {
+                record
+                    .fields
+                    .iter()
+                    .filter(|f| !fields.iter().any(|(name, _)| *name == f.name))
+                    .map(|f| f.value.len())
+                    .sum()
+            });
+            kept + values(fields)
+        }
+        Op::Delete => 0,
+    }
+}
+
 fn same_fields<'a>(record: &Record, names: impl IntoIterator<Item = &'a FieldName>) -> bool {
     let mut names = names.into_iter();
     record
@@ -375,14 +395,8 @@ impl Store {
     /// Fails with `LeaseExpired` when a `Put` names a lease the store does
     /// not hold.
     pub fn write(&mut self, write: Write) -> Result<WriteOutcome> {
-        let Write {
-            key,
-            condition,
-            op,
-            lease,
-        } = write;
-        let current = self.get(&key);
-        let holds = match &condition {
+        let current = self.get(&write.key);
+        let holds = match &write.condition {
             Condition::Any => true,
             Condition::Absent => current.is_none(),
             Condition::Exists => current.is_some(),
@@ -392,7 +406,7 @@ impl Store {
                 .and_then(|r| r.field(field))
                 .is_some_and(|f| f.mod_revision == *revision),
         };
-        let applicable = match op {
+        let applicable = match write.op {
             Op::Put(_) => true,
             Op::Patch(_) | Op::Delete => current.is_some(),
         };
@@ -401,6 +415,10 @@ impl Store {
                 current: current.cloned(),
             });
         }
+        if write.max_record_bytes.is_some() {
+            write.check_record_size(record_size_after(current, &write.op))?;
+        }
+        let Write { key, op, lease, .. } = write;
         let old_lease = current.and_then(|r| r.lease);
         if let (Op::Put(_), Some(lease)) = (&op, lease) {
             if !self.leases.contains_key(&lease) {

@@ -222,6 +222,31 @@ impl<T: Value> RefShared<T> {
         Ok((self.write(write).await?, digests))
     }
 
+    /// Writes one field under `condition`. The record it produces is
+    /// limited by the store, atomically: this node does not know the
+    /// current size of the fields it leaves as they are.
+    pub(crate) async fn patch(
+        &self,
+        name: FieldName,
+        bytes: Bytes,
+        condition: Condition,
+    ) -> Result<WriteOutcome> {
+        // The limit is on the value's fields; the store also counts the
+        // fingerprint's.
+        let fingerprint = self.type_field.1.len();
+        let write = Write::new(self.key.clone(), Op::Patch(vec![(name, bytes)]))
+            .when(condition)
+            .with_max_record_bytes(self.ctx.inner.max_value_bytes + fingerprint);
+        match self.write(write).await {
+            Err(Error::ValueTooLarge { key, size, limit }) => Err(Error::ValueTooLarge {
+                key,
+                size: size.saturating_sub(fingerprint),
+                limit: limit.saturating_sub(fingerprint),
+            }),
+            other => other,
+        }
+    }
+
     pub(crate) fn check_size(&self, size: usize) -> Result<()> {
         let limit = self.ctx.inner.max_value_bytes;
         if size > limit {

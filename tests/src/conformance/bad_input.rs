@@ -135,3 +135,62 @@ pub async fn oversized_values_are_rejected(h: &dyn Harness) {
     assert!(matches!(err, Error::ValueTooLarge { .. }), "{err}");
     assert_eq!(r.get().await.unwrap(), vec![1, 2, 3]);
 }
+
+#[dref::distributed]
+#[derive(Clone, Debug, PartialEq)]
+struct TwoTexts {
+    a: String,
+    b: String,
+}
+
+/// The size limit is on the record: field writes that each fit but
+/// together would not are refused, atomically in the store, so that the
+/// ref never holds a record that its own whole-value writes cannot
+/// reproduce.
+pub async fn field_writes_respect_the_record_limit(h: &dyn Harness) {
+    let ctx = Context::builder()
+        .backend_arc(h.backend().await)
+        .max_value_bytes(1024)
+        .build();
+    let initial = TwoTexts {
+        a: String::new(),
+        b: String::new(),
+    };
+    let r = ctx.make(TwoTexts::id("two"), initial).await.unwrap();
+    let big = "x".repeat(700);
+    r.a().set(big.clone()).await.unwrap();
+    let err = r.b().set(big.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { size, limit: 1024, .. } if size > 1400),
+        "{err}"
+    );
+    let err = r.b().update(|_| big.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::ValueTooLarge { .. }), "{err}");
+    // Through another context, whose cache never saw the first write.
+    let other = Context::builder()
+        .backend_arc(h.backend().await)
+        .max_value_bytes(1024)
+        .build();
+    let r2 = other
+        .make(
+            TwoTexts::id("two"),
+            TwoTexts {
+                a: String::new(),
+                b: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let err = r2.b().set(big.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::ValueTooLarge { .. }), "{err}");
+    let stored = r.get().await.unwrap();
+    assert_eq!((stored.a.len(), stored.b.len()), (700, 0));
+    // The whole value still round-trips within the limit.
+    r.set(TwoTexts {
+        a: "a".into(),
+        b: big.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(r2.get().await.unwrap().b, big);
+}

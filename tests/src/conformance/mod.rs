@@ -79,6 +79,7 @@ macro_rules! conformance_suite {
             type_mismatch_is_reported,
             corrupt_bytes_are_reported,
             oversized_values_are_rejected,
+            field_writes_respect_the_record_limit,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
