@@ -2,11 +2,11 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::Codec;
+use crate::detach::detach;
 use crate::engine::Backend;
 use crate::memory::MemoryBackend;
 use crate::session::{Session, Sessions};
@@ -118,12 +118,11 @@ impl Drop for ContextInner {
         let Some(session) = self.sessions.existing() else {
             return;
         };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let backend = self.backend.clone();
-            handle.spawn(async move {
-                let _ = backend.revoke_lease(session.lease()).await;
-            });
-        }
+        let backend = self.backend.clone();
+        detach(
+            "revoking the session lease of a dropped context",
+            async move { backend.revoke_lease(session.lease()).await },
+        );
     }
 }
 
@@ -244,15 +243,7 @@ impl ContextBuilder {
     }
 }
 
-/// A node id unique enough to tell nodes apart: time, process and a counter.
+/// A node id that no other process (nor this one after a restart) draws.
 fn random_node_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(t.as_nanos());
-    }
-    format!("node-{:016x}", hasher.finish())
+    format!("node-{:016x}", crate::random::random_u128() as u64)
 }

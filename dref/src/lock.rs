@@ -4,29 +4,36 @@
 //! session lease. Its fencing token is the revision that created it, strictly
 //! increasing across holders. Waiters watch the record and retry when it is
 //! deleted or expires; nobody polls.
+//!
+//! Every record an acquisition writes carries the node's id and a random
+//! claim of 128 bits, new for each acquisition, so that a clean-up never
+//! matches another holder's record (not in another process, nor in this
+//! one before a restart). The write of an acquisition runs in a task of its
+//! own: when the caller goes away while it is in flight (a `select!`, a
+//! timeout), the task finishes it and removes what it made.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use crate::context::Context;
+use crate::detach::detach;
 use crate::engine::{
-    Backend, Condition, EventKind, FieldName, Key, Op, Record, WatchItem, Write, WriteOutcome,
+    Backend, Condition, EventKind, FieldName, Key, Op, Record, Write, WriteOutcome,
 };
+use crate::follow::{follow, Followed};
 use crate::session::Session;
 use crate::{Error, Result};
 
 /// Stored field naming the node that holds a lock.
 pub(crate) const HOLDER_FIELD: &str = "holder";
-/// Stored field telling one acquisition from another.
+/// Stored field telling one acquisition from every other.
 const CLAIM_FIELD: &str = "claim";
 
 /// A fencing token: the store revision that created a lock record. Tokens
@@ -62,21 +69,27 @@ pub(crate) enum Wait {
 /// A held lock. Release it with [`release`](LockGuard::release); dropping
 /// the guard releases it in the background.
 pub struct LockGuard {
-    backend: Arc<dyn Backend>,
-    name: String,
-    key: Key,
-    token: FencingToken,
-    _session: Arc<Session>,
+    held: Held,
     lost: watch::Receiver<Option<String>>,
     monitor: AbortHandle,
     released: bool,
 }
 
+/// What releasing a lock needs.
+#[derive(Clone)]
+struct Held {
+    backend: Arc<dyn Backend>,
+    name: String,
+    key: Key,
+    token: FencingToken,
+    session: Arc<Session>,
+}
+
 impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard")
-            .field("name", &self.name)
-            .field("token", &self.token)
+            .field("name", &self.held.name)
+            .field("token", &self.held.token)
             .field("lost", &self.is_lost())
             .finish()
     }
@@ -85,17 +98,27 @@ impl fmt::Debug for LockGuard {
 impl LockGuard {
     /// The lock's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.held.name
     }
 
     /// The fencing token of this holding.
     pub fn token(&self) -> FencingToken {
-        self.token
+        self.held.token
     }
 
-    /// Whether the lock is known to be lost.
+    /// Whether the lock is known to be lost, or can no longer be trusted:
+    /// the session lease was not confirmed alive recently enough (read from
+    /// the clock, so this is already true the moment a process paused past
+    /// the deadline resumes).
     pub fn is_lost(&self) -> bool {
-        self.lost.borrow().is_some()
+        self.lost_reason().is_some()
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        self.lost
+            .borrow()
+            .clone()
+            .or_else(|| self.held.session.distrust())
     }
 
     /// Resolves with [`Error::LockLost`] once the lock is lost: its record
@@ -103,24 +126,63 @@ impl LockGuard {
     /// not be proven alive. Never resolves while the lock is held.
     pub async fn lost(&self) -> Error {
         let mut rx = self.lost.clone();
-        let reason = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or_default(),
-            Err(_) => "the lock monitor stopped".to_owned(),
+        let reason = tokio::select! {
+            reason = rx.wait_for(Option::is_some) => match reason {
+                Ok(reason) => reason.clone().unwrap_or_default(),
+                Err(_) => "the lock monitor stopped".to_owned(),
+            },
+            reason = self.held.session.lost() => reason,
         };
-        Error::lock_lost(&self.name, reason)
+        Error::lock_lost(&self.held.name, reason)
     }
 
-    /// Releases the lock (only if the record is still ours: another
-    /// holder's lock is never deleted). Fails with [`Error::LockLost`] if
-    /// the lock had been lost meanwhile.
+    /// Releases the lock: deletes its record if the record is still ours
+    /// (another holder's lock is never deleted). Fails with
+    /// [`Error::LockLost`] if the lock was lost while held, including when
+    /// the record turns out, at release, to be no longer ours; then anything
+    /// done under the lock may have overlapped with another holder, and
+    /// only the fencing token protects the resources involved.
+    ///
+    /// When the store cannot be reached, the release goes on in the
+    /// background (until it succeeds or the session ends, which frees the
+    /// lock too) and this returns the error.
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
         self.monitor.abort();
-        let lost = self.lost.borrow().clone();
-        release(&*self.backend, &self.key, self.token).await?;
-        match lost {
-            Some(reason) => Err(Error::lock_lost(&self.name, reason)),
-            None => Ok(()),
+        let lost = self.lost_reason();
+        let held = self.held.clone();
+        match held.delete().await {
+            Ok(WriteOutcome::Committed { .. }) => match lost {
+                Some(reason) => Err(held.lost(reason)),
+                None => {
+                    tracing::debug!(lock = %held.name, token = %held.token, "lock released");
+                    Ok(())
+                }
+            },
+            Ok(WriteOutcome::Rejected { current }) => {
+                let reason = lost.unwrap_or_else(|| match current {
+                    Some(record) => format!(
+                        "at release the lock record was another holder's (created at revision {})",
+                        record.create_revision
+                    ),
+                    None => "at release the lock record was already gone".to_owned(),
+                });
+                Err(held.lost(reason))
+            }
+            Err(error) => {
+                tracing::warn!(
+                    lock = %held.name, token = %held.token, %error,
+                    "releasing the lock failed; retrying in the background"
+                );
+                let retry = held.clone();
+                detach("releasing a lock", async move {
+                    retry.delete_until_done().await
+                });
+                match lost {
+                    Some(reason) => Err(held.lost(reason)),
+                    None => Err(error),
+                }
+            }
         }
     }
 }
@@ -131,56 +193,157 @@ impl Drop for LockGuard {
             return;
         }
         self.monitor.abort();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (backend, key, token) = (self.backend.clone(), self.key.clone(), self.token);
-            handle.spawn(async move {
-                let _ = release(&*backend, &key, token).await;
-            });
+        let held = self.held.clone();
+        detach("releasing a dropped lock guard", async move {
+            held.delete_until_done().await
+        });
+    }
+}
+
+impl Held {
+    fn lost(&self, reason: String) -> Error {
+        tracing::warn!(lock = %self.name, token = %self.token, %reason, "lock lost");
+        Error::lock_lost(&self.name, reason)
+    }
+
+    /// Deletes the lock record if it is still the one we created.
+    async fn delete(&self) -> Result<WriteOutcome> {
+        let write =
+            Write::new(self.key.clone(), Op::Delete).when(Condition::ModRevision(self.token.0));
+        self.backend.write(write).await
+    }
+
+    /// [`delete`](Self::delete), retried while the store is unreachable
+    /// and the session can still hold the record (once it cannot, the
+    /// lease's expiry deletes it).
+    async fn delete_until_done(&self) -> Result<()> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.delete().await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.is_transient() && self.session.distrust().is_none() => {
+                    tracing::debug!(lock = %self.name, %error, "lock release failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 }
 
-async fn release(backend: &dyn Backend, key: &Key, token: FencingToken) -> Result<()> {
-    let write = Write::new(key.clone(), Op::Delete).when(Condition::ModRevision(token.0));
-    backend.write(write).await.map(|_| ())
+/// The identity written into the record of one acquisition.
+#[derive(Clone)]
+struct Claim {
+    fields: Vec<(FieldName, Bytes)>,
 }
 
-fn holder_fields(node_id: &str, claim: &Bytes) -> Vec<(FieldName, Bytes)> {
-    vec![
-        (
-            FieldName::from(HOLDER_FIELD),
-            Bytes::copy_from_slice(node_id.as_bytes()),
-        ),
-        (FieldName::from(CLAIM_FIELD), claim.clone()),
-    ]
+impl Claim {
+    fn new(node_id: &str) -> Self {
+        let claim = format!("{:032x}", crate::random::random_u128());
+        Claim {
+            fields: vec![
+                (
+                    FieldName::from(HOLDER_FIELD),
+                    Bytes::copy_from_slice(node_id.as_bytes()),
+                ),
+                (FieldName::from(CLAIM_FIELD), Bytes::from(claim)),
+            ],
+        }
+    }
+
+    fn is_in(&self, record: &Record) -> bool {
+        let ours = &self.fields[1].1;
+        record.field(CLAIM_FIELD).is_some_and(|f| f.value == *ours)
+    }
 }
 
-/// Deletes a lock record created by an acquisition whose caller went away
-/// while the write was in flight, identified by its unique claim.
+/// The write of one acquisition, run in its own task so that it outlives
+/// a caller that goes away; dropped before its outcome was taken, it
+/// cleans up after itself (see [`clean_up`]).
 struct InFlight {
+    write: Option<JoinHandle<Result<WriteOutcome>>>,
     backend: Arc<dyn Backend>,
     key: Key,
-    claim: Bytes,
-    armed: bool,
+    claim: Claim,
+    session: Arc<Session>,
+}
+
+impl InFlight {
+    fn send(backend: &Arc<dyn Backend>, key: &Key, claim: &Claim, session: &Arc<Session>) -> Self {
+        let write = Write::new(key.clone(), Op::Put(claim.fields.clone()))
+            .when(Condition::Absent)
+            .with_lease(Some(session.lease()));
+        let sender = backend.clone();
+        InFlight {
+            write: Some(tokio::spawn(async move { sender.write(write).await })),
+            backend: backend.clone(),
+            key: key.clone(),
+            claim: claim.clone(),
+            session: session.clone(),
+        }
+    }
+
+    async fn outcome(mut self) -> Result<WriteOutcome> {
+        let Some(write) = self.write.as_mut() else {
+            return Err(Error::Closed);
+        };
+        let outcome = write.await.unwrap_or_else(|e| Err(task_failed(e)));
+        self.write = None;
+        outcome
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        let Some(write) = self.write.take() else {
             return;
         };
-        let (backend, key, claim) = (self.backend.clone(), self.key.clone(), self.claim.clone());
-        handle.spawn(async move {
-            if let Ok(Some(record)) = backend.read(key.clone()).await {
-                if record.field(CLAIM_FIELD).is_some_and(|f| f.value == claim) {
-                    let _ = release(&*backend, &key, FencingToken(record.mod_revision)).await;
-                }
-            }
+        let (backend, key, claim, session) = (
+            self.backend.clone(),
+            self.key.clone(),
+            self.claim.clone(),
+            self.session.clone(),
+        );
+        detach("cleaning up a cancelled lock acquisition", async move {
+            let outcome = write.await.unwrap_or_else(|e| Err(task_failed(e)));
+            clean_up(&backend, &key, &claim, &session, outcome).await
         });
     }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Unavailable {
+        backend: "lock",
+        message: format!("the task writing the lock record failed: {e}"),
+    }
+}
+
+/// Removes what an acquisition nobody waits for anymore made. A committed
+/// record is deleted (if still ours). When the outcome is unknown, the
+/// record is looked for by its claim; since the write may still land
+/// later, the session is also retired, so that its lease, and anything
+/// written under it, goes once its other holders are done.
+async fn clean_up(
+    backend: &Arc<dyn Backend>,
+    key: &Key,
+    claim: &Claim,
+    session: &Arc<Session>,
+    outcome: Result<WriteOutcome>,
+) -> Result<()> {
+    let revision = match outcome {
+        Ok(WriteOutcome::Committed { revision, .. }) => revision,
+        Ok(WriteOutcome::Rejected { .. }) | Err(Error::LeaseExpired { .. }) => return Ok(()),
+        Err(_) => {
+            session.retire();
+            match backend.read(key.clone()).await? {
+                Some(record) if claim.is_in(&record) => record.mod_revision,
+                _ => return Ok(()),
+            }
+        }
+    };
+    let write = Write::new(key.clone(), Op::Delete).when(Condition::ModRevision(revision));
+    backend.write(write).await.map(|_| ())
 }
 
 impl Context {
@@ -204,7 +367,10 @@ impl Context {
 
     /// Runs `body` while holding the cluster-wide lock `name`, then releases
     /// it. If the lock is lost while the body runs, the body is cancelled
-    /// (dropped at its next await point) and [`Error::LockLost`] returned.
+    /// (dropped at its next await point) and [`Error::LockLost`] returned;
+    /// also when the body finished but the lock can no longer be proven to
+    /// have been held throughout (the session could not be confirmed alive
+    /// at the end, or the record was no longer ours at release).
     /// Inside the body, [`current_fencing_token`] gives the lock's token.
     ///
     /// Locks are not reentrant: taking a lock already held through the same
@@ -244,177 +410,156 @@ pub(crate) async fn run_locked<F: Future>(guard: LockGuard, body: F) -> Result<F
         output = CURRENT_TOKEN.scope(token, body) => Ok(output),
     };
     match outcome {
-        Ok(output) => guard.release().await.map(|()| output),
+        Ok(output) => match guard.release().await {
+            Ok(()) => Ok(output),
+            // The body finished while the lock was trusted; only the
+            // release is late, and it goes on in the background.
+            Err(error) if error.is_transient() => Ok(output),
+            Err(error) => Err(error),
+        },
         Err(lost) => {
+            tracing::warn!(%lost, %token, "lock body cancelled");
             drop(guard);
             Err(lost)
         }
     }
 }
 
-static CLAIMS: AtomicU64 = AtomicU64::new(1);
-
 pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> Result<LockGuard> {
     let backend = ctx.inner.backend.clone();
-    let claim = Bytes::from(CLAIMS.fetch_add(1, Ordering::Relaxed).to_string());
-    let fields = holder_fields(&ctx.inner.node_id, &claim);
-    let mut in_flight = InFlight {
-        backend: backend.clone(),
-        key: key.clone(),
-        claim,
-        armed: false,
-    };
+    let claim = Claim::new(&ctx.inner.node_id);
     loop {
         let session = ctx.session().await?;
-        let write = Write::new(key.clone(), Op::Put(fields.clone()))
-            .when(Condition::Absent)
-            .with_lease(Some(session.lease()));
-        in_flight.armed = true;
-        let outcome = backend.write(write).await;
-        in_flight.armed = false;
-        match outcome {
+        let outcome = InFlight::send(&backend, &key, &claim, &session)
+            .outcome()
+            .await;
+        let current = match outcome {
             Ok(WriteOutcome::Committed { revision, .. }) => {
-                return LockGuard::start(backend, name, key, FencingToken(revision), session).await;
+                return Ok(LockGuard::start(backend, name, key, revision, session));
             }
-            Ok(WriteOutcome::Rejected { current }) => {
-                let Some(current) = current else { continue };
-                let waited = match wait {
-                    Wait::No => return Err(Error::LockBusy { name: name.into() }),
-                    Wait::Forever => wait_released(&*backend, &key, &current).await,
-                    Wait::Until(deadline, after) => {
-                        tokio::time::timeout_at(deadline, wait_released(&*backend, &key, &current))
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(Error::Timeout {
-                                    operation: format!("acquiring lock `{name}`"),
-                                    after,
-                                })
-                            })
-                    }
-                };
-                waited?;
-            }
+            Ok(WriteOutcome::Rejected { current: None }) => continue,
+            Ok(WriteOutcome::Rejected {
+                current: Some(current),
+            }) => current,
             // Our session lease ended between granting and writing: the
             // next round grants a new one.
-            Err(Error::LeaseExpired { .. }) if !session.is_alive() => continue,
             Err(Error::LeaseExpired { .. }) => {
                 ctx.inner.sessions.invalidate(&session).await;
+                continue;
             }
-            Err(e) => return Err(e),
+            Err(error) => {
+                // The outcome is unknown: the record may exist, or appear
+                // later. Look for it; if it is not there, the write may
+                // still land, so clean up as for a cancelled acquisition.
+                return match backend.read(key.clone()).await {
+                    Ok(Some(record)) if claim.is_in(&record) => {
+                        let token = record.create_revision;
+                        Ok(LockGuard::start(backend, name, key, token, session))
+                    }
+                    _ => {
+                        let (claim, failed) = (claim.clone(), error.clone());
+                        detach("cleaning up a failed lock acquisition", async move {
+                            clean_up(&backend, &key, &claim, &session, Err(failed)).await
+                        });
+                        Err(error)
+                    }
+                };
+            }
+        };
+        match wait {
+            Wait::No => return Err(Error::LockBusy { name: name.into() }),
+            Wait::Forever => wait_released(&*backend, &key, &current).await?,
+            Wait::Until(deadline, after) => {
+                tokio::time::timeout_at(deadline, wait_released(&*backend, &key, &current))
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        operation: format!("acquiring lock `{name}`"),
+                        after,
+                    })??;
+            }
         }
     }
 }
 
-/// Waits until the record `current` is deleted or expires. Transient watch
-/// failures return `Ok` so that the caller simply tries again.
+/// Waits until the lock record `current` is gone: deleted, expired, or
+/// replaced by another holder's (then the caller tries again, and waits
+/// for that one). Only a watch that cannot be trusted (malformed events)
+/// ends the wait with an error; unreachable stores are waited out.
 async fn wait_released(backend: &dyn Backend, key: &Key, current: &Record) -> Result<()> {
-    let mut stream = match backend.watch(key.clone(), Some(current.mod_revision)).await {
-        Ok(stream) => stream,
-        Err(e) if e.is_transient() => {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(WatchItem::Event(event)) => match event.kind {
-                EventKind::Deleted | EventKind::Expired => return Ok(()),
-                _ => {}
-            },
-            Ok(WatchItem::Resync(None)) => return Ok(()),
-            Ok(WatchItem::Resync(Some(_))) => {}
-            Err(e) if e.is_transient() => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    let created = current.create_revision;
+    follow(backend, key, current.mod_revision, |seen| match seen {
+        Followed::Event(event) => match &event.kind {
+            EventKind::Deleted | EventKind::Expired => Some(Ok(())),
+            EventKind::Put {
+                create_revision, ..
+            } => (*create_revision != created).then_some(Ok(())),
+        },
+        Followed::Resync(None) => Some(Ok(())),
+        Followed::Resync(Some(record)) => (record.create_revision != created).then_some(Ok(())),
+        Followed::Error(error) if error.is_transient() => None,
+        Followed::Error(error) => Some(Err(error.clone())),
+    })
+    .await
 }
 
 impl LockGuard {
-    async fn start(
+    fn start(
         backend: Arc<dyn Backend>,
         name: &str,
         key: Key,
-        token: FencingToken,
+        token: u64,
         session: Arc<Session>,
-    ) -> Result<LockGuard> {
+    ) -> LockGuard {
+        let token = FencingToken(token);
+        tracing::debug!(lock = %name, %token, "lock acquired");
         let (tx, rx) = watch::channel(None);
-        let monitor = tokio::spawn(monitor(
-            backend.clone(),
-            key.clone(),
-            token,
-            session.clone(),
-            tx,
-        ));
-        Ok(LockGuard {
-            backend,
-            name: name.to_owned(),
-            key,
-            token,
-            _session: session,
+        let monitor = tokio::spawn(monitor(backend.clone(), key.clone(), token, tx));
+        LockGuard {
+            held: Held {
+                backend,
+                name: name.to_owned(),
+                key,
+                token,
+                session,
+            },
             lost: rx,
             monitor: monitor.abort_handle(),
             released: false,
-        })
+        }
     }
 }
 
-/// Watches a held lock and reports why it was lost.
+/// Watches a held lock's record and reports when it is no longer ours.
+/// (The session's own loss is read from the session by the guard.)
 async fn monitor(
     backend: Arc<dyn Backend>,
     key: Key,
     token: FencingToken,
-    session: Arc<Session>,
     lost: watch::Sender<Option<String>>,
 ) {
-    let reason = tokio::select! {
-        reason = session.lost() => reason,
-        reason = watch_for_loss(&*backend, &key, token) => reason,
-    };
-    let _ = lost.send(Some(reason));
-}
-
-async fn watch_for_loss(backend: &dyn Backend, key: &Key, token: FencingToken) -> String {
     let still_ours = |r: &Record| r.create_revision == token.0 && r.mod_revision == token.0;
-    loop {
-        let mut stream = match backend.watch(key.clone(), Some(token.0)).await {
-            Ok(stream) => stream,
-            Err(_) => {
-                // The session monitor decides when an unreachable store
-                // means the lock is lost; keep trying to watch.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    let reason = follow(&*backend, &key, token.0, |seen| match seen {
+        Followed::Event(event) => Some(match event.kind {
+            EventKind::Expired => "the session lease expired".to_owned(),
+            EventKind::Deleted => {
+                format!("the lock record was deleted at revision {}", event.revision)
             }
-        };
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(WatchItem::Event(event)) => {
-                    return match event.kind {
-                        EventKind::Expired => "the session lease expired".to_owned(),
-                        EventKind::Deleted => {
-                            format!("the lock record was deleted at revision {}", event.revision)
-                        }
-                        _ => format!(
-                            "the lock record was overwritten at revision {}",
-                            event.revision
-                        ),
-                    };
-                }
-                Ok(WatchItem::Resync(Some(record))) if still_ours(&record) => {}
-                Ok(WatchItem::Resync(Some(record))) => {
-                    return format!(
-                        "the lock record was overwritten at revision {}",
-                        record.mod_revision
-                    );
-                }
-                Ok(WatchItem::Resync(None)) => return "the lock record was deleted".to_owned(),
-                Err(_) => break,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            EventKind::Put { .. } => format!(
+                "the lock record was overwritten at revision {}",
+                event.revision
+            ),
+        }),
+        Followed::Resync(Some(record)) if still_ours(record) => None,
+        Followed::Resync(Some(record)) => Some(format!(
+            "the lock record was overwritten at revision {}",
+            record.mod_revision
+        )),
+        Followed::Resync(None) => Some("the lock record was deleted".to_owned()),
+        // The session decides when an unreachable store means the lock is
+        // lost; a watch that delivers garbage cannot vouch for the lock.
+        Followed::Error(error) if error.is_transient() => None,
+        Followed::Error(error) => Some(format!("the lock's watch failed: {error}")),
+    })
+    .await;
+    lost.send_replace(Some(reason));
 }

@@ -175,6 +175,64 @@ async fn lock_of_a_killed_node_passes_to_a_waiter_with_a_higher_token() {
     );
 }
 
+/// A lock held through the Raft leader's node while that node is cut off
+/// from the others (both ways): the holder is told `LockLost` before a
+/// waiter on the majority side enters, never after. (An isolated openraft
+/// leader keeps believing it leads; keep-alives it vouched for without a
+/// majority once let two bodies run at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_behind_a_partitioned_leader_loses_the_lock_before_a_waiter_enters() {
+    let nodes = start(3, |c| c.request_timeout(Duration::from_secs(3))).await;
+    let contexts = contexts(&nodes).await;
+    let holder_node = leader_of(&nodes);
+    let waiter_node = (holder_node + 1) % 3;
+
+    let (entered, holder_token) = tokio::sync::oneshot::channel();
+    let holder_ctx = contexts[holder_node].clone();
+    let holder = tokio::spawn(async move {
+        let outcome = holder_ctx
+            .lock("partitioned", async move {
+                let _ = entered.send(current_fencing_token().expect("a token inside the lock"));
+                std::future::pending::<()>().await
+            })
+            .await;
+        (outcome, Instant::now())
+    });
+    let holder_token = within("the holder to enter", holder_token)
+        .await
+        .expect("the holder entered");
+    let waiter_ctx = contexts[waiter_node].clone();
+    let waiter = tokio::spawn(async move {
+        let token = waiter_ctx
+            .lock("partitioned", async { current_fencing_token() })
+            .await;
+        (token, Instant::now())
+    });
+
+    isolate(&nodes, holder_node);
+    let (waiter_token, entered_at) = within("the waiter to enter on the majority side", waiter)
+        .await
+        .expect("the waiter task panicked");
+    let waiter_token = waiter_token.expect("the waiter acquires").expect("a token");
+    assert!(
+        waiter_token > holder_token,
+        "{holder_token:?} then {waiter_token:?}"
+    );
+    let (holder_outcome, lost_at) = within("the isolated holder to be told", holder)
+        .await
+        .expect("the holder task panicked");
+    assert!(
+        matches!(holder_outcome, Err(Error::LockLost { .. })),
+        "the isolated holder must get LockLost, got {holder_outcome:?}"
+    );
+    assert!(
+        lost_at < entered_at,
+        "two holders at once: the waiter entered {:?} before the isolated holder was told",
+        lost_at - entered_at
+    );
+    heal(&nodes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_cannot_write_or_read_and_converges_on_heal() {
     let nodes = start(3, |c| c.request_timeout(Duration::from_secs(3))).await;

@@ -341,20 +341,30 @@ impl Node {
         .await
     }
 
+    /// Restarts a lease's deadline, vouched for by this leader only after
+    /// a majority has confirmed, in a heartbeat round started after the
+    /// keep-alive arrived, that it still leads.
+    ///
+    /// Why that is enough: any later leader is elected by a majority, which
+    /// shares a node with the majority that confirmed; that node voted for
+    /// the new leader after it confirmed this one (it would have refused
+    /// our heartbeat otherwise), so the new leader's term starts after the
+    /// keep-alive arrived, and a new term starts every deadline afresh (a
+    /// full TTL from then). The holder, which trusts the lease for less
+    /// than a TTL from when it sent the keep-alive, stops trusting it before
+    /// any leader can expire it. A leader cut off from its majority cannot
+    /// confirm, so it vouches for nothing (openraft 0.9 does not make an
+    /// isolated leader step down by itself).
     async fn keep_alive_local(&self, lease: LeaseId) -> Routed<()> {
-        let ttl = match self.machines.lease_ttl(lease) {
-            Some(ttl) => ttl,
-            None => {
-                // The grant may be committed but not yet applied here: a
-                // read barrier settles it before answering "expired".
-                if let Routed::Retry(why) = self.read_index_local().await {
-                    return Routed::Retry(why);
-                }
-                match self.machines.lease_ttl(lease) {
-                    Some(ttl) => ttl,
-                    None => return Routed::Done(Err(Error::LeaseExpired { lease })),
-                }
-            }
+        // The confirmation is also the read barrier that settles a grant
+        // committed but not yet applied here before answering "expired".
+        match self.read_index_local().await {
+            Routed::Done(Ok(_)) => {}
+            Routed::Done(Err(e)) => return Routed::Done(Err(e)),
+            Routed::Retry(why) => return Routed::Retry(why),
+        }
+        let Some(ttl) = self.machines.lease_ttl(lease) else {
+            return Routed::Done(Err(Error::LeaseExpired { lease }));
         };
         let Some(term) = self.is_leader() else {
             return Routed::Retry("not the leader".into());

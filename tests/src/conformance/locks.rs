@@ -226,3 +226,77 @@ pub async fn lock_contention_is_fenced(h: &dyn Harness) {
         within("the contending tasks", t).await.unwrap();
     }
 }
+
+/// A holder whose whole node stalls (a SIGSTOP, a long GC-like pause) for
+/// longer than its session TTL, while another node takes the lock, is told
+/// `LockLost` when it resumes: by `lock` when its body returns, and by
+/// `LockGuard::release`, even though the body finished in the same poll
+/// that ended the stall, before anything else on the node could run.
+pub async fn paused_holder_is_told_lock_lost(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    let stall = h.session_ttl() * 5 / 2;
+    // B's session, and whatever the store runs in the background, live on
+    // this runtime, which keeps running while A's stalls.
+    b.ctx.try_lock("warm-up", async {}).await.unwrap();
+
+    let (entered_tx, entered_rx) = oneshot::channel();
+    let (guarded_tx, guarded_rx) = oneshot::channel();
+    let ctx = a.ctx.clone();
+    // A runs on a runtime of its own, on one thread: blocking that thread
+    // stalls everything of A (its keep-alives, its lock monitor, the body).
+    let paused = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the paused node");
+        runtime.block_on(async move {
+            let by_lock = ctx
+                .lock("paused", async {
+                    let _ = entered_tx.send(());
+                    std::thread::sleep(stall);
+                })
+                .await;
+            let guard = ctx.acquire("paused-guard").await.expect("acquire");
+            let _ = guarded_tx.send(());
+            std::thread::sleep(stall);
+            let by_guard = guard.release().await;
+            (by_lock, by_guard)
+        })
+    });
+
+    within("the paused holder to enter", entered_rx)
+        .await
+        .unwrap();
+    let token = within(
+        "another node to take the lock of the stalled holder",
+        b.ctx.lock("paused", async { current_fencing_token() }),
+    )
+    .await
+    .unwrap();
+    assert!(token.is_some());
+    within("the second stall to begin", guarded_rx)
+        .await
+        .unwrap();
+    within(
+        "another node to take the stalled guard's lock",
+        b.ctx.lock("paused-guard", async {}),
+    )
+    .await
+    .unwrap();
+    let (by_lock, by_guard) = within(
+        "the paused node to resume",
+        tokio::task::spawn_blocking(move || paused.join()),
+    )
+    .await
+    .unwrap()
+    .expect("the paused node's thread panicked");
+    assert!(
+        matches!(by_lock, Err(Error::LockLost { .. })),
+        "a holder paused past its lease must be told LockLost by lock(), got {by_lock:?}"
+    );
+    assert!(
+        matches!(by_guard, Err(Error::LockLost { .. })),
+        "a holder paused past its lease must be told LockLost by release(), got {by_guard:?}"
+    );
+}

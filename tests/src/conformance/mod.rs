@@ -3,6 +3,7 @@
 //! tests for one backend.
 
 mod bad_input;
+mod cancellation;
 mod engine;
 mod leader;
 mod leases;
@@ -12,6 +13,7 @@ mod refs;
 mod streams;
 
 pub use bad_input::*;
+pub use cancellation::*;
 pub use engine::*;
 pub use leader::*;
 pub use leases::*;
@@ -69,12 +71,16 @@ macro_rules! conformance_suite {
             try_lock_and_timeout,
             stolen_lock_fails_holder,
             guard_release_and_drop,
+            paused_holder_is_told_lock_lost,
             // leases
             lease_expiry_deletes_and_notifies,
             lease_keep_alive_and_revoke,
             // leader election
             campaign_observe_resign,
             leader_failover_on_shutdown,
+            // cancellation
+            cancelled_acquisitions_leave_no_lock_behind,
+            cancelled_updates_apply_at_most_once,
             // bad input
             type_mismatch_is_reported,
             corrupt_bytes_are_reported,
