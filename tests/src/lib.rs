@@ -14,11 +14,15 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod conformance;
 pub mod faults;
 mod harness;
 pub mod history;
+pub mod nemesis;
+pub mod os;
 
+pub use conformance::poll_then_drop;
 pub use harness::{Harness, MemoryHarness, Node};
 
 /// Generous upper bound for waiting on an event in tests: conditions are

@@ -3,6 +3,7 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod nodes;
 pub mod proxy;
 pub mod raft_cluster;
 pub mod redis_server;
