@@ -83,8 +83,15 @@ fn leader_of(record: Option<&Record>) -> Result<Option<Leader>> {
 
 impl Context {
     /// Campaigns in the election `name` and resolves once this node leads.
+    ///
     /// If the leader's node dies, leadership moves to another candidate
-    /// within one session TTL.
+    /// within one session TTL plus the time the store takes to notice the
+    /// lease's end: nothing more on the in-memory store; on Redis, one
+    /// sweep interval (100 ms by default); on Raft, one heartbeat, and when
+    /// the dead node was also the Raft leader, one election timeout (the
+    /// upper end of the configured range) on top, since the new Raft leader
+    /// starts the lease's TTL afresh. The old leader stops believing it
+    /// leads (its [`Leadership::is_lost`]) before any other node can win.
     pub async fn campaign(&self, name: &str) -> Result<Leadership> {
         let guard = acquire(self, election_key(name), name, Wait::Forever).await?;
         Ok(Leadership { guard })

@@ -233,6 +233,40 @@ async fn a_holder_behind_a_partitioned_leader_loses_the_lock_before_a_waiter_ent
     heal(&nodes);
 }
 
+/// The documented failover bound of elections, measured where it is
+/// longest: the winner's node is also the Raft leader, so its death costs
+/// an election before the next leader starts the lease's TTL afresh.
+/// Failover must come within one session TTL plus one election timeout
+/// (plus a heartbeat, and slack for a loaded machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_failover_from_a_dead_raft_leader_is_within_ttl_plus_an_election_timeout() {
+    let nodes = start(3, |c| c).await;
+    let contexts = contexts(&nodes).await;
+    let winner_node = leader_of(&nodes);
+    let lead = contexts[winner_node].campaign("failover").await.unwrap();
+    let candidate_ctx = contexts[(winner_node + 1) % 3].clone();
+    let candidate = tokio::spawn(async move { candidate_ctx.campaign("failover").await });
+    // The candidate is waiting before the leader dies.
+    tokio::task::yield_now().await;
+    assert!(!candidate.is_finished());
+    let died = Instant::now();
+    nodes[winner_node].kill().await;
+    let next = within("the failover", candidate)
+        .await
+        .expect("the candidate task panicked")
+        .expect("the candidate wins");
+    let took = died.elapsed();
+    assert!(next.token() > lead.token());
+    let bound = SESSION_TTL + ELECTION_TIMEOUT_MAX + Duration::from_millis(50);
+    eprintln!(
+        "election failover after the death of the Raft leader's node: {took:?} (bound {bound:?})"
+    );
+    assert!(
+        took < bound + Duration::from_secs(1),
+        "failover took {took:?}, over the documented {bound:?} (plus 1 s of slack)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_cannot_write_or_read_and_converges_on_heal() {
     let nodes = start(3, |c| c.request_timeout(Duration::from_secs(3))).await;

@@ -23,6 +23,18 @@
 //!   and are not replicated; an expiry is proposed through the log. A new
 //!   leader starts every deadline afresh, so a lease is never cut short by
 //!   a change of leader.
+//! - **Lease safety**: the leader accepts a keep-alive only after a
+//!   majority has confirmed, in a heartbeat round begun after the
+//!   keep-alive arrived, that it still leads. Any later leader is elected by
+//!   a majority that shares a node with the confirming one, and that node
+//!   voted only after confirming, so the later leader's term (and its fresh
+//!   deadline, a full TTL long) starts after the keep-alive arrived: later
+//!   than the holder, which trusts the lease until it sent the keep-alive
+//!   plus the TTL minus a margin, still trusts it. A leader cut off from its
+//!   majority cannot confirm and so vouches for nothing, although openraft
+//!   0.9 lets it go on believing it leads. Elections are locks, so the same
+//!   holds for them; when the winner's node was also the Raft leader,
+//!   failover takes up to one session TTL plus one election timeout.
 //! - **Snapshots**: every [`RaftConfig::snapshot_after`] entries, or once
 //!   [`RaftConfig::snapshot_after_bytes`] of data have been written, the
 //!   state is snapshotted and the log compacted; a node that falls behind

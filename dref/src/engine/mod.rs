@@ -43,6 +43,34 @@
 //!   record attached to it is deleted, each with an [`EventKind::Expired`]
 //!   event. A write that names an unknown lease fails with `LeaseExpired`.
 //!
+//! # Lease safety
+//! The invariant every backend keeps, on which locks and elections rest:
+//! **at any instant at most one body of a lock runs** (and at most one
+//! campaign winner believes it leads). It follows from two rules:
+//!
+//! - A lease ends no earlier than `TTL` after the last keep-alive the
+//!   store accepted, as the store measures time. A keep-alive counts as
+//!   accepted only when the store can prove it is still the authority:
+//!   Redis by its own clock and data; the Raft backend only through a
+//!   leader that a majority confirmed, in a heartbeat round begun after the
+//!   keep-alive arrived, to be still leading (a leader cut off from its
+//!   majority vouches for nothing), with every new leader starting every
+//!   lease's TTL afresh.
+//! - A holder trusts its lock only until `sent + TTL - margin`, where
+//!   `sent` is when it sent its last confirmed keep-alive and the margin is
+//!   a quarter of the TTL (room for clocks whose rates differ by up to about
+//!   12%). It reads that deadline from its clock whenever asked, so a
+//!   process that was paused past it knows on resuming; its lock body is
+//!   cancelled at the deadline, and a body that finished after it is
+//!   reported as [`Error::LockLost`](crate::Error::LockLost).
+//!
+//! Since `sent` comes before the store accepted the keep-alive, the holder
+//! stops trusting the lease strictly before anyone else may consider it
+//! expired. Cancelling any call at any await point keeps both rules (see
+//! the lock module's notes on in-flight acquisitions). Fencing tokens
+//! remain the protection of last resort: a holder paused in the middle of
+//! a write cannot be stopped by anything, but its token can be rejected.
+//!
 //! # Errors
 //! Backends report unreachable servers as
 //! [`Error::Unavailable`](crate::Error::Unavailable) and malformed answers as
