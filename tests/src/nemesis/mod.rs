@@ -6,12 +6,14 @@
 //! SIGCONT, cut links, server restarts), then collects every node's
 //! history file.
 
+mod in_process;
 mod node;
 mod process;
 mod protocol;
 mod recorder;
 mod workload;
 
+pub use in_process::InProcessNode;
 pub use node::run as run_node;
 pub use process::NodeProcess;
 pub use protocol::{Command, NodeArgs, Status, Store};

@@ -3,6 +3,8 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod check;
+pub mod nemesis;
 pub mod nodes;
 pub mod proxy;
 pub mod raft_cluster;

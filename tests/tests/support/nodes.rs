@@ -89,23 +89,45 @@ pub async fn raft_nodes(dir: &std::path::Path, n: usize, ttl: Duration) -> Vec<N
     nodes
 }
 
-/// Starts the node `name` again (after it was killed), joining through
-/// the addresses of the others.
+/// Starts a Raft node again after it was killed: at the same address
+/// (in-memory Raft members are known by their address when they come
+/// back), joining through the addresses of the others. Its history is
+/// appended to the same file.
 pub async fn restart_raft_node(
     dir: &std::path::Path,
-    old: &NodeProcess,
-    others: &[&NodeProcess],
+    name: &str,
+    address: &str,
+    peers: Vec<String>,
     ttl: Duration,
 ) -> NodeProcess {
-    let mut peers = Vec::new();
-    for other in others {
-        if let Ok(status) = other.status().await {
-            peers.extend(status.address);
-        }
+    let mut store = raft_store(peers);
+    if let Store::Raft { listen, .. } = &mut store {
+        *listen = address.to_owned();
     }
-    let mut node = NodeProcess::spawn(binary(), args(dir, &old.name, ttl, raft_store(peers)))
-        .expect("restart a node process");
+    let mut node =
+        NodeProcess::spawn(binary(), args(dir, name, ttl, store)).expect("restart a node process");
     node.ready(START).await.expect("the restarted node joins");
+    node
+}
+
+/// Starts a Redis node again after it was killed (its history is
+/// appended to the same file).
+pub async fn restart_redis_node(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    prefix: &str,
+    ttl: Duration,
+) -> NodeProcess {
+    let store = Store::Redis {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+    };
+    let mut node =
+        NodeProcess::spawn(binary(), args(dir, name, ttl, store)).expect("restart a node process");
+    node.ready(START)
+        .await
+        .expect("the restarted node connects");
     node
 }
 
