@@ -91,6 +91,29 @@ async fn raft_under_kills_pauses_and_partitions() {
     run(cluster, &faults, length, 0.05).await;
 }
 
+/// Partitions as a broken network makes them: every node in a network
+/// namespace of its own, packets between them dropped by iptables (so
+/// connections hang instead of failing fast), leaders cut off among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_under_real_network_partitions() {
+    if let Err(why) = support::netns::available() {
+        eprintln!(
+            "\n**********\n* NOT RUN: raft_under_real_network_partitions needs network namespaces: {why}\n\
+             * (the fault-switch partitions of raft_under_kills_pauses_and_partitions still ran)\n**********\n"
+        );
+        return;
+    }
+    let length = seconds(30);
+    let cluster = Cluster::raft_in_namespaces("nemesis-netns", 3, TTL).await;
+    let faults = [
+        Fault::Partition,
+        Fault::PartitionLeader,
+        Fault::PauseLeader,
+        Fault::KillLeader,
+    ];
+    run(cluster, &faults, length, 0.02).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_under_server_restarts_and_client_pauses() {
     let length = seconds(30);

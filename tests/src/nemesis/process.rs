@@ -35,8 +35,27 @@ impl NodeProcess {
     /// Starts `binary` (the `dref-test-node` executable) with `args`; it
     /// dies with the thread that started it.
     pub fn spawn(binary: &str, args: NodeArgs) -> std::io::Result<NodeProcess> {
+        Self::spawn_in(&[], binary, args)
+    }
+
+    /// [`spawn`](Self::spawn) through a `wrapper` command that execs the
+    /// node (such as `ip netns exec <namespace>`), so that the process the
+    /// test signals is the node itself.
+    pub fn spawn_in(
+        wrapper: &[String],
+        binary: &str,
+        args: NodeArgs,
+    ) -> std::io::Result<NodeProcess> {
         let json = serde_json::to_string(&args).map_err(std::io::Error::other)?;
-        let mut child = tokio::process::Command::new(binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => tokio::process::Command::new(binary),
+        };
+        let mut child = command
             .arg(json)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

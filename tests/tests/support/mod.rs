@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod nemesis;
+pub mod netns;
 pub mod nodes;
 pub mod proxy;
 pub mod raft_cluster;

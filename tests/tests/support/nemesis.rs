@@ -9,6 +9,7 @@ use dref_tests::check::history::{Op, Phase};
 use dref_tests::nemesis::{Command, NodeProcess, Recorder, Rng, WorkloadSpec};
 use dref_tests::os::Signal;
 
+use super::netns::Network;
 use super::nodes::{self, ANSWER};
 use super::redis_server::RedisServer;
 
@@ -34,8 +35,9 @@ pub enum Fault {
 
 /// Where the nodes keep their state.
 pub enum Backend {
-    /// A Raft cluster of the node processes.
-    Raft,
+    /// A Raft cluster of the node processes; in network namespaces when
+    /// a network is given (partitions then drop packets for real).
+    Raft(Option<Network>),
     /// Clients of one Redis server.
     Redis {
         /// The server.
@@ -74,7 +76,20 @@ impl Cluster {
             let status = node.status().await.expect("status");
             addresses.push(status.address.expect("a raft address"));
         }
-        Cluster::new(Backend::Raft, dir, ttl, processes, addresses)
+        Cluster::new(Backend::Raft(None), dir, ttl, processes, addresses)
+    }
+
+    /// A Raft cluster of `n` node processes, each in a network namespace
+    /// of its own (see [`Network`]), all on port 8082.
+    pub async fn raft_in_namespaces(test: &str, n: usize, ttl: Duration) -> Cluster {
+        let dir = nodes::run_dir(test);
+        let network = Network::create(n);
+        let addresses: Vec<String> = (0..n)
+            .map(|i| format!("{}:8082", network.address(i)))
+            .collect();
+        let wrappers: Vec<Vec<String>> = (0..n).map(|i| network.wrapper(i)).collect();
+        let processes = nodes::raft_nodes_at(&dir, &addresses, &wrappers, ttl).await;
+        Cluster::new(Backend::Raft(Some(network)), dir, ttl, processes, addresses)
     }
 
     /// `n` node processes on one Redis server (AOF, fsync on every write).
@@ -185,7 +200,7 @@ impl Cluster {
         self.record(Phase::Invoke, "start", &[i]);
         self.generations[i] += 1;
         let node = match &self.backend {
-            Backend::Raft => {
+            Backend::Raft(network) => {
                 let peers = self
                     .addresses
                     .iter()
@@ -193,14 +208,9 @@ impl Cluster {
                     .filter(|(j, _)| *j != i && self.nodes[*j].is_some())
                     .map(|(_, a)| a.clone())
                     .collect();
-                nodes::restart_raft_node(
-                    &self.dir,
-                    &self.names[i],
-                    &self.addresses[i],
-                    peers,
-                    self.ttl,
-                )
-                .await
+                let wrapper = network.as_ref().map(|n| n.wrapper(i)).unwrap_or_default();
+                let (name, address) = (&self.names[i], &self.addresses[i]);
+                nodes::restart_raft_node(&self.dir, name, address, peers, &wrapper, self.ttl).await
             }
             Backend::Redis { server, prefix } => {
                 nodes::restart_redis_node(
@@ -230,6 +240,11 @@ impl Cluster {
     }
 
     async fn partition(&self, i: usize) {
+        if let Backend::Raft(Some(network)) = &self.backend {
+            let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
+            network.cut(i, &others);
+            return;
+        }
         let others: Vec<String> = (0..self.nodes.len())
             .filter(|j| *j != i)
             .map(|j| self.addresses[j].clone())
@@ -252,6 +267,10 @@ impl Cluster {
     }
 
     async fn heal(&self) {
+        if let Backend::Raft(Some(network)) = &self.backend {
+            network.heal();
+            return;
+        }
         for node in self.live() {
             let _ = node.ask(Command::Heal, ANSWER).await;
         }

@@ -89,6 +89,33 @@ pub async fn raft_nodes(dir: &std::path::Path, n: usize, ttl: Duration) -> Vec<N
     nodes
 }
 
+/// Starts a Raft cluster of node processes at fixed `addresses`, each
+/// through its `wrappers` entry (a network namespace), all at once: they
+/// bootstrap from the full list.
+pub async fn raft_nodes_at(
+    dir: &std::path::Path,
+    addresses: &[String],
+    wrappers: &[Vec<String>],
+    ttl: Duration,
+) -> Vec<NodeProcess> {
+    let mut nodes = Vec::new();
+    for (i, address) in addresses.iter().enumerate() {
+        let mut store = raft_store(addresses.to_vec());
+        if let Store::Raft { listen, .. } = &mut store {
+            *listen = address.clone();
+        }
+        let args = args(dir, &format!("n{}", i + 1), ttl, store);
+        let node =
+            NodeProcess::spawn_in(&wrappers[i], binary(), args).expect("start a node process");
+        nodes.push(node);
+    }
+    for node in &mut nodes {
+        node.ready(START).await.expect("the node starts");
+    }
+    wait_for_voters(&nodes, addresses.len()).await;
+    nodes
+}
+
 /// Starts a Raft node again after it was killed: at the same address
 /// (in-memory Raft members are known by their address when they come
 /// back), joining through the addresses of the others. Its history is
@@ -98,14 +125,15 @@ pub async fn restart_raft_node(
     name: &str,
     address: &str,
     peers: Vec<String>,
+    wrapper: &[String],
     ttl: Duration,
 ) -> NodeProcess {
     let mut store = raft_store(peers);
     if let Store::Raft { listen, .. } = &mut store {
         *listen = address.to_owned();
     }
-    let mut node =
-        NodeProcess::spawn(binary(), args(dir, name, ttl, store)).expect("restart a node process");
+    let mut node = NodeProcess::spawn_in(wrapper, binary(), args(dir, name, ttl, store))
+        .expect("restart a node process");
     node.ready(START).await.expect("the restarted node joins");
     node
 }
