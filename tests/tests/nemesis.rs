@@ -91,6 +91,17 @@ async fn raft_under_kills_pauses_and_partitions() {
     run(cluster, &faults, length, 0.05).await;
 }
 
+/// Five members, partitions of followers and of the leader: lock waiters
+/// must be granted a free lock within a bound after every heal (a run once
+/// left three lock calls waiting 40 s with no holder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_five_nodes_under_partitions() {
+    let length = seconds(30);
+    let cluster = Cluster::raft("nemesis-raft5", 5, TTL).await;
+    let faults = [Fault::Partition, Fault::PartitionLeader, Fault::Kill];
+    run(cluster, &faults, length, 0.02).await;
+}
+
 /// Partitions as a broken network makes them: every node in a network
 /// namespace of its own, packets between them dropped by iptables (so
 /// connections hang instead of failing fast), leaders cut off among them.
