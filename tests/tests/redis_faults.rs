@@ -6,6 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use dref::engine::{Backend, Condition, FieldName, Key, Op, Write, WriteOutcome};
 use dref::{ChangeKind, Codec, Context, Error, ManualId};
 use dref_backends::redis::{RedisBackend, RedisConfig};
 use dref_tests::{eventually, within};
@@ -377,4 +379,215 @@ async fn a_stalled_server_times_out_with_a_typed_error() {
     );
     stall.await.unwrap();
     eventually("an update after the stall", || r.update(|n| n + 1)).await;
+}
+
+// ---------------------------------------------------------------------
+// Safety: watches, malformed data, data loss and lost replies.
+
+fn put(key: &Key, value: &str) -> Write {
+    let fields = vec![(
+        FieldName::from("v"),
+        Bytes::copy_from_slice(value.as_bytes()),
+    )];
+    Write::new(key.clone(), Op::Put(fields))
+}
+
+fn committed(outcome: WriteOutcome) -> u64 {
+    match outcome {
+        WriteOutcome::Committed { revision, .. } => revision,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+/// Every key under `prefix` with its `DUMP`: any change to the namespace
+/// (a counter, a record field, a lease deadline) changes this.
+async fn namespace(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
+    let mut dump = std::collections::BTreeMap::new();
+    for key in keys {
+        let bytes: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        dump.insert(key, bytes);
+    }
+    dump
+}
+
+/// A malformed-data error: `Protocol`, not transient, naming the Redis
+/// key and the field.
+fn assert_malformed(err: &Error, key: &str, field: &str, case: &str) {
+    assert!(matches!(err, Error::Protocol { .. }), "{case}: {err}");
+    assert!(!err.is_transient(), "{case}: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(key) && text.contains(field),
+        "{case}: the error should name `{key}` and `{field}`: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_protocol_errors_and_writes_change_nothing() {
+    let server = RedisServer::start(&[]);
+    let b = backend(&server.url(), "m:").await;
+    let mut conn = raw(&server).await;
+    let lease = b.grant_lease(Duration::from_secs(600)).await.unwrap();
+    let garbage = [
+        "garbage",
+        "12abc",
+        "1.5",
+        "-3",
+        "007",
+        "",
+        "9007199254740993",
+    ];
+    for field in ["m:ver", "m:crev", "m:mrev", "m:n", "m:lease", "r:v"] {
+        for bad in garbage {
+            let key = Key::new(format!("ref/{field}/{bad}"));
+            let rkey = format!("m:r:{}", key.as_str());
+            let revision = committed(
+                b.write(put(&key, "1").with_lease(Some(lease)))
+                    .await
+                    .unwrap(),
+            );
+            let _: () = conn.hset(&rkey, field, bad).await.unwrap();
+            let before = namespace(&mut conn, "m:").await;
+            let mut writes = vec![
+                ("put", put(&key, "2")),
+                ("unchanged put", put(&key, "1").with_lease(Some(lease))),
+                ("put without the lease", put(&key, "2")),
+                ("versioned put", put(&key, "2").when(Condition::Version(1))),
+                (
+                    "field-revision put",
+                    put(&key, "2").when(Condition::FieldModRevision {
+                        field: FieldName::from("v"),
+                        revision,
+                    }),
+                ),
+                (
+                    "patch",
+                    Write::new(
+                        key.clone(),
+                        Op::Patch(vec![(FieldName::from("v"), Bytes::from_static(b"3"))]),
+                    ),
+                ),
+                ("absent put", put(&key, "2").when(Condition::Absent)),
+            ];
+            // A delete reads the record's metadata, not its fields.
+            if field.starts_with("m:") {
+                writes.push(("delete", Write::new(key.clone(), Op::Delete)));
+            }
+            for (what, write) in writes {
+                let case = format!("{what} on {field} = {bad:?}");
+                let err = b.write(write).await.unwrap_err();
+                assert_malformed(&err, &rkey, field, &case);
+                assert_eq!(
+                    namespace(&mut conn, "m:").await,
+                    before,
+                    "{case} changed the store"
+                );
+            }
+            let err = b.read(key.clone()).await.unwrap_err();
+            assert_malformed(&err, &rkey, field, &format!("read of {field} = {bad:?}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_counters_and_leases_are_protocol_errors_and_change_nothing() {
+    let server = RedisServer::start(&[]);
+    let b = backend(&server.url(), "c:").await;
+    let mut conn = raw(&server).await;
+    let key = Key::new("ref/n");
+    let lease = b.grant_lease(Duration::from_secs(600)).await.unwrap();
+    committed(
+        b.write(put(&key, "1").with_lease(Some(lease)))
+            .await
+            .unwrap(),
+    );
+    let garbage = [
+        "garbage",
+        "12abc",
+        "1.5",
+        "-3",
+        "007",
+        "",
+        "9007199254740993",
+    ];
+
+    // The store revision: writes (also those that change a lease's set of
+    // keys first), and a revoke (which deletes a record).
+    let good: String = conn.get("c:rev").await.unwrap();
+    for bad in garbage {
+        let _: () = conn.set("c:rev", bad).await.unwrap();
+        let before = namespace(&mut conn, "c:").await;
+        let case = format!("c:rev = {bad:?}");
+        let leased = put(&Key::new("ref/leased"), "1").with_lease(Some(lease));
+        let writes = [
+            put(&key, "2"),
+            leased,
+            put(&key, "1"),
+            Write::new(key.clone(), Op::Delete),
+        ];
+        for write in writes {
+            let err = b.write(write).await.unwrap_err();
+            assert_malformed(&err, "c:rev", "c:rev", &format!("write with {case}"));
+        }
+        let err = b.revoke_lease(lease).await.unwrap_err();
+        assert_malformed(&err, "c:rev", "c:rev", &format!("revoke with {case}"));
+        let err = b.read(key.clone()).await.unwrap_err();
+        assert_malformed(&err, "c:rev", "c:rev", &format!("read with {case}"));
+        assert_eq!(namespace(&mut conn, "c:").await, before, "{case}");
+    }
+    let _: () = conn.set("c:rev", &good).await.unwrap();
+
+    // A lease's set of keys.
+    let lk = format!("c:lk:{}", lease.0);
+    let members: Vec<String> = conn.smembers(&lk).await.unwrap();
+    let _: () = conn.del(&lk).await.unwrap();
+    let _: () = conn.set(&lk, "garbage").await.unwrap();
+    let before = namespace(&mut conn, "c:").await;
+    let leased = put(&Key::new("ref/leased"), "1").with_lease(Some(lease));
+    for (what, write) in [
+        ("a write under the lease", leased),
+        ("a write leaving the lease", put(&key, "2")),
+        ("a delete", Write::new(key.clone(), Op::Delete)),
+    ] {
+        let err = b.write(write).await.unwrap_err();
+        assert_malformed(&err, &lk, "not a set", what);
+        assert_eq!(namespace(&mut conn, "c:").await, before, "{what}");
+    }
+    let _: () = conn.del(&lk).await.unwrap();
+    let _: () = conn.sadd(&lk, &members).await.unwrap();
+
+    // The lease id sequence.
+    let good: String = conn.get("c:lseq").await.unwrap();
+    for bad in garbage {
+        let _: () = conn.set("c:lseq", bad).await.unwrap();
+        let before = namespace(&mut conn, "c:").await;
+        let err = b.grant_lease(Duration::from_secs(5)).await.unwrap_err();
+        assert_malformed(&err, "c:lseq", "c:lseq", &format!("grant with {bad:?}"));
+        assert_eq!(namespace(&mut conn, "c:").await, before, "lseq {bad:?}");
+    }
+    let _: () = conn.set("c:lseq", &good).await.unwrap();
+
+    // A lease's TTL.
+    let lkey = format!("c:l:{}", lease.0);
+    for bad in garbage {
+        let _: () = conn.hset(&lkey, "ttl", bad).await.unwrap();
+        let before = namespace(&mut conn, "c:").await;
+        let err = b.keep_alive(lease).await.unwrap_err();
+        assert_malformed(&err, &lkey, "ttl", &format!("keep-alive with ttl {bad:?}"));
+        assert_eq!(namespace(&mut conn, "c:").await, before, "ttl {bad:?}");
+    }
+
+    // With the data repaired, everything works again.
+    let _: () = conn.hset(&lkey, "ttl", "600000").await.unwrap();
+    b.keep_alive(lease).await.unwrap();
+    committed(b.write(put(&key, "2")).await.unwrap());
+    b.grant_lease(Duration::from_secs(5)).await.unwrap();
 }

@@ -38,6 +38,20 @@
 //! persistence (AOF or RDB) if refs must survive a server restart, since a
 //! Redis that loses its data also restarts the revision count.
 //!
+//! # Errors
+//! An unreachable server, a timeout or a server that cannot serve
+//! (loading, out of memory, read-only replica) is
+//! [`Error::Unavailable`] (transient). Refused credentials, a missing ACL permission or an invalid URL is
+//! [`Error::Config`]. Data under the namespace that dref did not write in
+//! its layout (a counter or record field that is not a canonical number,
+//! another Redis type under a dref key) is [`Error::Protocol`], naming the
+//! key and field: the script checks what a write relies on before it
+//! changes anything, so such a write changes nothing (a write checks the
+//! record's metadata and the fields it names; a read checks the whole
+//! record). Errors are sorted by the Redis error's kind and code, never by
+//! its text; `dref::Error` has no slot for a cause, so the Redis error's
+//! text is kept in the message.
+//!
 //! # Storage layout
 //! With the default prefix `dref:` (see [`RedisConfig::prefix`]), for a ref
 //! named `flags` (store key `ref/flags`):
@@ -52,7 +66,9 @@
 //! | `dref:lk:<id>` | set | keys attached to the lease |
 //! | `dref:leases` | sorted set | lease ids scored by deadline (ms since the epoch, server clock) |
 //!
-//! A ref's value fields are named after the value: `value` for plain
+//! Every number stored is a canonical decimal (ASCII digits, no sign, no
+//! leading zero) below 2^53 (the script computes with Lua's doubles). A
+//! ref's value fields are named after the value: `value` for plain
 //! types, the (renamed) struct field names for `#[distributed]` structs,
 //! encoded with the context's codec (choose MessagePack or JSON to share
 //! records with other languages); the field `$type` holds the type
@@ -62,6 +78,11 @@
 //! or `deleted`/`expired` followed by the revision. Other clients that write
 //! records must bump `dref:rev` and publish these events in the same
 //! transaction, as the script in `engine.lua` does.
+//!
+//! The script answers malformed data with an error reply whose code is
+//! `DREFDATA` (then the Redis key and what is wrong with it), and a request
+//! it does not understand with `DREFARG` (a client and script of different
+//! versions): both are `Protocol` errors.
 
 mod config;
 mod watch;
@@ -85,6 +106,11 @@ use watch::{Notice, Start, Subscription, Watches};
 use wire::protocol;
 
 const SCRIPT: &str = include_str!("engine.lua");
+
+/// Error code of the script's answer to malformed data in the store.
+const MALFORMED_DATA: &str = "DREFDATA";
+/// Error code of the script's answer to a request it does not understand.
+const BAD_REQUEST: &str = "DREFARG";
 
 /// A handle on a Redis store. Cheap to clone; clones share the command
 /// connection, the pub/sub connection and the lease sweeper.
@@ -116,22 +142,56 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> Error {
-    use redis::ErrorKind;
-    let text = e.to_string();
-    match e.kind() {
-        ErrorKind::AuthenticationFailed => Error::Config(format!(
-            "Redis refused the credentials (check the user and password in the URL): {e}"
+/// Sorts a Redis error by its kind and code (never by its text); `doing`
+/// says what failed, for the message.
+fn redis_error(e: &redis::RedisError, doing: &str) -> Error {
+    use redis::{ErrorKind, ServerErrorKind};
+    let detail = || e.detail().unwrap_or_default().to_owned();
+    match (e.kind(), e.code()) {
+        (_, Some(MALFORMED_DATA)) => protocol(format!(
+            "{doing}: malformed data in the store: {}",
+            detail()
         )),
-        ErrorKind::InvalidClientConfig => Error::Config(format!("invalid Redis URL: {e}")),
-        _ if text.contains("WRONGTYPE") => {
-            protocol(format!("a key holds data that is not a dref record: {e}"))
+        (_, Some(BAD_REQUEST)) => protocol(format!(
+            "{doing}: the engine script refused the request: {}",
+            detail()
+        )),
+        (_, Some("WRONGTYPE")) => protocol(format!(
+            "{doing}: a key of the namespace holds another Redis type than dref keeps there: {e}"
+        )),
+        (ErrorKind::AuthenticationFailed, _) | (_, Some("NOAUTH" | "WRONGPASS")) => Error::Config(
+            format!("Redis refused the credentials (check the user and password in the URL): {e}"),
+        ),
+        (ErrorKind::Server(ServerErrorKind::NoPerm), _) => Error::Config(format!(
+            "the Redis user lacks a permission dref needs ({doing}): {e}"
+        )),
+        (ErrorKind::InvalidClientConfig, _) => Error::Config(format!("invalid Redis URL: {e}")),
+        (ErrorKind::Parse | ErrorKind::UnexpectedReturnType, _) => {
+            protocol(format!("{doing}: unexpected answer from the server: {e}"))
         }
-        _ if text.contains("dref:") => protocol(format!("the engine script failed: {e}")),
         _ => Error::Unavailable {
             backend: "redis",
-            message: text,
+            message: format!("{doing}: {e}"),
         },
+    }
+}
+
+/// The Redis key `<prefix><kind><name>`, formatted only when an error
+/// message names it.
+struct RedisKey<'a>(&'a str, &'a str, &'a str);
+
+impl std::fmt::Display for RedisKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{}", self.0, self.1, self.2)
+    }
+}
+
+/// The answer to a command that got no answer in time. (The command may
+/// have run: it is not sent again.)
+fn no_answer(doing: &str, after: Duration) -> Error {
+    Error::Unavailable {
+        backend: "redis",
+        message: format!("{doing}: no answer within {after:?}"),
     }
 }
 
@@ -144,17 +204,14 @@ impl RedisBackend {
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(2);
         let connecting = ConnectionManager::new_with_config(client.clone(), manager_config);
+        let doing = format!("connecting to {}", redact(&config.url));
         let commands = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(commands)) => commands,
-            Ok(Err(e)) => return Err(unavailable(e)),
+            Ok(Err(e)) => return Err(redis_error(&e, &doing)),
             Err(_) => {
                 return Err(Error::Unavailable {
                     backend: "redis",
-                    message: format!(
-                        "connecting to {} timed out after {:?}",
-                        redact(&config.url),
-                        config.connect_timeout
-                    ),
+                    message: format!("{doing} timed out after {:?}", config.connect_timeout),
                 })
             }
         };
@@ -175,7 +232,7 @@ impl RedisBackend {
         let backend = RedisBackend { inner };
         // Proves the server answers, accepts us and runs scripts, and that
         // watches can start without a round trip.
-        backend.run(&["sweep"]).await?;
+        backend.run("sweep", &[]).await?;
         backend
             .inner
             .watches
@@ -189,34 +246,50 @@ impl RedisBackend {
         &self.inner.prefix
     }
 
-    /// Runs the engine script with `args` after the operation's prefix.
-    async fn run<A: redis::ToRedisArgs>(&self, args: &[A]) -> Result<Value> {
+    /// Runs the engine script's operation `op` with `args` after the
+    /// prefix.
+    async fn run(&self, op: &str, args: &[&[u8]]) -> Result<Value> {
         let mut invocation = self.inner.script.prepare_invoke();
-        let mut args = args.iter();
-        if let Some(op) = args.next() {
-            invocation.arg(op);
-        }
-        invocation.arg(self.inner.prefix.as_str());
+        invocation.arg(op).arg(self.inner.prefix.as_str());
         for arg in args {
-            invocation.arg(arg);
+            invocation.arg(*arg);
         }
         let mut connection = self.inner.commands.clone();
         let call = invocation.invoke_async::<Value>(&mut connection);
+        let doing = || {
+            let subject = String::from_utf8_lossy(args.first().copied().unwrap_or_default());
+            match op {
+                "write" => format!("writing `{subject}`"),
+                "read" => format!("reading `{subject}`"),
+                "grant" => "granting a lease".to_owned(),
+                "keepalive" => format!("keeping lease #{subject} alive"),
+                "revoke" => format!("revoking lease #{subject}"),
+                "sweep" => "sweeping expired leases".to_owned(),
+                other => other.to_owned(),
+            }
+        };
         match tokio::time::timeout(self.inner.command_timeout, call).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(Error::Unavailable {
-                backend: "redis",
-                message: format!("no answer within {:?}", self.inner.command_timeout),
-            }),
+            Ok(result) => result.map_err(|e| redis_error(&e, &doing())),
+            Err(_) => Err(no_answer(&doing(), self.inner.command_timeout)),
         }
     }
 
     /// The record under `key` and the store revision it is current at.
     async fn read_at(&self, key: &Key) -> Result<(u64, Option<Record>)> {
-        let reply = self.run(&["read", key.as_str()]).await?;
+        let reply = self.run("read", &[key.as_str().as_bytes()]).await?;
         let items = wire::array(&reply, "read reply")?;
         match items {
-            [revision, record] => Ok((wire::int(revision, "revision")?, wire::record(record)?)),
+            [revision, record] => {
+                let revision = match revision {
+                    Value::BulkString(b) => {
+                        wire::revision(Some(b), &RedisKey(&self.inner.prefix, "rev", ""))?
+                    }
+                    other => wire::int(other, "revision")?,
+                };
+                let record =
+                    wire::record(record, &RedisKey(&self.inner.prefix, "r:", key.as_str()))?;
+                Ok((revision, record))
+            }
             _ => Err(protocol("read reply must have two items")),
         }
     }
@@ -242,7 +315,6 @@ impl RedisBackend {
         let lease = write.lease.map(|l| l.0.to_string()).unwrap_or_default();
         let count = fields.len().to_string();
         let mut args: Vec<&[u8]> = vec![
-            b"write",
             write.key.as_str().as_bytes(),
             cond.as_bytes(),
             carg.as_bytes(),
@@ -259,7 +331,7 @@ impl RedisBackend {
         if let Some(limit) = &limit {
             args.push(limit.as_bytes());
         }
-        let reply = self.run(&args).await?;
+        let reply = self.run("write", &args).await?;
         let items = wire::array(&reply, "write reply")?;
         match items {
             [status, revision, version] if wire::int(status, "status")? == 1 => {
@@ -268,9 +340,12 @@ impl RedisBackend {
                     version: wire::int(version, "version")?,
                 })
             }
-            [status, record] if wire::int(status, "status")? == 0 => Ok(WriteOutcome::Rejected {
-                current: wire::record(record)?,
-            }),
+            [status, record] if wire::int(status, "status")? == 0 => {
+                let record_key = RedisKey(&self.inner.prefix, "r:", write.key.as_str());
+                Ok(WriteOutcome::Rejected {
+                    current: wire::record(record, &record_key)?,
+                })
+            }
             [status] if wire::int(status, "status")? == 2 => Err(Error::LeaseExpired {
                 lease: write.lease.unwrap_or(LeaseId(0)),
             }),
@@ -360,7 +435,7 @@ async fn sweep(inner: Weak<Inner>, interval: Duration) {
         let backend = RedisBackend { inner };
         // A failed sweep is retried at the next tick; the next write sweeps
         // too.
-        let _ = backend.run(&["sweep"]).await;
+        let _ = backend.run("sweep", &[]).await;
     }
 }
 
@@ -442,7 +517,7 @@ impl Backend for RedisBackend {
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
         async move {
             let millis = ttl.as_millis().max(1).to_string();
-            let reply = self.run(&["grant", millis.as_str()]).await?;
+            let reply = self.run("grant", &[millis.as_bytes()]).await?;
             Ok(LeaseId(wire::int(&reply, "lease id")?))
         }
         .boxed()
@@ -451,7 +526,7 @@ impl Backend for RedisBackend {
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         async move {
             let id = lease.0.to_string();
-            let reply = self.run(&["keepalive", id.as_str()]).await?;
+            let reply = self.run("keepalive", &[id.as_bytes()]).await?;
             match wire::int(&reply, "keep-alive reply")? {
                 1 => Ok(()),
                 _ => Err(Error::LeaseExpired { lease }),
@@ -463,7 +538,7 @@ impl Backend for RedisBackend {
     fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         async move {
             let id = lease.0.to_string();
-            self.run(&["revoke", id.as_str()]).await.map(|_| ())
+            self.run("revoke", &[id.as_bytes()]).await.map(|_| ())
         }
         .boxed()
     }

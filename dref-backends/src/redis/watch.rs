@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use tokio::sync::{broadcast, oneshot, watch};
 
-use super::wire;
+use super::{redis_error, wire};
 
 const WATCH_BUFFER: usize = 256;
 
@@ -63,6 +63,8 @@ pub(super) struct Watches {
     prefix: String,
     state: Mutex<State>,
     live: watch::Sender<bool>,
+    /// Why the last attempt to (re)connect the pub/sub connection failed.
+    last_error: Mutex<Option<Error>>,
     /// Dropped with the handle, which stops the pub/sub task.
     _shutdown: oneshot::Sender<()>,
 }
@@ -114,6 +116,7 @@ impl Watches {
             prefix,
             state: Mutex::new(State::default()),
             live: watch::channel(false).0,
+            last_error: Mutex::new(None),
             _shutdown: shutdown,
         });
         tokio::spawn(run(
@@ -132,11 +135,18 @@ impl Watches {
         let became_live = tokio::time::timeout(timeout, live.wait_for(|l| *l))
             .await
             .is_ok_and(|r| r.is_ok());
-        match became_live {
-            true => Ok(()),
-            false => Err(Error::Unavailable {
+        if became_live {
+            return Ok(());
+        }
+        match self.last_error.lock().clone() {
+            // Data or configuration that will not fix itself.
+            Some(e) if !e.is_transient() => Err(e),
+            last => Err(Error::Unavailable {
                 backend: "redis",
-                message: format!("the pub/sub subscription did not start within {timeout:?}"),
+                message: format!(
+                    "the pub/sub subscription did not start within {timeout:?}{}",
+                    last.map(|e| format!(" ({e})")).unwrap_or_default()
+                ),
             }),
         }
     }
@@ -252,23 +262,33 @@ async fn run(
         let revision_key = format!("{}rev", w.prefix);
         drop(w);
         let connected = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
+            let failed =
+                |e: redis::RedisError| redis_error(&e, "subscribing to the namespace's events");
+            let mut pubsub = client.get_async_pubsub().await.map_err(failed)?;
+            pubsub.psubscribe(&pattern).await.map_err(failed)?;
             // Every event committed after the subscription took effect is
             // delivered; reading the revision afterwards bounds the rest.
-            let revision: Option<u64> = redis::cmd("GET")
+            let stored: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(&revision_key)
                 .query_async(&mut commands)
-                .await?;
-            Ok::<_, redis::RedisError>((pubsub, revision.unwrap_or(0)))
+                .await
+                .map_err(|e| redis_error(&e, &format!("reading `{revision_key}`")))?;
+            let revision = wire::revision(stored.as_deref(), &revision_key)?;
+            Ok::<_, Error>((pubsub, revision))
         })
-        .await;
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                backend: "redis",
+                message: format!("subscribing timed out after {connect_timeout:?}"),
+            })
+        });
         let (pubsub, since) = match connected {
-            Ok(Ok(connected)) => connected,
-            _ => {
-                if watches.strong_count() == 0 {
-                    return;
-                }
+            Ok(connected) => connected,
+            Err(e) => {
+                let Some(w) = watches.upgrade() else { return };
+                *w.last_error.lock() = Some(e);
+                drop(w);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
@@ -276,6 +296,7 @@ async fn run(
         };
         backoff = Duration::from_millis(50);
         let Some(w) = watches.upgrade() else { return };
+        *w.last_error.lock() = None;
         w.set_live(Some(since));
         drop(w);
         let mut stream = pubsub.into_on_message();
