@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dref::engine::{Backend, Condition, FieldName, Key, Op, Write, WriteOutcome};
+use dref::engine::{Backend, Condition, FieldName, Key, Op, WatchItem, Write, WriteOutcome};
 use dref::{ChangeKind, Codec, Context, Error, ManualId};
 use dref_backends::redis::{RedisBackend, RedisConfig};
 use dref_tests::{eventually, within};
@@ -428,6 +428,32 @@ fn assert_malformed(err: &Error, key: &str, field: &str, case: &str) {
         text.contains(key) && text.contains(field),
         "{case}: the error should name `{key}` and `{field}`: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_watch_never_yields_a_commit_made_before_it() {
+    let server = RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    let b = backend(&format!("redis://127.0.0.1:{}/0", proxy.port), "w:").await;
+    let key = Key::new("ref/early");
+    // The event of this commit is still on its way to the handle's pub/sub
+    // connection when the watch is opened.
+    proxy.hold_subscribers(true);
+    let early = committed(b.write(put(&key, "1")).await.unwrap());
+    let mut watch = b.watch(key.clone(), None).await.unwrap();
+    proxy.hold_subscribers(false);
+    let late = committed(b.write(put(&key, "2")).await.unwrap());
+    match within("the first event", watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        WatchItem::Event(e) => assert_eq!(
+            e.revision, late,
+            "the watch yielded {e:?}, but the commit at {early} was made before it was opened"
+        ),
+        other => panic!("expected the event of the later commit, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,12 +20,15 @@
 //!
 //! Watches share one pub/sub connection per backend handle, separate from
 //! the command connection, subscribed once to the pattern of the
-//! namespace's event channels: opening a watch costs no round trip when the
-//! handle has seen nothing newer for the key than the watcher asks for
-//! (otherwise one read, and the watcher starts with a `Resync`). After the
-//! pub/sub connection is re-established every watcher gets a `Resync` with
-//! the current record. Every handle receives the events of its whole
-//! namespace: give applications that share a Redis their own prefixes.
+//! namespace's event channels. A watch that asks for the commits after a
+//! revision costs no round trip when the handle has seen nothing newer for
+//! the key (otherwise one read, and the watcher starts with a `Resync`); a
+//! watch of what commits from now on reads the store revision once, and
+//! yields only events above it (an earlier commit's message may still be on
+//! its way). After the pub/sub connection is re-established every watcher
+//! gets a `Resync` with the current record. Every handle receives the
+//! events of its whole namespace: give applications that share a Redis
+//! their own prefixes.
 //!
 //! Leases live in the database, with deadlines from the server's clock.
 //! Expired leases are swept by every lease operation and by a background
@@ -274,6 +277,21 @@ impl RedisBackend {
         }
     }
 
+    /// The store revision now (one `GET`).
+    async fn revision(&self) -> Result<u64> {
+        let key = RedisKey(&self.inner.prefix, "rev", "");
+        let mut connection = self.inner.commands.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(key.to_string());
+        let call = get.query_async::<Option<Vec<u8>>>(&mut connection);
+        let doing = || format!("reading `{key}`");
+        let stored = match tokio::time::timeout(self.inner.command_timeout, call).await {
+            Ok(result) => result.map_err(|e| redis_error(&e, &doing()))?,
+            Err(_) => return Err(no_answer(&doing(), self.inner.command_timeout)),
+        };
+        wire::revision(stored.as_deref(), &key)
+    }
+
     /// The record under `key` and the store revision it is current at.
     async fn read_at(&self, key: &Key) -> Result<(u64, Option<Record>)> {
         let reply = self.run("read", &[key.as_str().as_bytes()]).await?;
@@ -360,8 +378,10 @@ impl RedisBackend {
 
     async fn watch_now(&self, key: Key, since: Option<u64>) -> Result<WatchStream> {
         let (subscription, start) = self.inner.watches.subscribe(&key, since);
-        // Registered first, read second (when needed): every commit after
-        // the read is delivered, every commit before it is in the snapshot.
+        // Registered first, read second: every commit after the read is
+        // delivered, every commit before it is in the snapshot (or, for a
+        // watch of what commits from now on, left out: an earlier commit's
+        // message may still be on its way to the pub/sub connection).
         let (initial, floor) = match (start, since) {
             (Start::Resync, Some(since)) => {
                 let (revision, record) = self.read_at(&key).await?;
@@ -371,7 +391,8 @@ impl RedisBackend {
                     (None, since)
                 }
             }
-            (_, since) => (None, since.unwrap_or(0)),
+            (Start::Live, Some(since)) => (None, since),
+            (_, None) => (None, self.revision().await?),
         };
         let state = RedisWatch {
             subscription,
