@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dref::engine::{Backend, Condition, FieldName, Key, Op, WatchItem, Write, WriteOutcome};
+use dref::engine::{
+    Backend, Condition, FieldName, Key, LeaseId, Op, WatchItem, Write, WriteOutcome,
+};
 use dref::{ChangeKind, Codec, Context, Error, ManualId};
 use dref_backends::redis::{RedisBackend, RedisConfig};
 use dref_tests::{eventually, within};
@@ -616,4 +618,151 @@ async fn malformed_counters_and_leases_are_protocol_errors_and_change_nothing() 
     b.keep_alive(lease).await.unwrap();
     committed(b.write(put(&key, "2")).await.unwrap());
     b.grant_lease(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_loses_data_moves_no_counter_backwards() {
+    let mut server = RedisServer::start(&[]);
+    let b = backend(&server.url(), "loss:").await;
+    let ctx = context(b.clone(), "a");
+    let key = Key::new("raw/n");
+    let mut revision = 0;
+    for i in 0..5 {
+        revision = committed(b.write(put(&key, &i.to_string())).await.unwrap());
+    }
+    let mut lease = LeaseId(0);
+    for _ in 0..3 {
+        lease = b.grant_lease(Duration::from_secs(600)).await.unwrap();
+    }
+    let lock = ctx.acquire("job").await.unwrap();
+    let token = lock.token();
+    lock.release().await.unwrap();
+
+    server.kill();
+    server.launch();
+
+    let after =
+        committed(eventually("a write after the restart", || b.write(put(&key, "x"))).await);
+    assert!(
+        after > revision && after > token.0,
+        "the revision went back from {revision} (and token {token}) to {after}"
+    );
+    let lease_after = eventually("a lease after the restart", || {
+        b.grant_lease(Duration::from_secs(600))
+    })
+    .await;
+    assert!(
+        lease_after.0 > lease.0,
+        "lease ids went back from {lease} to {lease_after}"
+    );
+    let lock = eventually("a lock after the restart", || ctx.acquire("job")).await;
+    assert!(
+        lock.token() > token && lock.token().0 > after,
+        "the fencing token went back from {token} to {}",
+        lock.token()
+    );
+    lock.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_recover_from_a_restart_that_loses_data() {
+    let mut server = RedisServer::start(&[]);
+    let a = backend(&server.url(), "loss:").await;
+    let ctx = context(a.clone(), "a");
+    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    for i in 1..=5 {
+        r.set(i).await.unwrap();
+    }
+    let key = Key::new("raw/w");
+    let before = committed(a.write(put(&key, "1")).await.unwrap());
+    let mut changes = r.changes();
+    let mut watch = a.watch(key.clone(), None).await.unwrap();
+
+    server.kill();
+    server.launch();
+
+    // Another node, connected after the restart, writes both keys.
+    let b = context(backend(&server.url(), "loss:").await, "b");
+    let rb = b.make(ManualId::<u64>::new("n"), 100).await.unwrap();
+    rb.set(101).await.unwrap();
+    let bb = backend(&server.url(), "loss:").await;
+    let first = committed(bb.write(put(&key, "2")).await.unwrap());
+    assert!(first > before, "{first} after {before}");
+
+    // The raw watch resyncs, then delivers live events above the new
+    // revisions.
+    within("the raw watch to catch up", async {
+        loop {
+            match watch.next().await.expect("the watch goes on") {
+                Ok(WatchItem::Event(e)) if e.revision >= first => return,
+                Ok(WatchItem::Event(e)) => panic!("an event from before the restart: {e:?}"),
+                Ok(WatchItem::Resync(Some(record))) if record.mod_revision >= first => return,
+                Ok(WatchItem::Resync(_)) => {}
+                Err(e) => assert!(e.is_transient(), "{e}"),
+            }
+        }
+    })
+    .await;
+    let second = committed(bb.write(put(&key, "3")).await.unwrap());
+    match within("a live event", watch.next()).await.unwrap() {
+        Ok(WatchItem::Event(e)) => assert_eq!(e.revision, second),
+        other => panic!("expected the event at {second}, got {other:?}"),
+    }
+
+    // The change stream reaches the new value, then follows live writes.
+    within("the change stream to catch up", async {
+        loop {
+            match changes.next().await.expect("the change stream goes on") {
+                Ok(c) => match c.kind {
+                    ChangeKind::Updated(101) | ChangeKind::Resync(Some(101)) => return,
+                    _ => {}
+                },
+                Err(e) => assert!(e.is_transient(), "{e}"),
+            }
+        }
+    })
+    .await;
+    rb.set(102).await.unwrap();
+    within("a live change", async {
+        loop {
+            match changes.next().await.expect("the change stream goes on") {
+                Ok(c) => match c.kind {
+                    ChangeKind::Updated(102) => return,
+                    ChangeKind::Updated(101) | ChangeKind::Resync(Some(101)) => {}
+                    other => panic!("unexpected change {other:?}"),
+                },
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(r.get().await.unwrap(), 102);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_reopened_after_data_loss_resyncs() {
+    let mut server = RedisServer::start(&[]);
+    let a = backend(&server.url(), "loss:").await;
+    let key = Key::new("raw/gone");
+    let old = committed(a.write(put(&key, "1")).await.unwrap());
+    let mut open = a.watch(Key::new("raw/other"), None).await.unwrap();
+
+    server.kill();
+    server.launch();
+
+    // The open watch hears of the reconnect once the handle's pub/sub
+    // connection is back: nothing was written since.
+    within("the reconnect", open.next()).await.unwrap().ok();
+    // A watcher that saw revision `old` asks for what came after it: the
+    // record is gone, with no event to say so.
+    let mut watch = eventually("a watch after the restart", || {
+        a.watch(key.clone(), Some(old))
+    })
+    .await;
+    let other = backend(&server.url(), "loss:").await;
+    committed(other.write(put(&key, "2")).await.unwrap());
+    match within("the first item", watch.next()).await.unwrap() {
+        Ok(WatchItem::Resync(_)) => {}
+        other => panic!("the watch must resync after the data loss, got {other:?}"),
+    }
 }

@@ -4,11 +4,11 @@
 --
 -- ARGV[1] is the operation, ARGV[2] the key prefix (namespace); the rest
 -- depends on the operation. Layout (P = prefix):
---   P..'rev'          store revision (INCR)
+--   P..'rev'          store revision (INCR; seeded from the server clock)
 --   P..'r:'..key      record hash: m:ver, m:crev, m:mrev, m:lease, m:n (field
 --                     count), f:<name> = field bytes, r:<name> = field mod revision
 --   P..'c:'..key      pub/sub channel of the key's events
---   P..'lseq'         lease id sequence (INCR)
+--   P..'lseq'         lease id sequence (INCR; seeded from the server clock)
 --   P..'l:'..id       lease hash: ttl (milliseconds)
 --   P..'lk:'..id      set of keys attached to the lease
 --   P..'leases'       sorted set of lease ids by deadline (milliseconds)
@@ -91,9 +91,13 @@ local function malformed(key, what, value)
 end
 
 -- The next value of the counter `key` (the store revision or the lease id
--- sequence), or nil and the error reply. A malformed counter is left as it
--- was (INCR fails on a non-integer; an integer out of range is decremented
--- back at once).
+-- sequence), or nil and the error reply. A missing counter (a new
+-- namespace, or a server that lost its data) starts from the server's
+-- clock in microseconds since the epoch: the counter has never grown by
+-- more than one per microsecond (a commit takes several), so a counter
+-- seeded that way is above any value it had before the loss. A malformed
+-- counter is left as it was (INCR fails on a non-integer; an integer out
+-- of range is decremented back at once).
 local function next_value(key)
   local n = redis.pcall('INCR', key)
   if type(n) ~= 'number' then
@@ -103,7 +107,11 @@ local function next_value(key)
     end
     return nil, malformed(key, 'is not a canonical number', value)
   end
-  if n < 1 or n > EXACT then
+  if n == 1 then
+    local t = redis.call('TIME')
+    n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, fmt('%d', n))
+  elseif n < 1 or n > EXACT then
     redis.call('DECR', key)
     return nil, malformed(key, 'is not a canonical number', redis.call('GET', key))
   end

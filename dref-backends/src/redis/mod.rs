@@ -37,9 +37,17 @@
 //! `notify-keyspace-events` setting: `Expired` events reach watchers at most
 //! one sweep interval plus one round trip after the deadline.
 //!
-//! The store revision lives in the database too: run Redis with
-//! persistence (AOF or RDB) if refs must survive a server restart, since a
-//! Redis that loses its data also restarts the revision count.
+//! The store revision and the lease id sequence live in the database too.
+//! Run Redis with persistence (AOF or RDB) if refs must survive a server
+//! restart. A Redis that loses its data (a restart without persistence, a
+//! failover to a replica that lagged) loses the records, but never sends
+//! revisions or lease ids backwards: a missing counter starts again from
+//! the server's clock in microseconds since the epoch, above any value it
+//! can have had (it never grows by more than one per microsecond), so
+//! fencing tokens keep increasing and a stale client's lease id cannot
+//! name a new lease (this assumes the server's clock does not step back
+//! across the loss). A handle that finds the store revision below one it
+//! has seen resyncs every watcher, old and new.
 //!
 //! # Errors
 //! An unreachable server, a timeout or a server that cannot serve
@@ -61,10 +69,10 @@
 //!
 //! | Redis key | type | contents |
 //! |---|---|---|
-//! | `dref:rev` | string | store revision, incremented by every commit |
+//! | `dref:rev` | string | store revision, incremented by every commit; when missing, the next commit seeds it from the server clock (microseconds since the epoch) |
 //! | `dref:r:ref/flags` | hash | the record: `m:ver` (version), `m:crev` (create revision), `m:mrev` (mod revision), `m:lease` (lease id, if any), `m:n` (number of fields), and per field `f:<name>` (encoded bytes) and `r:<name>` (the field's mod revision) |
 //! | `dref:c:ref/flags` | channel | change events of the key |
-//! | `dref:lseq` | string | lease id sequence |
+//! | `dref:lseq` | string | lease id sequence; seeded from the server clock like `dref:rev` |
 //! | `dref:l:<id>` | hash | lease: `ttl` in milliseconds |
 //! | `dref:lk:<id>` | set | keys attached to the lease |
 //! | `dref:leases` | sorted set | lease ids scored by deadline (ms since the epoch, server clock) |
@@ -289,7 +297,9 @@ impl RedisBackend {
             Ok(result) => result.map_err(|e| redis_error(&e, &doing()))?,
             Err(_) => return Err(no_answer(&doing(), self.inner.command_timeout)),
         };
-        wire::revision(stored.as_deref(), &key)
+        let revision = wire::revision(stored.as_deref(), &key)?;
+        self.inner.watches.observe(revision);
+        Ok(revision)
     }
 
     /// The record under `key` and the store revision it is current at.
@@ -306,6 +316,7 @@ impl RedisBackend {
                 };
                 let record =
                     wire::record(record, &RedisKey(&self.inner.prefix, "r:", key.as_str()))?;
+                self.inner.watches.observe(revision);
                 Ok((revision, record))
             }
             _ => Err(protocol("read reply must have two items")),
@@ -353,8 +364,10 @@ impl RedisBackend {
         let items = wire::array(&reply, "write reply")?;
         match items {
             [status, revision, version] if wire::int(status, "status")? == 1 => {
+                let revision = wire::int(revision, "revision")?;
+                self.inner.watches.observe(revision);
                 Ok(WriteOutcome::Committed {
-                    revision: wire::int(revision, "revision")?,
+                    revision,
                     version: wire::int(version, "version")?,
                 })
             }
@@ -398,6 +411,7 @@ impl RedisBackend {
             subscription,
             floor,
             initial,
+            resync: None,
             backend: Arc::downgrade(&self.inner),
             key,
             done: false,
@@ -460,12 +474,19 @@ async fn sweep(inner: Weak<Inner>, interval: Duration) {
     }
 }
 
+/// The first pause before a failed resync read is tried again, and the
+/// longest.
+const RESYNC_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
 struct RedisWatch {
     subscription: Subscription,
     /// Events at or below this revision are reflected in what the stream
     /// has delivered.
     floor: u64,
     initial: Option<WatchItem>,
+    /// A resync is owed (events may have been missed), and its read has
+    /// failed this many times.
+    resync: Option<u32>,
     backend: Weak<Inner>,
     key: Key,
     done: bool,
@@ -480,6 +501,34 @@ impl RedisWatch {
             return Some((Ok(item), self));
         }
         loop {
+            if let Some(failures) = self.resync {
+                if failures > 0 {
+                    let (first, longest) = RESYNC_BACKOFF;
+                    let pause = first.saturating_mul(1 << failures.min(6)).min(longest);
+                    tokio::time::sleep(pause).await;
+                }
+                let backend = RedisBackend {
+                    inner: self.backend.upgrade()?,
+                };
+                return match backend.read_at(&self.key).await {
+                    Ok((revision, record)) => {
+                        // Authoritative: everything above it is new, even
+                        // if the store lost data and counts from lower.
+                        self.floor = revision;
+                        self.resync = None;
+                        Some((Ok(WatchItem::Resync(record)), self))
+                    }
+                    // Reported, and tried again at the next poll.
+                    Err(e) if e.is_transient() => {
+                        self.resync = Some(failures.saturating_add(1));
+                        Some((Err(e), self))
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        Some((Err(e), self))
+                    }
+                };
+            }
             let notice = match self.subscription.rx.recv().await {
                 Ok(notice) => notice,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -494,21 +543,7 @@ impl RedisWatch {
                     self.floor = event.revision;
                     return Some((Ok(WatchItem::Event(event)), self));
                 }
-                Notice::Reconnected => {
-                    let backend = RedisBackend {
-                        inner: self.backend.upgrade()?,
-                    };
-                    return match backend.read_at(&self.key).await {
-                        Ok((revision, record)) => {
-                            self.floor = self.floor.max(revision);
-                            Some((Ok(WatchItem::Resync(record)), self))
-                        }
-                        Err(e) => {
-                            self.done = true;
-                            Some((Err(e), self))
-                        }
-                    };
-                }
+                Notice::Reconnected => self.resync = Some(0),
                 Notice::Malformed(message) => {
                     self.done = true;
                     return Some((Err(protocol(message)), self));

@@ -8,8 +8,16 @@
 //! subscription started. Otherwise the watcher reads the record and starts
 //! with a resync. After a reconnect every watcher is told to resync, since
 //! pub/sub drops what was published while the connection was down.
+//!
+//! The store revision never goes back unless the server lost its data
+//! (revisions seeded after a loss are above the old ones, see the module
+//! docs). A handle remembers the highest revision it has seen; when the
+//! revision read at a reconnect is lower, the data was lost without an
+//! event for it, so no watch that asks for the commits after an old
+//! revision is served live: each starts with a resync.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -63,6 +71,8 @@ pub(super) struct Watches {
     prefix: String,
     state: Mutex<State>,
     live: watch::Sender<bool>,
+    /// The highest store revision this handle has seen (events, replies).
+    highest: AtomicU64,
     /// Why the last attempt to (re)connect the pub/sub connection failed.
     last_error: Mutex<Option<Error>>,
     /// Dropped with the handle, which stops the pub/sub task.
@@ -116,6 +126,7 @@ impl Watches {
             prefix,
             state: Mutex::new(State::default()),
             live: watch::channel(false).0,
+            highest: AtomicU64::new(0),
             last_error: Mutex::new(None),
             _shutdown: shutdown,
         });
@@ -149,6 +160,11 @@ impl Watches {
                 ),
             }),
         }
+    }
+
+    /// Notes that the store was at `revision` (a reply or an event).
+    pub(super) fn observe(&self, revision: u64) {
+        self.highest.fetch_max(revision, Ordering::Relaxed);
     }
 
     /// Registers a watcher of `key` that wants every commit after `since`,
@@ -203,6 +219,7 @@ impl Watches {
             },
             None => match wire::event_revision(payload) {
                 Ok(revision) => {
+                    self.observe(revision);
                     remember(&mut state, key, revision);
                     return;
                 }
@@ -211,7 +228,8 @@ impl Watches {
         };
         let notice = match notice {
             Ok(event) => {
-                remember(&mut state, key, event.revision);
+                self.observe(event.revision);
+                remember(&mut state, key.clone(), event.revision);
                 Notice::Event(event)
             }
             Err(message) => Notice::Malformed(message),
@@ -221,18 +239,37 @@ impl Watches {
         }
     }
 
-    fn set_live(&self, since: Option<u64>) {
+    /// The subscription took effect, and the store revision read after it
+    /// is `revision`; `seen` is the highest revision this handle had seen
+    /// before that read was sent (the store cannot have been below it).
+    fn went_live(&self, revision: u64, seen: u64) {
+        self.highest.fetch_max(revision, Ordering::Relaxed);
+        // Below: the store lost data, and every watch from a revision
+        // before the loss must resync.
+        let since = if revision >= seen {
+            revision
+        } else {
+            seen.saturating_add(1)
+        };
         let mut state = self.state.lock();
-        state.live_since = since;
+        state.live_since = Some(since);
         state.last.clear();
         state.floor = 0;
-        if since.is_some() {
-            for tx in state.senders.values() {
-                let _ = tx.send(Notice::Reconnected);
-            }
+        for tx in state.senders.values() {
+            let _ = tx.send(Notice::Reconnected);
         }
         drop(state);
-        self.live.send_replace(since.is_some());
+        self.live.send_replace(true);
+    }
+
+    /// The pub/sub connection was lost: events may be missed from now on.
+    fn went_down(&self) {
+        let mut state = self.state.lock();
+        state.live_since = None;
+        state.last.clear();
+        state.floor = 0;
+        drop(state);
+        self.live.send_replace(false);
     }
 }
 
@@ -260,6 +297,7 @@ async fn run(
         let Some(w) = watches.upgrade() else { return };
         let pattern = format!("{}c:*", glob_escape(&w.prefix));
         let revision_key = format!("{}rev", w.prefix);
+        let seen = w.highest.load(Ordering::Relaxed);
         drop(w);
         let connected = tokio::time::timeout(connect_timeout, async {
             let failed =
@@ -267,7 +305,8 @@ async fn run(
             let mut pubsub = client.get_async_pubsub().await.map_err(failed)?;
             pubsub.psubscribe(&pattern).await.map_err(failed)?;
             // Every event committed after the subscription took effect is
-            // delivered; reading the revision afterwards bounds the rest.
+            // delivered; reading the revision afterwards (on this new
+            // connection's server) bounds the rest.
             let stored: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(&revision_key)
                 .query_async(&mut commands)
@@ -297,7 +336,7 @@ async fn run(
         backoff = Duration::from_millis(50);
         let Some(w) = watches.upgrade() else { return };
         *w.last_error.lock() = None;
-        w.set_live(Some(since));
+        w.went_live(since, seen);
         drop(w);
         let mut stream = pubsub.into_on_message();
         loop {
@@ -313,6 +352,6 @@ async fn run(
             );
         }
         let Some(w) = watches.upgrade() else { return };
-        w.set_live(None);
+        w.went_down();
     }
 }
