@@ -766,3 +766,47 @@ async fn a_watch_reopened_after_data_loss_resyncs() {
         other => panic!("the watch must resync after the data loss, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_is_lost_is_applied_once() {
+    let server = RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    // No sweeps and no session: the update's write is the only command.
+    let through_proxy = RedisConfig::new(format!("redis://127.0.0.1:{}/0", proxy.port))
+        .prefix("once:")
+        .command_timeout(Duration::from_secs(2))
+        .sweep_interval(Duration::from_secs(3600))
+        .connect()
+        .await
+        .unwrap();
+    let ctx = context(through_proxy, "a");
+    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    let check = context(backend(&server.url(), "once:").await, "check");
+    let truth = check.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    let mut unanswered = 0;
+    for round in 1..=20u64 {
+        let before = truth.get().await.unwrap();
+        // The server executes the write; its reply never arrives.
+        proxy.lose_reply_to(b"\r\nwrite\r\n");
+        let outcome = r.update(|n| n + 1).await;
+        assert_eq!(proxy.replies_lost(), round, "the fault hit the write");
+        let after = truth.get().await.unwrap();
+        assert!(
+            after <= before + 1,
+            "round {round}: one update added {} ({outcome:?})",
+            after - before
+        );
+        match outcome {
+            // Only a second attempt could have been answered.
+            Ok(_) => assert_eq!(after, before + 1, "round {round}"),
+            // The outcome is unknown to the caller; here the write ran.
+            Err(Error::Unavailable { .. }) if after == before + 1 => unanswered += 1,
+            Err(Error::Unavailable { .. }) => {}
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        // The next update, without a fault, adds exactly one.
+        eventually("an update after the fault", || r.update(|n| n + 1)).await;
+        assert_eq!(truth.get().await.unwrap(), after + 1, "round {round}");
+    }
+    assert!(unanswered > 0, "no write was executed and left unanswered");
+}

@@ -52,7 +52,12 @@
 //! # Errors
 //! An unreachable server, a timeout or a server that cannot serve
 //! (loading, out of memory, read-only replica) is
-//! [`Error::Unavailable`] (transient). Refused credentials, a missing ACL permission or an invalid URL is
+//! [`Error::Unavailable`] (transient). A write whose connection fails
+//! after it was sent may or may not have committed: it is reported as
+//! `Unavailable` and never sent again (no command is re-sent
+//! automatically: an optimistic update that resent its conditional write
+//! would be rejected by its own commit and apply its closure twice).
+//! Refused credentials, a missing ACL permission or an invalid URL is
 //! [`Error::Config`]. Data under the namespace that dref did not write in
 //! its layout (a counter or record field that is not a canonical number,
 //! another Redis type under a dref key) is [`Error::Protocol`], naming the
@@ -210,6 +215,8 @@ impl RedisBackend {
     /// Connects with `config` (see [`RedisConfig`]).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = client(&config)?;
+        // The retries are of connection attempts only: the manager never
+        // sends a command twice (see "Errors" in the module docs).
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout))
@@ -258,7 +265,8 @@ impl RedisBackend {
     }
 
     /// Runs the engine script's operation `op` with `args` after the
-    /// prefix.
+    /// prefix. Sent once: a failure after sending is reported, never
+    /// retried.
     async fn run(&self, op: &str, args: &[&[u8]]) -> Result<Value> {
         let mut invocation = self.inner.script.prepare_invoke();
         invocation.arg(op).arg(self.inner.prefix.as_str());
