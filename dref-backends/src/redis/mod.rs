@@ -441,7 +441,12 @@ fn client(config: &RedisConfig) -> Result<redis::Client> {
     if tls {
         // rustls needs a process-wide crypto provider; another library
         // may have installed one already, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        if rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+        {
+            tracing::debug!("a rustls crypto provider is already installed; Redis TLS uses it");
+        }
         if let Some(ca) = &config.tls_ca {
             let certificates = redis::TlsCertificates {
                 client_tls: None,
@@ -476,9 +481,18 @@ async fn sweep(inner: Weak<Inner>, interval: Duration) {
         tokio::time::sleep(interval).await;
         let Some(inner) = inner.upgrade() else { return };
         let backend = RedisBackend { inner };
-        // A failed sweep is retried at the next tick; the next write sweeps
-        // too.
-        let _ = backend.run("sweep", &[]).await;
+        // A failed sweep is retried at the next tick; the next lease
+        // operation sweeps too. An outage is logged quietly (every tick
+        // would fail); malformed data stops expiry until it is repaired.
+        match backend.run("sweep", &[]).await {
+            Ok(_) => {}
+            Err(e) if e.is_transient() => {
+                tracing::debug!(prefix = %backend.inner.prefix, error = %e, "lease sweep failed");
+            }
+            Err(e) => {
+                tracing::warn!(prefix = %backend.inner.prefix, error = %e, "lease sweep failed");
+            }
+        }
     }
 }
 

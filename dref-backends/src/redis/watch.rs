@@ -207,6 +207,11 @@ impl Watches {
             .and_then(|c| c.strip_prefix(b"c:"))
             .and_then(|k| std::str::from_utf8(k).ok())
         else {
+            tracing::debug!(
+                prefix = %self.prefix,
+                channel = %String::from_utf8_lossy(channel),
+                "ignored a message on a channel that names no key"
+            );
             return;
         };
         let key = Key::new(key);
@@ -232,10 +237,17 @@ impl Watches {
                 remember(&mut state, key.clone(), event.revision);
                 Notice::Event(event)
             }
-            Err(message) => Notice::Malformed(message),
+            Err(message) => {
+                tracing::warn!(prefix = %self.prefix, %key, %message, "malformed event message");
+                Notice::Malformed(message)
+            }
         };
+        // (Under the lock, so the entry is still this sender.)
         if let Some(tx) = watched {
-            let _ = tx.send(notice);
+            if tx.send(notice).is_err() {
+                // Its last watcher is going away.
+                state.senders.remove(&key);
+            }
         }
     }
 
@@ -244,20 +256,27 @@ impl Watches {
     /// before that read was sent (the store cannot have been below it).
     fn went_live(&self, revision: u64, seen: u64) {
         self.highest.fetch_max(revision, Ordering::Relaxed);
-        // Below: the store lost data, and every watch from a revision
-        // before the loss must resync.
         let since = if revision >= seen {
             revision
         } else {
+            tracing::warn!(
+                prefix = %self.prefix,
+                revision,
+                seen,
+                "the store revision went back: Redis lost data (a restart without persistence, \
+                 or a failover to a replica that lagged); every watcher resyncs"
+            );
+            // Every watch from a revision before the loss must resync.
             seen.saturating_add(1)
         };
         let mut state = self.state.lock();
         state.live_since = Some(since);
         state.last.clear();
         state.floor = 0;
-        for tx in state.senders.values() {
-            let _ = tx.send(Notice::Reconnected);
-        }
+        // A sender without receivers belongs to watchers going away.
+        state
+            .senders
+            .retain(|_, tx| tx.send(Notice::Reconnected).is_ok());
         drop(state);
         self.live.send_replace(true);
     }
@@ -293,10 +312,12 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut failures = 0u32;
     loop {
         let Some(w) = watches.upgrade() else { return };
         let pattern = format!("{}c:*", glob_escape(&w.prefix));
         let revision_key = format!("{}rev", w.prefix);
+        let prefix = w.prefix.clone();
         let seen = w.highest.load(Ordering::Relaxed);
         drop(w);
         let connected = tokio::time::timeout(connect_timeout, async {
@@ -326,14 +347,26 @@ async fn run(
             Ok(connected) => connected,
             Err(e) => {
                 let Some(w) = watches.upgrade() else { return };
+                // The first failure in a row is news; the retries of an
+                // outage are not.
+                if failures == 0 || !e.is_transient() {
+                    tracing::warn!(%prefix, error = %e, "the pub/sub connection failed; retrying");
+                } else {
+                    tracing::debug!(%prefix, error = %e, failures, "the pub/sub connection failed again");
+                }
                 *w.last_error.lock() = Some(e);
                 drop(w);
+                failures = failures.saturating_add(1);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(%prefix, failures, "the pub/sub connection is back");
+        }
         backoff = Duration::from_millis(50);
+        failures = 0;
         let Some(w) = watches.upgrade() else { return };
         *w.last_error.lock() = None;
         w.went_live(since, seen);
@@ -351,6 +384,7 @@ async fn run(
                 message.get_payload_bytes(),
             );
         }
+        tracing::warn!(%prefix, "the pub/sub connection was lost; reconnecting");
         let Some(w) = watches.upgrade() else { return };
         w.went_down();
     }
