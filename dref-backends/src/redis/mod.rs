@@ -40,14 +40,17 @@
 //! The store revision and the lease id sequence live in the database too.
 //! Run Redis with persistence (AOF or RDB) if refs must survive a server
 //! restart. A Redis that loses its data (a restart without persistence, a
-//! failover to a replica that lagged) loses the records, but never sends
-//! revisions or lease ids backwards: a missing counter starts again from
-//! the server's clock in microseconds since the epoch, above any value it
-//! can have had (it never grows by more than one per microsecond), so
-//! fencing tokens keep increasing and a stale client's lease id cannot
-//! name a new lease (this assumes the server's clock does not step back
-//! across the loss). A handle that finds the store revision below one it
-//! has seen resyncs every watcher, old and new.
+//! flush) loses the records, but does not send revisions or lease ids
+//! backwards: a missing counter starts again from the server's clock in
+//! microseconds since the epoch, above any value it can have had (it never
+//! grows by more than one per microsecond), so fencing tokens keep
+//! increasing and a stale client's lease id cannot name a new lease. This
+//! assumes the server's clock does not step back across the loss, and it
+//! does not cover a loss that keeps an older counter (a failover to a
+//! replica that lagged, a restore from an older backup): there the counters
+//! go on from the older value. A handle that finds the store revision
+//! below one it has seen (either kind of loss) resyncs every watcher, old
+//! and new.
 //!
 //! # Errors
 //! An unreachable server, a timeout or a server that cannot serve
