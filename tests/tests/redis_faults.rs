@@ -6,6 +6,10 @@ mod support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use dref::engine::{
+    Backend, Condition, FieldName, Key, LeaseId, Op, WatchItem, Write, WriteOutcome,
+};
 use dref::{ChangeKind, Codec, Context, Error, ManualId};
 use dref_backends::redis::{RedisBackend, RedisConfig};
 use dref_tests::{eventually, within};
@@ -377,4 +381,432 @@ async fn a_stalled_server_times_out_with_a_typed_error() {
     );
     stall.await.unwrap();
     eventually("an update after the stall", || r.update(|n| n + 1)).await;
+}
+
+// ---------------------------------------------------------------------
+// Safety: watches, malformed data, data loss and lost replies.
+
+fn put(key: &Key, value: &str) -> Write {
+    let fields = vec![(
+        FieldName::from("v"),
+        Bytes::copy_from_slice(value.as_bytes()),
+    )];
+    Write::new(key.clone(), Op::Put(fields))
+}
+
+fn committed(outcome: WriteOutcome) -> u64 {
+    match outcome {
+        WriteOutcome::Committed { revision, .. } => revision,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+/// Every key under `prefix` with its `DUMP`: any change to the namespace
+/// (a counter, a record field, a lease deadline) changes this.
+async fn namespace(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
+    let mut dump = std::collections::BTreeMap::new();
+    for key in keys {
+        let bytes: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        dump.insert(key, bytes);
+    }
+    dump
+}
+
+/// A malformed-data error: `Protocol`, not transient, naming the Redis
+/// key and the field.
+fn assert_malformed(err: &Error, key: &str, field: &str, case: &str) {
+    assert!(matches!(err, Error::Protocol { .. }), "{case}: {err}");
+    assert!(!err.is_transient(), "{case}: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(key) && text.contains(field),
+        "{case}: the error should name `{key}` and `{field}`: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_watch_never_yields_a_commit_made_before_it() {
+    let server = RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    let b = backend(&format!("redis://127.0.0.1:{}/0", proxy.port), "w:").await;
+    let key = Key::new("ref/early");
+    // The event of this commit is still on its way to the handle's pub/sub
+    // connection when the watch is opened.
+    proxy.hold_subscribers(true);
+    let early = committed(b.write(put(&key, "1")).await.unwrap());
+    let mut watch = b.watch(key.clone(), None).await.unwrap();
+    proxy.hold_subscribers(false);
+    let late = committed(b.write(put(&key, "2")).await.unwrap());
+    match within("the first event", watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        WatchItem::Event(e) => assert_eq!(
+            e.revision, late,
+            "the watch yielded {e:?}, but the commit at {early} was made before it was opened"
+        ),
+        other => panic!("expected the event of the later commit, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_protocol_errors_and_writes_change_nothing() {
+    let server = RedisServer::start(&[]);
+    let b = backend(&server.url(), "m:").await;
+    let mut conn = raw(&server).await;
+    let lease = b.grant_lease(Duration::from_secs(600)).await.unwrap();
+    let garbage = [
+        "garbage",
+        "12abc",
+        "1.5",
+        "-3",
+        "007",
+        "",
+        "9007199254740993",
+    ];
+    for field in ["m:ver", "m:crev", "m:mrev", "m:n", "m:lease", "r:v"] {
+        for bad in garbage {
+            let key = Key::new(format!("ref/{field}/{bad}"));
+            let rkey = format!("m:r:{}", key.as_str());
+            let revision = committed(
+                b.write(put(&key, "1").with_lease(Some(lease)))
+                    .await
+                    .unwrap(),
+            );
+            let _: () = conn.hset(&rkey, field, bad).await.unwrap();
+            let before = namespace(&mut conn, "m:").await;
+            let mut writes = vec![
+                ("put", put(&key, "2")),
+                ("unchanged put", put(&key, "1").with_lease(Some(lease))),
+                ("put without the lease", put(&key, "2")),
+                ("versioned put", put(&key, "2").when(Condition::Version(1))),
+                (
+                    "field-revision put",
+                    put(&key, "2").when(Condition::FieldModRevision {
+                        field: FieldName::from("v"),
+                        revision,
+                    }),
+                ),
+                (
+                    "patch",
+                    Write::new(
+                        key.clone(),
+                        Op::Patch(vec![(FieldName::from("v"), Bytes::from_static(b"3"))]),
+                    ),
+                ),
+                ("absent put", put(&key, "2").when(Condition::Absent)),
+            ];
+            // A delete reads the record's metadata, not its fields.
+            if field.starts_with("m:") {
+                writes.push(("delete", Write::new(key.clone(), Op::Delete)));
+            }
+            for (what, write) in writes {
+                let case = format!("{what} on {field} = {bad:?}");
+                let err = b.write(write).await.unwrap_err();
+                assert_malformed(&err, &rkey, field, &case);
+                assert_eq!(
+                    namespace(&mut conn, "m:").await,
+                    before,
+                    "{case} changed the store"
+                );
+            }
+            let err = b.read(key.clone()).await.unwrap_err();
+            assert_malformed(&err, &rkey, field, &format!("read of {field} = {bad:?}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_counters_and_leases_are_protocol_errors_and_change_nothing() {
+    let server = RedisServer::start(&[]);
+    let b = backend(&server.url(), "c:").await;
+    let mut conn = raw(&server).await;
+    let key = Key::new("ref/n");
+    let lease = b.grant_lease(Duration::from_secs(600)).await.unwrap();
+    committed(
+        b.write(put(&key, "1").with_lease(Some(lease)))
+            .await
+            .unwrap(),
+    );
+    let garbage = [
+        "garbage",
+        "12abc",
+        "1.5",
+        "-3",
+        "007",
+        "",
+        "9007199254740993",
+    ];
+
+    // The store revision: writes (also those that change a lease's set of
+    // keys first), and a revoke (which deletes a record).
+    let good: String = conn.get("c:rev").await.unwrap();
+    for bad in garbage {
+        let _: () = conn.set("c:rev", bad).await.unwrap();
+        let before = namespace(&mut conn, "c:").await;
+        let case = format!("c:rev = {bad:?}");
+        let leased = put(&Key::new("ref/leased"), "1").with_lease(Some(lease));
+        let writes = [
+            put(&key, "2"),
+            leased,
+            put(&key, "1"),
+            Write::new(key.clone(), Op::Delete),
+        ];
+        for write in writes {
+            let err = b.write(write).await.unwrap_err();
+            assert_malformed(&err, "c:rev", "c:rev", &format!("write with {case}"));
+        }
+        let err = b.revoke_lease(lease).await.unwrap_err();
+        assert_malformed(&err, "c:rev", "c:rev", &format!("revoke with {case}"));
+        let err = b.read(key.clone()).await.unwrap_err();
+        assert_malformed(&err, "c:rev", "c:rev", &format!("read with {case}"));
+        assert_eq!(namespace(&mut conn, "c:").await, before, "{case}");
+    }
+    let _: () = conn.set("c:rev", &good).await.unwrap();
+
+    // A lease's set of keys.
+    let lk = format!("c:lk:{}", lease.0);
+    let members: Vec<String> = conn.smembers(&lk).await.unwrap();
+    let _: () = conn.del(&lk).await.unwrap();
+    let _: () = conn.set(&lk, "garbage").await.unwrap();
+    let before = namespace(&mut conn, "c:").await;
+    let leased = put(&Key::new("ref/leased"), "1").with_lease(Some(lease));
+    for (what, write) in [
+        ("a write under the lease", leased),
+        ("a write leaving the lease", put(&key, "2")),
+        ("a delete", Write::new(key.clone(), Op::Delete)),
+    ] {
+        let err = b.write(write).await.unwrap_err();
+        assert_malformed(&err, &lk, "not a set", what);
+        assert_eq!(namespace(&mut conn, "c:").await, before, "{what}");
+    }
+    let _: () = conn.del(&lk).await.unwrap();
+    let _: () = conn.sadd(&lk, &members).await.unwrap();
+
+    // The lease id sequence.
+    let good: String = conn.get("c:lseq").await.unwrap();
+    for bad in garbage {
+        let _: () = conn.set("c:lseq", bad).await.unwrap();
+        let before = namespace(&mut conn, "c:").await;
+        let err = b.grant_lease(Duration::from_secs(5)).await.unwrap_err();
+        assert_malformed(&err, "c:lseq", "c:lseq", &format!("grant with {bad:?}"));
+        assert_eq!(namespace(&mut conn, "c:").await, before, "lseq {bad:?}");
+    }
+    let _: () = conn.set("c:lseq", &good).await.unwrap();
+
+    // A lease's TTL.
+    let lkey = format!("c:l:{}", lease.0);
+    for bad in garbage {
+        let _: () = conn.hset(&lkey, "ttl", bad).await.unwrap();
+        let before = namespace(&mut conn, "c:").await;
+        let err = b.keep_alive(lease).await.unwrap_err();
+        assert_malformed(&err, &lkey, "ttl", &format!("keep-alive with ttl {bad:?}"));
+        assert_eq!(namespace(&mut conn, "c:").await, before, "ttl {bad:?}");
+    }
+
+    // With the data repaired, everything works again.
+    let _: () = conn.hset(&lkey, "ttl", "600000").await.unwrap();
+    b.keep_alive(lease).await.unwrap();
+    committed(b.write(put(&key, "2")).await.unwrap());
+    b.grant_lease(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_loses_data_moves_no_counter_backwards() {
+    let mut server = RedisServer::start(&[]);
+    let b = backend(&server.url(), "loss:").await;
+    let ctx = context(b.clone(), "a");
+    let key = Key::new("raw/n");
+    let mut revision = 0;
+    for i in 0..5 {
+        revision = committed(b.write(put(&key, &i.to_string())).await.unwrap());
+    }
+    let mut lease = LeaseId(0);
+    for _ in 0..3 {
+        lease = b.grant_lease(Duration::from_secs(600)).await.unwrap();
+    }
+    let lock = ctx.acquire("job").await.unwrap();
+    let token = lock.token();
+    lock.release().await.unwrap();
+
+    server.kill();
+    server.launch();
+
+    let after =
+        committed(eventually("a write after the restart", || b.write(put(&key, "x"))).await);
+    assert!(
+        after > revision && after > token.0,
+        "the revision went back from {revision} (and token {token}) to {after}"
+    );
+    let lease_after = eventually("a lease after the restart", || {
+        b.grant_lease(Duration::from_secs(600))
+    })
+    .await;
+    assert!(
+        lease_after.0 > lease.0,
+        "lease ids went back from {lease} to {lease_after}"
+    );
+    let lock = eventually("a lock after the restart", || ctx.acquire("job")).await;
+    assert!(
+        lock.token() > token && lock.token().0 > after,
+        "the fencing token went back from {token} to {}",
+        lock.token()
+    );
+    lock.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_recover_from_a_restart_that_loses_data() {
+    let mut server = RedisServer::start(&[]);
+    let a = backend(&server.url(), "loss:").await;
+    let ctx = context(a.clone(), "a");
+    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    for i in 1..=5 {
+        r.set(i).await.unwrap();
+    }
+    let key = Key::new("raw/w");
+    let before = committed(a.write(put(&key, "1")).await.unwrap());
+    let mut changes = r.changes();
+    let mut watch = a.watch(key.clone(), None).await.unwrap();
+
+    server.kill();
+    server.launch();
+
+    // Another node, connected after the restart, writes both keys.
+    let b = context(backend(&server.url(), "loss:").await, "b");
+    let rb = b.make(ManualId::<u64>::new("n"), 100).await.unwrap();
+    rb.set(101).await.unwrap();
+    let bb = backend(&server.url(), "loss:").await;
+    let first = committed(bb.write(put(&key, "2")).await.unwrap());
+    assert!(first > before, "{first} after {before}");
+
+    // The raw watch resyncs, then delivers live events above the new
+    // revisions.
+    within("the raw watch to catch up", async {
+        loop {
+            match watch.next().await.expect("the watch goes on") {
+                Ok(WatchItem::Event(e)) if e.revision >= first => return,
+                Ok(WatchItem::Event(e)) => panic!("an event from before the restart: {e:?}"),
+                Ok(WatchItem::Resync(Some(record))) if record.mod_revision >= first => return,
+                Ok(WatchItem::Resync(_)) => {}
+                Err(e) => assert!(e.is_transient(), "{e}"),
+            }
+        }
+    })
+    .await;
+    let second = committed(bb.write(put(&key, "3")).await.unwrap());
+    match within("a live event", watch.next()).await.unwrap() {
+        Ok(WatchItem::Event(e)) => assert_eq!(e.revision, second),
+        other => panic!("expected the event at {second}, got {other:?}"),
+    }
+
+    // The change stream reaches the new value, then follows live writes.
+    within("the change stream to catch up", async {
+        loop {
+            match changes.next().await.expect("the change stream goes on") {
+                Ok(c) => match c.kind {
+                    ChangeKind::Updated(101) | ChangeKind::Resync(Some(101)) => return,
+                    _ => {}
+                },
+                Err(e) => assert!(e.is_transient(), "{e}"),
+            }
+        }
+    })
+    .await;
+    rb.set(102).await.unwrap();
+    within("a live change", async {
+        loop {
+            match changes.next().await.expect("the change stream goes on") {
+                Ok(c) => match c.kind {
+                    ChangeKind::Updated(102) => return,
+                    ChangeKind::Updated(101) | ChangeKind::Resync(Some(101)) => {}
+                    other => panic!("unexpected change {other:?}"),
+                },
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(r.get().await.unwrap(), 102);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_reopened_after_data_loss_resyncs() {
+    let mut server = RedisServer::start(&[]);
+    let a = backend(&server.url(), "loss:").await;
+    let key = Key::new("raw/gone");
+    let old = committed(a.write(put(&key, "1")).await.unwrap());
+    let mut open = a.watch(Key::new("raw/other"), None).await.unwrap();
+
+    server.kill();
+    server.launch();
+
+    // The open watch hears of the reconnect once the handle's pub/sub
+    // connection is back: nothing was written since.
+    within("the reconnect", open.next()).await.unwrap().ok();
+    // A watcher that saw revision `old` asks for what came after it: the
+    // record is gone, with no event to say so.
+    let mut watch = eventually("a watch after the restart", || {
+        a.watch(key.clone(), Some(old))
+    })
+    .await;
+    let other = backend(&server.url(), "loss:").await;
+    committed(other.write(put(&key, "2")).await.unwrap());
+    match within("the first item", watch.next()).await.unwrap() {
+        Ok(WatchItem::Resync(_)) => {}
+        other => panic!("the watch must resync after the data loss, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_is_lost_is_applied_once() {
+    let server = RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    // No sweeps and no session: the update's write is the only command.
+    let through_proxy = RedisConfig::new(format!("redis://127.0.0.1:{}/0", proxy.port))
+        .prefix("once:")
+        .command_timeout(Duration::from_secs(2))
+        .sweep_interval(Duration::from_secs(3600))
+        .connect()
+        .await
+        .unwrap();
+    let ctx = context(through_proxy, "a");
+    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    let check = context(backend(&server.url(), "once:").await, "check");
+    let truth = check.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    let mut unanswered = 0;
+    for round in 1..=20u64 {
+        let before = truth.get().await.unwrap();
+        // The server executes the write; its reply never arrives.
+        proxy.lose_reply_to(b"\r\nwrite\r\n");
+        let outcome = r.update(|n| n + 1).await;
+        assert_eq!(proxy.replies_lost(), round, "the fault hit the write");
+        let after = truth.get().await.unwrap();
+        assert!(
+            after <= before + 1,
+            "round {round}: one update added {} ({outcome:?})",
+            after - before
+        );
+        match outcome {
+            // Only a second attempt could have been answered.
+            Ok(_) => assert_eq!(after, before + 1, "round {round}"),
+            // The outcome is unknown to the caller; here the write ran.
+            Err(Error::Unavailable { .. }) if after == before + 1 => unanswered += 1,
+            Err(Error::Unavailable { .. }) => {}
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        // The next update, without a fault, adds exactly one.
+        eventually("an update after the fault", || r.update(|n| n + 1)).await;
+        assert_eq!(truth.get().await.unwrap(), after + 1, "round {round}");
+    }
+    assert!(unanswered > 0, "no write was executed and left unanswered");
 }

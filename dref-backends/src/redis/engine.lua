@@ -4,14 +4,22 @@
 --
 -- ARGV[1] is the operation, ARGV[2] the key prefix (namespace); the rest
 -- depends on the operation. Layout (P = prefix):
---   P..'rev'          store revision (INCR)
+--   P..'rev'          store revision (INCR; seeded from the server clock)
 --   P..'r:'..key      record hash: m:ver, m:crev, m:mrev, m:lease, m:n (field
 --                     count), f:<name> = field bytes, r:<name> = field mod revision
 --   P..'c:'..key      pub/sub channel of the key's events
---   P..'lseq'         lease id sequence
+--   P..'lseq'         lease id sequence (INCR; seeded from the server clock)
 --   P..'l:'..id       lease hash: ttl (milliseconds)
 --   P..'lk:'..id      set of keys attached to the lease
 --   P..'leases'       sorted set of lease ids by deadline (milliseconds)
+--
+-- Every number stored is a canonical decimal (digits, no sign, no leading
+-- zero) below 2^53, so that Lua's numbers (doubles) hold it exactly. What
+-- an operation relies on is checked before it changes anything: malformed
+-- data (written by another client) is answered with an error reply whose
+-- code is DREFDATA, then the Redis key and what is wrong with it, and the
+-- store is left as it was. A request the script does not understand is
+-- answered with the code DREFARG.
 --
 -- Cost notes (this script is the server's CPU per dref write): numbers are
 -- turned into strings once, with string.format('%d'), and only strings are
@@ -20,45 +28,165 @@
 -- through printf's floating-point path, which made up about half of a
 -- write's time. string.format('%s') stops at a zero byte, so it is used only
 -- for digits the script formatted itself; field names and values, which are
--- arbitrary bytes, are concatenated.
+-- arbitrary bytes, are concatenated. Stored numbers are checked as strings
+-- (one anchored string.find each), and converted only to compute with.
+-- Every `local function` below is a new closure on every run (about 65 ns
+-- each): a read defines none, and each helper is defined only before the
+-- operations that use it.
 
 local OP = ARGV[1]
 local P = ARGV[2]
 local REV = P .. 'rev'
-local fmt = string.format
 
--- A netstring ("<length>:<bytes>"), which carries arbitrary bytes.
-local function ns(s)
-  return fmt('%d:', #s) .. s
+-- Writes and reads do not sweep: expiry may be seen late, never early, and
+-- the lease operations and the periodic sweep keep it prompt.
+if OP == 'read' then
+  -- The record with the store revision it is current at (the caller
+  -- checks both).
+  local revision = redis.pcall('GET', REV)
+  if type(revision) == 'table' then
+    return redis.error_reply('DREFDATA `' .. REV .. '` is not a string')
+  end
+  local rkey = P .. 'r:' .. ARGV[3]
+  local record = redis.pcall('HGETALL', rkey)
+  if record.err then
+    return redis.error_reply('DREFDATA `' .. rkey .. '` is not a hash: not a dref record')
+  end
+  return {revision or '0', record}
 end
 
-local function write()
+local fmt = string.format
+local find = string.find
+
+-- 2^53 - 1: below it, every integer is a double.
+local EXACT = 9007199254740991
+
+-- Whether `s` is a canonical decimal from 1 to 2^53 - 1 (`zero`: from 0).
+local function canonical(s, zero)
+  local n = #s
+  if n > 16 then
+    return false
+  elseif find(s, '^[1-9]%d*$') then
+    return n < 16 or s <= '9007199254740991'
+  end
+  return zero == true and s == '0'
+end
+
+-- The answer to malformed data under the Redis key `key`: `what` is wrong
+-- with it, and `value` is what the store holds instead (false: nothing).
+local function malformed(key, what, value)
+  local text = 'DREFDATA `' .. key .. '` ' .. what
+  if value == false then
+    text = text .. ': missing'
+  elseif value then
+    if #value > 40 then
+      value = string.sub(value, 1, 40) .. '...'
+    end
+    value = string.gsub(value, '[^%w%p ]', function(c)
+      return fmt('\\x%02x', string.byte(c))
+    end)
+    text = text .. ': "' .. value .. '"'
+  end
+  return redis.error_reply(text)
+end
+
+-- The next value of the counter `key` (the store revision or the lease id
+-- sequence), or nil and the error reply. A missing counter (a new
+-- namespace, or a server that lost its data) starts from the server's
+-- clock in microseconds since the epoch: the counter has never grown by
+-- more than one per microsecond (a commit takes several), so a counter
+-- seeded that way is above any value it had before the loss. A malformed
+-- counter is left as it was (INCR fails on a non-integer; an integer out
+-- of range is decremented back at once).
+local function next_value(key)
+  local n = redis.pcall('INCR', key)
+  if type(n) ~= 'number' then
+    local value = redis.pcall('GET', key)
+    if type(value) ~= 'string' then
+      return nil, malformed(key, 'is not a string')
+    end
+    return nil, malformed(key, 'is not a canonical number', value)
+  end
+  if n == 1 then
+    local t = redis.call('TIME')
+    n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, fmt('%d', n))
+  elseif n < 1 or n > EXACT then
+    redis.call('DECR', key)
+    return nil, malformed(key, 'is not a canonical number', redis.call('GET', key))
+  end
+  return n
+end
+
+if OP == 'write' then
   local key, cond, carg, cfield = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local op, lease, nfields = ARGV[7], ARGV[8], tonumber(ARGV[9])
   local rkey = P .. 'r:' .. key
-  -- One read of everything this write needs.
-  local want = {'m:ver', 'm:crev', 'm:mrev', 'm:lease', 'm:n', 'm:n'}
-  if cond == 'frev' then
-    want[6] = 'r:' .. cfield
-  end
+  -- One read of everything this write needs: the metadata, then the
+  -- bytes of each named field, then their revisions, then the revision
+  -- the condition names.
+  local want = {'m:ver', 'm:crev', 'm:mrev', 'm:lease', 'm:n'}
   for i = 0, nfields - 1 do
-    want[7 + i] = 'f:' .. ARGV[10 + 2 * i]
+    local name = ARGV[10 + 2 * i]
+    want[6 + i] = 'f:' .. name
+    want[6 + nfields + i] = 'r:' .. name
   end
-  local got = redis.call('HMGET', rkey, unpack(want))
+  local cond_rev = 6 + 2 * nfields
+  if cond == 'frev' then
+    want[cond_rev] = 'r:' .. cfield
+  end
+  local got = redis.pcall('HMGET', rkey, unpack(want))
+  if got.err then
+    if find(got.err, '^WRONGTYPE') then
+      return malformed(rkey, 'is not a hash: not a dref record')
+    end
+    return got
+  end
   local exists = got[1] ~= false
   local lease_known
-  if not exists then
-    if op == 'put' and lease ~= '' then
-      -- One call for both checks: the lease key is counted twice.
-      local lkey = P .. 'l:' .. lease
-      local n = redis.call('EXISTS', rkey, lkey, lkey)
-      if n % 2 == 1 then
-        return redis.error_reply('dref: ' .. rkey .. ' holds a hash that is not a dref record')
-      end
-      lease_known = n >= 2
-    elseif redis.call('EXISTS', rkey) == 1 then
-      return redis.error_reply('dref: ' .. rkey .. ' holds a hash that is not a dref record')
+  if exists then
+    -- Everything below relies on these (a Put keeps the revision of each
+    -- named field it does not change). A value equal to one checked
+    -- already, or to the condition's number (which the client sends in
+    -- canonical form, so a range check will do), needs no other check: in
+    -- the common case only m:ver and m:crev are searched.
+    local ver, crev, mrev = got[1], got[2], got[3]
+    local n = #carg
+    local same = (n > 0 and n < 16 and carg ~= '0' or n == 16 and carg <= '9007199254740991')
+      and carg
+    if not (cond == 'ver' and ver == same) and not canonical(ver) then
+      return malformed(rkey, 'field m:ver is not a canonical number', ver)
+    elseif not crev or not canonical(crev) then
+      return malformed(rkey, 'field m:crev is not a canonical number', crev)
+    elseif not mrev or mrev ~= crev and not (cond == 'mrev' and mrev == same)
+        and not canonical(mrev) then
+      return malformed(rkey, 'field m:mrev is not a canonical number', mrev)
+    elseif got[4] and not canonical(got[4]) then
+      return malformed(rkey, 'field m:lease is not a canonical number', got[4])
+    elseif got[5] and got[5] ~= ARGV[9] and not canonical(got[5], true) then
+      return malformed(rkey, 'field m:n is not a canonical number', got[5])
     end
+    local named = got[cond_rev]
+    if cond == 'frev' and named and named ~= same and not canonical(named) then
+      return malformed(rkey, 'field ' .. want[cond_rev] .. ' is not a canonical number', named)
+    end
+    for i = 6, 5 + nfields do
+      local field, revision = want[i + nfields], got[i + nfields]
+      if got[i] and not (revision == mrev or revision == crev
+          or revision and canonical(revision)) then
+        return malformed(rkey, 'field ' .. field .. ' is not a canonical number', revision)
+      end
+    end
+  elseif op == 'put' and lease ~= '' then
+    -- One call for both checks: the lease key is counted twice.
+    local lkey = P .. 'l:' .. lease
+    local n = redis.call('EXISTS', rkey, lkey, lkey)
+    if n % 2 == 1 then
+      return malformed(rkey, 'holds a hash that is not a dref record (no m:ver)')
+    end
+    lease_known = n >= 2
+  elseif redis.call('EXISTS', rkey) == 1 then
+    return malformed(rkey, 'holds a hash that is not a dref record (no m:ver)')
   end
   local ok
   if cond == 'any' then
@@ -72,9 +200,9 @@ local function write()
   elseif cond == 'mrev' then
     ok = got[3] == carg
   elseif cond == 'frev' then
-    ok = exists and got[6] == carg
+    ok = exists and got[cond_rev] == carg
   else
-    return redis.error_reply('dref: unknown condition ' .. cond)
+    return redis.error_reply('DREFARG unknown condition')
   end
   if op ~= 'put' and not exists then
     ok = false
@@ -110,13 +238,46 @@ local function write()
       return {2}
     end
   end
-  local revision = redis.call('INCR', REV)
-  local rev = fmt('%d', revision)
+  -- The lease sets change before the revision is taken, so that nothing
+  -- can fail after it; if anything fails before, they are changed back.
   local old_lease = got[4] or ''
-  if op == 'del' then
-    if old_lease ~= '' then
-      redis.call('SREM', P .. 'lk:' .. old_lease, key)
+  local new_lease = old_lease
+  if op == 'put' then
+    new_lease = lease
+  elseif op == 'del' then
+    new_lease = ''
+  end
+  local added, removed, err = 0, 0, nil
+  if new_lease ~= old_lease then
+    if new_lease ~= '' then
+      added = redis.pcall('SADD', P .. 'lk:' .. new_lease, key)
+      if type(added) ~= 'number' then
+        return malformed(P .. 'lk:' .. new_lease, 'is not a set')
+      end
     end
+    if old_lease ~= '' then
+      removed = redis.pcall('SREM', P .. 'lk:' .. old_lease, key)
+      if type(removed) ~= 'number' then
+        removed = 0
+        err = malformed(P .. 'lk:' .. old_lease, 'is not a set')
+      end
+    end
+  end
+  local revision
+  if not err then
+    revision, err = next_value(REV)
+  end
+  if err then
+    if added == 1 then
+      redis.call('SREM', P .. 'lk:' .. new_lease, key)
+    end
+    if removed == 1 then
+      redis.call('SADD', P .. 'lk:' .. old_lease, key)
+    end
+    return err
+  end
+  local rev = fmt('%d', revision)
+  if op == 'del' then
     redis.call('DEL', rkey)
     redis.call('PUBLISH', P .. 'c:' .. key, fmt('7:deleted%d:%s', #rev, rev))
     return {1, revision, 0}
@@ -135,14 +296,14 @@ local function write()
   local present = 0
   for i = 0, nfields - 1 do
     local name, value = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
-    local old = got[7 + i]
+    local old = got[6 + i]
     listed[name] = true
     if old then
       present = present + 1
     end
     if old ~= value then
       local n = #set
-      set[n + 1] = want[7 + i]
+      set[n + 1] = want[6 + i]
       set[n + 2] = value
       set[n + 3] = 'r:' .. name
       set[n + 4] = rev
@@ -177,19 +338,13 @@ local function write()
     set[#set + 1] = 'm:n'
     set[#set + 1] = fmt('%d', count)
   end
-  local new_lease = old_lease
-  if op == 'put' and lease ~= old_lease then
-    if old_lease ~= '' then
-      redis.call('SREM', P .. 'lk:' .. old_lease, key)
-    end
-    if lease ~= '' then
+  if new_lease ~= old_lease then
+    if new_lease ~= '' then
       set[#set + 1] = 'm:lease'
-      set[#set + 1] = lease
-      redis.call('SADD', P .. 'lk:' .. lease, key)
+      set[#set + 1] = new_lease
     else
       redis.call('HDEL', rkey, 'm:lease')
     end
-    new_lease = lease
   end
   redis.call('HSET', rkey, unpack(set))
   local nchanged = fmt('%d', #changed)
@@ -215,20 +370,11 @@ local function write()
     local nremoved = fmt('%d', #removed)
     parts[n + 1] = fmt('%d:%s', #nremoved, nremoved)
     for _, name in ipairs(removed) do
-      parts[#parts + 1] = ns(name)
+      parts[#parts + 1] = fmt('%d:', #name) .. name
     end
   end
   redis.call('PUBLISH', P .. 'c:' .. key, table.concat(parts))
   return {1, revision, version}
-end
-
--- Writes and reads do not sweep: expiry may be seen late, never early, and
--- the lease operations and the periodic sweep keep it prompt.
-if OP == 'write' then
-  return write()
-elseif OP == 'read' then
-  -- The record with the store revision it is current at.
-  return {redis.call('GET', REV) or '0', redis.call('HGETALL', P .. 'r:' .. ARGV[3])}
 end
 
 local LEASES = P .. 'leases'
@@ -238,14 +384,23 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Deletes the records of lease `id`, each with its own revision and
+-- `expired` event, then the lease. Returns an error reply if the store
+-- revision is malformed; the records deleted before stay deleted (each
+-- was a complete commit), the others and the lease stay for the next try.
 local function expire_lease(id)
   local members = redis.call('SMEMBERS', P .. 'lk:' .. id)
   table.sort(members)
   for _, key in ipairs(members) do
     local rkey = P .. 'r:' .. key
-    if redis.call('HGET', rkey, 'm:lease') == id then
+    -- (A key that no longer holds a record of this lease is skipped.)
+    if redis.pcall('HGET', rkey, 'm:lease') == id then
+      local revision, err = next_value(REV)
+      if not revision then
+        return err
+      end
+      local rev = fmt('%d', revision)
       redis.call('DEL', rkey)
-      local rev = fmt('%d', redis.call('INCR', REV))
       redis.call('PUBLISH', P .. 'c:' .. key, fmt('7:expired%d:%s', #rev, rev))
     end
   end
@@ -254,31 +409,52 @@ local function expire_lease(id)
 end
 
 local function sweep()
-  local due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', fmt('%d', now_ms()))
+  local due = redis.pcall('ZRANGEBYSCORE', LEASES, '-inf', fmt('%d', now_ms()))
+  if due.err then
+    return malformed(LEASES, 'is not a sorted set')
+  end
   for _, id in ipairs(due) do
-    expire_lease(id)
+    local err = expire_lease(id)
+    if err then
+      return err
+    end
   end
 end
 
-sweep()
+-- Every lease operation sweeps first; the sweep's expiries are commits of
+-- their own, whatever the operation then answers.
+local swept = sweep()
+if swept then
+  return swept
+end
 if OP == 'grant' then
-  local id = fmt('%d', redis.call('INCR', P .. 'lseq'))
+  local n, bad = next_value(P .. 'lseq')
+  if not n then
+    return bad
+  end
+  local id = fmt('%d', n)
   redis.call('HSET', P .. 'l:' .. id, 'ttl', ARGV[3])
   redis.call('ZADD', LEASES, fmt('%d', now_ms() + tonumber(ARGV[3])), id)
   return id
 elseif OP == 'keepalive' then
-  local ttl = redis.call('HGET', P .. 'l:' .. ARGV[3], 'ttl')
+  local lkey = P .. 'l:' .. ARGV[3]
+  local ttl = redis.call('HGET', lkey, 'ttl')
   if not ttl then
     return 0
+  elseif not canonical(ttl) then
+    return malformed(lkey, 'field ttl is not a canonical number', ttl)
   end
   redis.call('ZADD', LEASES, fmt('%d', now_ms() + tonumber(ttl)), ARGV[3])
   return 1
 elseif OP == 'revoke' then
   if redis.call('EXISTS', P .. 'l:' .. ARGV[3]) == 1 then
-    expire_lease(ARGV[3])
+    local bad = expire_lease(ARGV[3])
+    if bad then
+      return bad
+    end
   end
   return 1
 elseif OP == 'sweep' then
   return 1
 end
-return redis.error_reply('dref: unknown operation ' .. tostring(OP))
+return redis.error_reply('DREFARG unknown operation')

@@ -20,12 +20,15 @@
 //!
 //! Watches share one pub/sub connection per backend handle, separate from
 //! the command connection, subscribed once to the pattern of the
-//! namespace's event channels: opening a watch costs no round trip when the
-//! handle has seen nothing newer for the key than the watcher asks for
-//! (otherwise one read, and the watcher starts with a `Resync`). After the
-//! pub/sub connection is re-established every watcher gets a `Resync` with
-//! the current record. Every handle receives the events of its whole
-//! namespace: give applications that share a Redis their own prefixes.
+//! namespace's event channels. A watch that asks for the commits after a
+//! revision costs no round trip when the handle has seen nothing newer for
+//! the key (otherwise one read, and the watcher starts with a `Resync`); a
+//! watch of what commits from now on reads the store revision once, and
+//! yields only events above it (an earlier commit's message may still be on
+//! its way). After the pub/sub connection is re-established every watcher
+//! gets a `Resync` with the current record. Every handle receives the
+//! events of its whole namespace: give applications that share a Redis
+//! their own prefixes.
 //!
 //! Leases live in the database, with deadlines from the server's clock.
 //! Expired leases are swept by every lease operation and by a background
@@ -34,9 +37,39 @@
 //! `notify-keyspace-events` setting: `Expired` events reach watchers at most
 //! one sweep interval plus one round trip after the deadline.
 //!
-//! The store revision lives in the database too: run Redis with
-//! persistence (AOF or RDB) if refs must survive a server restart, since a
-//! Redis that loses its data also restarts the revision count.
+//! The store revision and the lease id sequence live in the database too.
+//! Run Redis with persistence (AOF or RDB) if refs must survive a server
+//! restart. A Redis that loses its data (a restart without persistence, a
+//! flush) loses the records, but does not send revisions or lease ids
+//! backwards: a missing counter starts again from the server's clock in
+//! microseconds since the epoch, above any value it can have had (it never
+//! grows by more than one per microsecond), so fencing tokens keep
+//! increasing and a stale client's lease id cannot name a new lease. This
+//! assumes the server's clock does not step back across the loss, and it
+//! does not cover a loss that keeps an older counter (a failover to a
+//! replica that lagged, a restore from an older backup): there the counters
+//! go on from the older value. A handle that finds the store revision
+//! below one it has seen (either kind of loss) resyncs every watcher, old
+//! and new.
+//!
+//! # Errors
+//! An unreachable server, a timeout or a server that cannot serve
+//! (loading, out of memory, read-only replica) is
+//! [`Error::Unavailable`] (transient). A write whose connection fails
+//! after it was sent may or may not have committed: it is reported as
+//! `Unavailable` and never sent again (no command is re-sent
+//! automatically: an optimistic update that resent its conditional write
+//! would be rejected by its own commit and apply its closure twice).
+//! Refused credentials, a missing ACL permission or an invalid URL is
+//! [`Error::Config`]. Data under the namespace that dref did not write in
+//! its layout (a counter or record field that is not a canonical number,
+//! another Redis type under a dref key) is [`Error::Protocol`], naming the
+//! key and field: the script checks what a write relies on before it
+//! changes anything, so such a write changes nothing (a write checks the
+//! record's metadata and the fields it names; a read checks the whole
+//! record). Errors are sorted by the Redis error's kind and code, never by
+//! its text; `dref::Error` has no slot for a cause, so the Redis error's
+//! text is kept in the message.
 //!
 //! # Storage layout
 //! With the default prefix `dref:` (see [`RedisConfig::prefix`]), for a ref
@@ -44,15 +77,17 @@
 //!
 //! | Redis key | type | contents |
 //! |---|---|---|
-//! | `dref:rev` | string | store revision, incremented by every commit |
+//! | `dref:rev` | string | store revision, incremented by every commit; when missing, the next commit seeds it from the server clock (microseconds since the epoch) |
 //! | `dref:r:ref/flags` | hash | the record: `m:ver` (version), `m:crev` (create revision), `m:mrev` (mod revision), `m:lease` (lease id, if any), `m:n` (number of fields), and per field `f:<name>` (encoded bytes) and `r:<name>` (the field's mod revision) |
 //! | `dref:c:ref/flags` | channel | change events of the key |
-//! | `dref:lseq` | string | lease id sequence |
+//! | `dref:lseq` | string | lease id sequence; seeded from the server clock like `dref:rev` |
 //! | `dref:l:<id>` | hash | lease: `ttl` in milliseconds |
 //! | `dref:lk:<id>` | set | keys attached to the lease |
 //! | `dref:leases` | sorted set | lease ids scored by deadline (ms since the epoch, server clock) |
 //!
-//! A ref's value fields are named after the value: `value` for plain
+//! Every number stored is a canonical decimal (ASCII digits, no sign, no
+//! leading zero) below 2^53 (the script computes with Lua's doubles). A
+//! ref's value fields are named after the value: `value` for plain
 //! types, the (renamed) struct field names for `#[distributed]` structs,
 //! encoded with the context's codec (choose MessagePack or JSON to share
 //! records with other languages); the field `$type` holds the type
@@ -62,6 +97,11 @@
 //! or `deleted`/`expired` followed by the revision. Other clients that write
 //! records must bump `dref:rev` and publish these events in the same
 //! transaction, as the script in `engine.lua` does.
+//!
+//! The script answers malformed data with an error reply whose code is
+//! `DREFDATA` (then the Redis key and what is wrong with it), and a request
+//! it does not understand with `DREFARG` (a client and script of different
+//! versions): both are `Protocol` errors.
 
 mod config;
 mod watch;
@@ -85,6 +125,11 @@ use watch::{Notice, Start, Subscription, Watches};
 use wire::protocol;
 
 const SCRIPT: &str = include_str!("engine.lua");
+
+/// Error code of the script's answer to malformed data in the store.
+const MALFORMED_DATA: &str = "DREFDATA";
+/// Error code of the script's answer to a request it does not understand.
+const BAD_REQUEST: &str = "DREFARG";
 
 /// A handle on a Redis store. Cheap to clone; clones share the command
 /// connection, the pub/sub connection and the lease sweeper.
@@ -116,22 +161,56 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> Error {
-    use redis::ErrorKind;
-    let text = e.to_string();
-    match e.kind() {
-        ErrorKind::AuthenticationFailed => Error::Config(format!(
-            "Redis refused the credentials (check the user and password in the URL): {e}"
+/// Sorts a Redis error by its kind and code (never by its text); `doing`
+/// says what failed, for the message.
+fn redis_error(e: &redis::RedisError, doing: &str) -> Error {
+    use redis::{ErrorKind, ServerErrorKind};
+    let detail = || e.detail().unwrap_or_default().to_owned();
+    match (e.kind(), e.code()) {
+        (_, Some(MALFORMED_DATA)) => protocol(format!(
+            "{doing}: malformed data in the store: {}",
+            detail()
         )),
-        ErrorKind::InvalidClientConfig => Error::Config(format!("invalid Redis URL: {e}")),
-        _ if text.contains("WRONGTYPE") => {
-            protocol(format!("a key holds data that is not a dref record: {e}"))
+        (_, Some(BAD_REQUEST)) => protocol(format!(
+            "{doing}: the engine script refused the request: {}",
+            detail()
+        )),
+        (_, Some("WRONGTYPE")) => protocol(format!(
+            "{doing}: a key of the namespace holds another Redis type than dref keeps there: {e}"
+        )),
+        (ErrorKind::AuthenticationFailed, _) | (_, Some("NOAUTH" | "WRONGPASS")) => Error::Config(
+            format!("Redis refused the credentials (check the user and password in the URL): {e}"),
+        ),
+        (ErrorKind::Server(ServerErrorKind::NoPerm), _) => Error::Config(format!(
+            "the Redis user lacks a permission dref needs ({doing}): {e}"
+        )),
+        (ErrorKind::InvalidClientConfig, _) => Error::Config(format!("invalid Redis URL: {e}")),
+        (ErrorKind::Parse | ErrorKind::UnexpectedReturnType, _) => {
+            protocol(format!("{doing}: unexpected answer from the server: {e}"))
         }
-        _ if text.contains("dref:") => protocol(format!("the engine script failed: {e}")),
         _ => Error::Unavailable {
             backend: "redis",
-            message: text,
+            message: format!("{doing}: {e}"),
         },
+    }
+}
+
+/// The Redis key `<prefix><kind><name>`, formatted only when an error
+/// message names it.
+struct RedisKey<'a>(&'a str, &'a str, &'a str);
+
+impl std::fmt::Display for RedisKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{}", self.0, self.1, self.2)
+    }
+}
+
+/// The answer to a command that got no answer in time. (The command may
+/// have run: it is not sent again.)
+fn no_answer(doing: &str, after: Duration) -> Error {
+    Error::Unavailable {
+        backend: "redis",
+        message: format!("{doing}: no answer within {after:?}"),
     }
 }
 
@@ -139,22 +218,21 @@ impl RedisBackend {
     /// Connects with `config` (see [`RedisConfig`]).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let client = client(&config)?;
+        // The retries are of connection attempts only: the manager never
+        // sends a command twice (see "Errors" in the module docs).
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(2);
         let connecting = ConnectionManager::new_with_config(client.clone(), manager_config);
+        let doing = format!("connecting to {}", redact(&config.url));
         let commands = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(commands)) => commands,
-            Ok(Err(e)) => return Err(unavailable(e)),
+            Ok(Err(e)) => return Err(redis_error(&e, &doing)),
             Err(_) => {
                 return Err(Error::Unavailable {
                     backend: "redis",
-                    message: format!(
-                        "connecting to {} timed out after {:?}",
-                        redact(&config.url),
-                        config.connect_timeout
-                    ),
+                    message: format!("{doing} timed out after {:?}", config.connect_timeout),
                 })
             }
         };
@@ -175,7 +253,7 @@ impl RedisBackend {
         let backend = RedisBackend { inner };
         // Proves the server answers, accepts us and runs scripts, and that
         // watches can start without a round trip.
-        backend.run(&["sweep"]).await?;
+        backend.run("sweep", &[]).await?;
         backend
             .inner
             .watches
@@ -189,34 +267,69 @@ impl RedisBackend {
         &self.inner.prefix
     }
 
-    /// Runs the engine script with `args` after the operation's prefix.
-    async fn run<A: redis::ToRedisArgs>(&self, args: &[A]) -> Result<Value> {
+    /// Runs the engine script's operation `op` with `args` after the
+    /// prefix. Sent once: a failure after sending is reported, never
+    /// retried.
+    async fn run(&self, op: &str, args: &[&[u8]]) -> Result<Value> {
         let mut invocation = self.inner.script.prepare_invoke();
-        let mut args = args.iter();
-        if let Some(op) = args.next() {
-            invocation.arg(op);
-        }
-        invocation.arg(self.inner.prefix.as_str());
+        invocation.arg(op).arg(self.inner.prefix.as_str());
         for arg in args {
-            invocation.arg(arg);
+            invocation.arg(*arg);
         }
         let mut connection = self.inner.commands.clone();
         let call = invocation.invoke_async::<Value>(&mut connection);
+        let doing = || {
+            let subject = String::from_utf8_lossy(args.first().copied().unwrap_or_default());
+            match op {
+                "write" => format!("writing `{subject}`"),
+                "read" => format!("reading `{subject}`"),
+                "grant" => "granting a lease".to_owned(),
+                "keepalive" => format!("keeping lease #{subject} alive"),
+                "revoke" => format!("revoking lease #{subject}"),
+                "sweep" => "sweeping expired leases".to_owned(),
+                other => other.to_owned(),
+            }
+        };
         match tokio::time::timeout(self.inner.command_timeout, call).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(Error::Unavailable {
-                backend: "redis",
-                message: format!("no answer within {:?}", self.inner.command_timeout),
-            }),
+            Ok(result) => result.map_err(|e| redis_error(&e, &doing())),
+            Err(_) => Err(no_answer(&doing(), self.inner.command_timeout)),
         }
+    }
+
+    /// The store revision now (one `GET`).
+    async fn revision(&self) -> Result<u64> {
+        let key = RedisKey(&self.inner.prefix, "rev", "");
+        let mut connection = self.inner.commands.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(key.to_string());
+        let call = get.query_async::<Option<Vec<u8>>>(&mut connection);
+        let doing = || format!("reading `{key}`");
+        let stored = match tokio::time::timeout(self.inner.command_timeout, call).await {
+            Ok(result) => result.map_err(|e| redis_error(&e, &doing()))?,
+            Err(_) => return Err(no_answer(&doing(), self.inner.command_timeout)),
+        };
+        let revision = wire::revision(stored.as_deref(), &key)?;
+        self.inner.watches.observe(revision);
+        Ok(revision)
     }
 
     /// The record under `key` and the store revision it is current at.
     async fn read_at(&self, key: &Key) -> Result<(u64, Option<Record>)> {
-        let reply = self.run(&["read", key.as_str()]).await?;
+        let reply = self.run("read", &[key.as_str().as_bytes()]).await?;
         let items = wire::array(&reply, "read reply")?;
         match items {
-            [revision, record] => Ok((wire::int(revision, "revision")?, wire::record(record)?)),
+            [revision, record] => {
+                let revision = match revision {
+                    Value::BulkString(b) => {
+                        wire::revision(Some(b), &RedisKey(&self.inner.prefix, "rev", ""))?
+                    }
+                    other => wire::int(other, "revision")?,
+                };
+                let record =
+                    wire::record(record, &RedisKey(&self.inner.prefix, "r:", key.as_str()))?;
+                self.inner.watches.observe(revision);
+                Ok((revision, record))
+            }
             _ => Err(protocol("read reply must have two items")),
         }
     }
@@ -242,7 +355,6 @@ impl RedisBackend {
         let lease = write.lease.map(|l| l.0.to_string()).unwrap_or_default();
         let count = fields.len().to_string();
         let mut args: Vec<&[u8]> = vec![
-            b"write",
             write.key.as_str().as_bytes(),
             cond.as_bytes(),
             carg.as_bytes(),
@@ -259,18 +371,23 @@ impl RedisBackend {
         if let Some(limit) = &limit {
             args.push(limit.as_bytes());
         }
-        let reply = self.run(&args).await?;
+        let reply = self.run("write", &args).await?;
         let items = wire::array(&reply, "write reply")?;
         match items {
             [status, revision, version] if wire::int(status, "status")? == 1 => {
+                let revision = wire::int(revision, "revision")?;
+                self.inner.watches.observe(revision);
                 Ok(WriteOutcome::Committed {
-                    revision: wire::int(revision, "revision")?,
+                    revision,
                     version: wire::int(version, "version")?,
                 })
             }
-            [status, record] if wire::int(status, "status")? == 0 => Ok(WriteOutcome::Rejected {
-                current: wire::record(record)?,
-            }),
+            [status, record] if wire::int(status, "status")? == 0 => {
+                let record_key = RedisKey(&self.inner.prefix, "r:", write.key.as_str());
+                Ok(WriteOutcome::Rejected {
+                    current: wire::record(record, &record_key)?,
+                })
+            }
             [status] if wire::int(status, "status")? == 2 => Err(Error::LeaseExpired {
                 lease: write.lease.unwrap_or(LeaseId(0)),
             }),
@@ -285,8 +402,10 @@ impl RedisBackend {
 
     async fn watch_now(&self, key: Key, since: Option<u64>) -> Result<WatchStream> {
         let (subscription, start) = self.inner.watches.subscribe(&key, since);
-        // Registered first, read second (when needed): every commit after
-        // the read is delivered, every commit before it is in the snapshot.
+        // Registered first, read second: every commit after the read is
+        // delivered, every commit before it is in the snapshot (or, for a
+        // watch of what commits from now on, left out: an earlier commit's
+        // message may still be on its way to the pub/sub connection).
         let (initial, floor) = match (start, since) {
             (Start::Resync, Some(since)) => {
                 let (revision, record) = self.read_at(&key).await?;
@@ -296,12 +415,14 @@ impl RedisBackend {
                     (None, since)
                 }
             }
-            (_, since) => (None, since.unwrap_or(0)),
+            (Start::Live, Some(since)) => (None, since),
+            (_, None) => (None, self.revision().await?),
         };
         let state = RedisWatch {
             subscription,
             floor,
             initial,
+            resync: None,
             backend: Arc::downgrade(&self.inner),
             key,
             done: false,
@@ -323,7 +444,12 @@ fn client(config: &RedisConfig) -> Result<redis::Client> {
     if tls {
         // rustls needs a process-wide crypto provider; another library
         // may have installed one already, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        if rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+        {
+            tracing::debug!("a rustls crypto provider is already installed; Redis TLS uses it");
+        }
         if let Some(ca) = &config.tls_ca {
             let certificates = redis::TlsCertificates {
                 client_tls: None,
@@ -358,11 +484,24 @@ async fn sweep(inner: Weak<Inner>, interval: Duration) {
         tokio::time::sleep(interval).await;
         let Some(inner) = inner.upgrade() else { return };
         let backend = RedisBackend { inner };
-        // A failed sweep is retried at the next tick; the next write sweeps
-        // too.
-        let _ = backend.run(&["sweep"]).await;
+        // A failed sweep is retried at the next tick; the next lease
+        // operation sweeps too. An outage is logged quietly (every tick
+        // would fail); malformed data stops expiry until it is repaired.
+        match backend.run("sweep", &[]).await {
+            Ok(_) => {}
+            Err(e) if e.is_transient() => {
+                tracing::debug!(prefix = %backend.inner.prefix, error = %e, "lease sweep failed");
+            }
+            Err(e) => {
+                tracing::warn!(prefix = %backend.inner.prefix, error = %e, "lease sweep failed");
+            }
+        }
     }
 }
+
+/// The first pause before a failed resync read is tried again, and the
+/// longest.
+const RESYNC_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
 struct RedisWatch {
     subscription: Subscription,
@@ -370,6 +509,9 @@ struct RedisWatch {
     /// has delivered.
     floor: u64,
     initial: Option<WatchItem>,
+    /// A resync is owed (events may have been missed), and its read has
+    /// failed this many times.
+    resync: Option<u32>,
     backend: Weak<Inner>,
     key: Key,
     done: bool,
@@ -384,6 +526,34 @@ impl RedisWatch {
             return Some((Ok(item), self));
         }
         loop {
+            if let Some(failures) = self.resync {
+                if failures > 0 {
+                    let (first, longest) = RESYNC_BACKOFF;
+                    let pause = first.saturating_mul(1 << failures.min(6)).min(longest);
+                    tokio::time::sleep(pause).await;
+                }
+                let backend = RedisBackend {
+                    inner: self.backend.upgrade()?,
+                };
+                return match backend.read_at(&self.key).await {
+                    Ok((revision, record)) => {
+                        // Authoritative: everything above it is new, even
+                        // if the store lost data and counts from lower.
+                        self.floor = revision;
+                        self.resync = None;
+                        Some((Ok(WatchItem::Resync(record)), self))
+                    }
+                    // Reported, and tried again at the next poll.
+                    Err(e) if e.is_transient() => {
+                        self.resync = Some(failures.saturating_add(1));
+                        Some((Err(e), self))
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        Some((Err(e), self))
+                    }
+                };
+            }
             let notice = match self.subscription.rx.recv().await {
                 Ok(notice) => notice,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -398,21 +568,7 @@ impl RedisWatch {
                     self.floor = event.revision;
                     return Some((Ok(WatchItem::Event(event)), self));
                 }
-                Notice::Reconnected => {
-                    let backend = RedisBackend {
-                        inner: self.backend.upgrade()?,
-                    };
-                    return match backend.read_at(&self.key).await {
-                        Ok((revision, record)) => {
-                            self.floor = self.floor.max(revision);
-                            Some((Ok(WatchItem::Resync(record)), self))
-                        }
-                        Err(e) => {
-                            self.done = true;
-                            Some((Err(e), self))
-                        }
-                    };
-                }
+                Notice::Reconnected => self.resync = Some(0),
                 Notice::Malformed(message) => {
                     self.done = true;
                     return Some((Err(protocol(message)), self));
@@ -442,7 +598,7 @@ impl Backend for RedisBackend {
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
         async move {
             let millis = ttl.as_millis().max(1).to_string();
-            let reply = self.run(&["grant", millis.as_str()]).await?;
+            let reply = self.run("grant", &[millis.as_bytes()]).await?;
             Ok(LeaseId(wire::int(&reply, "lease id")?))
         }
         .boxed()
@@ -451,7 +607,7 @@ impl Backend for RedisBackend {
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         async move {
             let id = lease.0.to_string();
-            let reply = self.run(&["keepalive", id.as_str()]).await?;
+            let reply = self.run("keepalive", &[id.as_bytes()]).await?;
             match wire::int(&reply, "keep-alive reply")? {
                 1 => Ok(()),
                 _ => Err(Error::LeaseExpired { lease }),
@@ -463,7 +619,7 @@ impl Backend for RedisBackend {
     fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         async move {
             let id = lease.0.to_string();
-            self.run(&["revoke", id.as_str()]).await.map(|_| ())
+            self.run("revoke", &[id.as_bytes()]).await.map(|_| ())
         }
         .boxed()
     }

@@ -8,8 +8,16 @@
 //! subscription started. Otherwise the watcher reads the record and starts
 //! with a resync. After a reconnect every watcher is told to resync, since
 //! pub/sub drops what was published while the connection was down.
+//!
+//! The store revision never goes back unless the server lost its data
+//! (revisions seeded after a loss are above the old ones, see the module
+//! docs). A handle remembers the highest revision it has seen; when the
+//! revision read at a reconnect is lower, the data was lost without an
+//! event for it, so no watch that asks for the commits after an old
+//! revision is served live: each starts with a resync.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,7 +28,7 @@ use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use tokio::sync::{broadcast, oneshot, watch};
 
-use super::wire;
+use super::{redis_error, wire};
 
 const WATCH_BUFFER: usize = 256;
 
@@ -63,6 +71,10 @@ pub(super) struct Watches {
     prefix: String,
     state: Mutex<State>,
     live: watch::Sender<bool>,
+    /// The highest store revision this handle has seen (events, replies).
+    highest: AtomicU64,
+    /// Why the last attempt to (re)connect the pub/sub connection failed.
+    last_error: Mutex<Option<Error>>,
     /// Dropped with the handle, which stops the pub/sub task.
     _shutdown: oneshot::Sender<()>,
 }
@@ -114,6 +126,8 @@ impl Watches {
             prefix,
             state: Mutex::new(State::default()),
             live: watch::channel(false).0,
+            highest: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             _shutdown: shutdown,
         });
         tokio::spawn(run(
@@ -132,13 +146,25 @@ impl Watches {
         let became_live = tokio::time::timeout(timeout, live.wait_for(|l| *l))
             .await
             .is_ok_and(|r| r.is_ok());
-        match became_live {
-            true => Ok(()),
-            false => Err(Error::Unavailable {
+        if became_live {
+            return Ok(());
+        }
+        match self.last_error.lock().clone() {
+            // Data or configuration that will not fix itself.
+            Some(e) if !e.is_transient() => Err(e),
+            last => Err(Error::Unavailable {
                 backend: "redis",
-                message: format!("the pub/sub subscription did not start within {timeout:?}"),
+                message: format!(
+                    "the pub/sub subscription did not start within {timeout:?}{}",
+                    last.map(|e| format!(" ({e})")).unwrap_or_default()
+                ),
             }),
         }
+    }
+
+    /// Notes that the store was at `revision` (a reply or an event).
+    pub(super) fn observe(&self, revision: u64) {
+        self.highest.fetch_max(revision, Ordering::Relaxed);
     }
 
     /// Registers a watcher of `key` that wants every commit after `since`,
@@ -181,6 +207,11 @@ impl Watches {
             .and_then(|c| c.strip_prefix(b"c:"))
             .and_then(|k| std::str::from_utf8(k).ok())
         else {
+            tracing::debug!(
+                prefix = %self.prefix,
+                channel = %String::from_utf8_lossy(channel),
+                "ignored a message on a channel that names no key"
+            );
             return;
         };
         let key = Key::new(key);
@@ -193,6 +224,7 @@ impl Watches {
             },
             None => match wire::event_revision(payload) {
                 Ok(revision) => {
+                    self.observe(revision);
                     remember(&mut state, key, revision);
                     return;
                 }
@@ -201,28 +233,62 @@ impl Watches {
         };
         let notice = match notice {
             Ok(event) => {
-                remember(&mut state, key, event.revision);
+                self.observe(event.revision);
+                remember(&mut state, key.clone(), event.revision);
                 Notice::Event(event)
             }
-            Err(message) => Notice::Malformed(message),
+            Err(message) => {
+                tracing::warn!(prefix = %self.prefix, %key, %message, "malformed event message");
+                Notice::Malformed(message)
+            }
         };
+        // (Under the lock, so the entry is still this sender.)
         if let Some(tx) = watched {
-            let _ = tx.send(notice);
+            if tx.send(notice).is_err() {
+                // Its last watcher is going away.
+                state.senders.remove(&key);
+            }
         }
     }
 
-    fn set_live(&self, since: Option<u64>) {
+    /// The subscription took effect, and the store revision read after it
+    /// is `revision`; `seen` is the highest revision this handle had seen
+    /// before that read was sent (the store cannot have been below it).
+    fn went_live(&self, revision: u64, seen: u64) {
+        self.highest.fetch_max(revision, Ordering::Relaxed);
+        let since = if revision >= seen {
+            revision
+        } else {
+            tracing::warn!(
+                prefix = %self.prefix,
+                revision,
+                seen,
+                "the store revision went back: Redis lost data (a restart without persistence, \
+                 or a failover to a replica that lagged); every watcher resyncs"
+            );
+            // Every watch from a revision before the loss must resync.
+            seen.saturating_add(1)
+        };
         let mut state = self.state.lock();
-        state.live_since = since;
+        state.live_since = Some(since);
         state.last.clear();
         state.floor = 0;
-        if since.is_some() {
-            for tx in state.senders.values() {
-                let _ = tx.send(Notice::Reconnected);
-            }
-        }
+        // A sender without receivers belongs to watchers going away.
+        state
+            .senders
+            .retain(|_, tx| tx.send(Notice::Reconnected).is_ok());
         drop(state);
-        self.live.send_replace(since.is_some());
+        self.live.send_replace(true);
+    }
+
+    /// The pub/sub connection was lost: events may be missed from now on.
+    fn went_down(&self) {
+        let mut state = self.state.lock();
+        state.live_since = None;
+        state.last.clear();
+        state.floor = 0;
+        drop(state);
+        self.live.send_replace(false);
     }
 }
 
@@ -246,37 +312,64 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut failures = 0u32;
     loop {
         let Some(w) = watches.upgrade() else { return };
         let pattern = format!("{}c:*", glob_escape(&w.prefix));
         let revision_key = format!("{}rev", w.prefix);
+        let prefix = w.prefix.clone();
+        let seen = w.highest.load(Ordering::Relaxed);
         drop(w);
         let connected = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
+            let failed =
+                |e: redis::RedisError| redis_error(&e, "subscribing to the namespace's events");
+            let mut pubsub = client.get_async_pubsub().await.map_err(failed)?;
+            pubsub.psubscribe(&pattern).await.map_err(failed)?;
             // Every event committed after the subscription took effect is
-            // delivered; reading the revision afterwards bounds the rest.
-            let revision: Option<u64> = redis::cmd("GET")
+            // delivered; reading the revision afterwards (on this new
+            // connection's server) bounds the rest.
+            let stored: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(&revision_key)
                 .query_async(&mut commands)
-                .await?;
-            Ok::<_, redis::RedisError>((pubsub, revision.unwrap_or(0)))
+                .await
+                .map_err(|e| redis_error(&e, &format!("reading `{revision_key}`")))?;
+            let revision = wire::revision(stored.as_deref(), &revision_key)?;
+            Ok::<_, Error>((pubsub, revision))
         })
-        .await;
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                backend: "redis",
+                message: format!("subscribing timed out after {connect_timeout:?}"),
+            })
+        });
         let (pubsub, since) = match connected {
-            Ok(Ok(connected)) => connected,
-            _ => {
-                if watches.strong_count() == 0 {
-                    return;
+            Ok(connected) => connected,
+            Err(e) => {
+                let Some(w) = watches.upgrade() else { return };
+                // The first failure in a row is news; the retries of an
+                // outage are not.
+                if failures == 0 || !e.is_transient() {
+                    tracing::warn!(%prefix, error = %e, "the pub/sub connection failed; retrying");
+                } else {
+                    tracing::debug!(%prefix, error = %e, failures, "the pub/sub connection failed again");
                 }
+                *w.last_error.lock() = Some(e);
+                drop(w);
+                failures = failures.saturating_add(1);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(%prefix, failures, "the pub/sub connection is back");
+        }
         backoff = Duration::from_millis(50);
+        failures = 0;
         let Some(w) = watches.upgrade() else { return };
-        w.set_live(Some(since));
+        *w.last_error.lock() = None;
+        w.went_live(since, seen);
         drop(w);
         let mut stream = pubsub.into_on_message();
         loop {
@@ -291,7 +384,8 @@ async fn run(
                 message.get_payload_bytes(),
             );
         }
+        tracing::warn!(%prefix, "the pub/sub connection was lost; reconnecting");
         let Some(w) = watches.upgrade() else { return };
-        w.set_live(None);
+        w.went_down();
     }
 }

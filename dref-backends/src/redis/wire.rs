@@ -14,16 +14,40 @@ pub(super) fn protocol(message: impl Into<String>) -> Error {
     }
 }
 
+/// The largest number the engine script keeps: below 2^53, Lua's numbers
+/// (doubles) hold every integer exactly.
+const EXACT: u64 = (1 << 53) - 1;
+
+/// A canonical decimal (digits, no sign, no leading zero) up to [`EXACT`]:
+/// the only form the engine script writes, and the only one it accepts.
+pub(super) fn canonical(bytes: &[u8]) -> Option<u64> {
+    match bytes {
+        [b'0'] => Some(0),
+        [b'1'..=b'9', rest @ ..] if rest.len() < 16 && rest.iter().all(u8::is_ascii_digit) => {
+            let n = bytes
+                .iter()
+                .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+            (n <= EXACT).then_some(n)
+        }
+        _ => None,
+    }
+}
+
+/// How to show stored bytes in an error message.
+pub(super) fn shown(bytes: &[u8]) -> String {
+    const LIMIT: usize = 40;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(LIMIT)]);
+    let more = if bytes.len() > LIMIT { "..." } else { "" };
+    format!("{text:?}{more}")
+}
+
 fn number(bytes: &[u8], what: &str) -> Result<u64> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            protocol(format!(
-                "{what} is not a number: {:?}",
-                String::from_utf8_lossy(bytes)
-            ))
-        })
+    canonical(bytes).ok_or_else(|| {
+        protocol(format!(
+            "{what} is not a canonical number: {}",
+            shown(bytes)
+        ))
+    })
 }
 
 fn bulk(value: &Value, what: &str) -> Result<Bytes> {
@@ -34,6 +58,20 @@ fn bulk(value: &Value, what: &str) -> Result<Bytes> {
         other => Err(protocol(format!(
             "{what}: expected a string, got {other:?}"
         ))),
+    }
+}
+
+/// The store revision as stored under the Redis key `key` (missing: 0,
+/// nothing committed since the data was lost or the namespace began).
+pub(super) fn revision(stored: Option<&[u8]>, key: &dyn std::fmt::Display) -> Result<u64> {
+    match stored {
+        None => Ok(0),
+        Some(bytes) => canonical(bytes).ok_or_else(|| {
+            protocol(format!(
+                "`{key}` (the store revision) is not a canonical number: {}",
+                shown(bytes)
+            ))
+        }),
     }
 }
 
@@ -53,49 +91,66 @@ pub(super) fn array<'a>(value: &'a Value, what: &str) -> Result<&'a [Value]> {
     }
 }
 
-/// A record hash as returned by `HGETALL` (an empty array: no record).
-pub(super) fn record(value: &Value) -> Result<Option<Record>> {
-    let items = array(value, "record")?;
+/// A record hash as returned by `HGETALL` (an empty array: no record),
+/// read from the Redis key `key` (formatted only to name it in errors).
+pub(super) fn record(value: &Value, key: &dyn std::fmt::Display) -> Result<Option<Record>> {
+    let bad = |message: String| protocol(format!("record `{key}`: {message}"));
+    let rename = |e: Error| match e {
+        Error::Protocol { message, .. } => bad(message),
+        other => other,
+    };
+    let items = array(value, "record").map_err(&rename)?;
     if items.is_empty() {
         return Ok(None);
     }
     if items.len() % 2 != 0 {
-        return Err(protocol("record hash reply has an odd number of items"));
+        return Err(bad("the hash reply has an odd number of items".into()));
     }
     let (mut version, mut create, mut modified, mut lease) = (None, None, None, None);
     let mut values: Vec<(FieldName, Bytes)> = Vec::new();
     let mut revisions: Vec<(FieldName, u64)> = Vec::new();
     for pair in items.chunks_exact(2) {
-        let name = bulk(&pair[0], "record hash field")?;
-        let value = bulk(&pair[1], "record hash value")?;
+        let name = bulk(&pair[0], "record hash field").map_err(&rename)?;
+        let value = bulk(&pair[1], "record hash value").map_err(&rename)?;
+        let positive = || {
+            canonical(&value).filter(|n| *n > 0).ok_or_else(|| {
+                bad(format!(
+                    "field {} is not a canonical number: {}",
+                    String::from_utf8_lossy(&name),
+                    shown(&value)
+                ))
+            })
+        };
         match &name[..] {
-            b"m:ver" => version = Some(number(&value, "m:ver")?),
-            b"m:crev" => create = Some(number(&value, "m:crev")?),
-            b"m:mrev" => modified = Some(number(&value, "m:mrev")?),
-            b"m:lease" => lease = Some(LeaseId(number(&value, "m:lease")?)),
+            b"m:ver" => version = Some(positive()?),
+            b"m:crev" => create = Some(positive()?),
+            b"m:mrev" => modified = Some(positive()?),
+            b"m:lease" => lease = Some(LeaseId(positive()?)),
             b"m:n" => {
-                number(&value, "m:n")?;
+                number(&value, "field m:n").map_err(&rename)?;
             }
-            n if n.starts_with(b"f:") => values.push((field_name(&n[2..])?, value)),
+            n if n.starts_with(b"f:") => {
+                values.push((field_name(&n[2..]).map_err(&rename)?, value))
+            }
             n if n.starts_with(b"r:") => {
-                revisions.push((field_name(&n[2..])?, number(&value, "field revision")?))
+                revisions.push((field_name(&n[2..]).map_err(&rename)?, positive()?))
             }
             n => {
-                return Err(protocol(format!(
-                    "unexpected hash field {:?} in a dref record",
-                    String::from_utf8_lossy(n)
+                return Err(bad(format!(
+                    "unexpected hash field {}: not a dref record",
+                    shown(n)
                 )))
             }
         }
     }
-    let missing = |what: &str| protocol(format!("record hash lacks {what}: not a dref record"));
+    let missing = |what: &str| bad(format!("the hash lacks {what}: not a dref record"));
     let mut fields = Vec::with_capacity(values.len());
     for (name, value) in values {
         let mod_revision = revisions
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, r)| *r)
-            .ok_or_else(|| missing(&format!("the revision of field `{name}`")))?;
+            .ok_or_else(|| missing(&format!("r:{name}")))?;
         fields.push(Field {
             name,
             value,
@@ -225,7 +280,32 @@ mod tests {
         ] {
             assert!(event(garbage).is_err(), "{garbage:?}");
         }
-        assert!(record(&Value::Array(vec![Value::BulkString(b"m:ver".to_vec())])).is_err());
-        assert!(record(&Value::Int(3)).is_err());
+        let half = Value::Array(vec![Value::BulkString(b"m:ver".to_vec())]);
+        assert!(record(&half, &"k").is_err());
+        assert!(record(&Value::Int(3), &"k").is_err());
+    }
+
+    #[test]
+    fn only_canonical_numbers_below_2_53_are_accepted() {
+        for good in ["0", "7", "10", "1722222222123456", "9007199254740991"] {
+            assert_eq!(canonical(good.as_bytes()), good.parse().ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "007",
+            "00",
+            "1.5",
+            "1e3",
+            " 7",
+            "7 ",
+            "12abc",
+            "9007199254740992",
+            "18446744073709551616",
+            "99999999999999999999",
+        ] {
+            assert_eq!(canonical(bad.as_bytes()), None, "{bad:?}");
+        }
     }
 }

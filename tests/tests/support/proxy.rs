@@ -1,20 +1,50 @@
 //! A TCP proxy between a client and a server that a test can cut and heal,
-//! to take a real connection away from one node.
+//! to take a real connection away from one node; it can also hold back
+//! what the server sends to pub/sub connections, and lose the reply to a
+//! chosen request (the server executes it, the client never hears back).
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A running proxy; dropped, it stops accepting.
 pub struct Proxy {
     pub port: u16,
-    cut: Arc<AtomicBool>,
-    generation: watch::Sender<u64>,
+    faults: Arc<Faults>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the test has asked the proxy to do.
+struct Faults {
+    cut: AtomicBool,
+    /// Bumped by every cut: open connections watch it and close.
+    generation: watch::Sender<u64>,
+    /// While true, bytes from the server to pub/sub connections wait.
+    hold_subscribers: watch::Sender<bool>,
+    /// The next request containing these bytes is forwarded, and its
+    /// connection closed as soon as the server answers, unanswered.
+    lose_reply_to: Mutex<Option<Vec<u8>>>,
+    /// Replies lost that way so far.
+    replies_lost: AtomicU64,
+}
+
+/// State shared by the two directions of one proxied connection.
+#[derive(Default)]
+struct Link {
+    /// The client subscribed: this is a pub/sub connection.
+    subscriber: AtomicBool,
+    /// The server's next bytes answer a request whose reply is lost.
+    lose_next_reply: AtomicBool,
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 impl Proxy {
@@ -24,56 +54,145 @@ impl Proxy {
             .await
             .expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let (generation, _) = watch::channel(0u64);
+        let faults = Arc::new(Faults {
+            cut: AtomicBool::new(false),
+            generation: watch::channel(0).0,
+            hold_subscribers: watch::channel(false).0,
+            lose_reply_to: Mutex::new(None),
+            replies_lost: AtomicU64::new(0),
+        });
         let task = {
-            let cut = cut.clone();
-            let generation = generation.clone();
+            let faults = faults.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
                         return;
                     };
-                    if cut.load(Ordering::SeqCst) {
+                    if faults.cut.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
                     }
-                    let mut cut_signal = generation.subscribe();
+                    let faults = faults.clone();
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                             return;
                         };
-                        let (mut client, mut server) = (client, server);
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cut_signal.changed() => {}
-                        }
+                        relay(client, server, faults).await;
                     });
                 }
             })
         };
-        Proxy {
-            port,
-            cut,
-            generation,
-            task,
-        }
+        Proxy { port, faults, task }
     }
 
     /// Drops every open connection and refuses new ones.
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
+        self.faults.cut.store(true, Ordering::SeqCst);
+        self.faults.generation.send_modify(|g| *g += 1);
     }
 
     /// Accepts connections again.
     pub fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+        self.faults.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// While `hold` is true, what the server sends to pub/sub connections
+    /// (those on which the client sent `SUBSCRIBE` or `PSUBSCRIBE`) waits
+    /// in the proxy; other connections flow as usual.
+    pub fn hold_subscribers(&self, hold: bool) {
+        self.faults.hold_subscribers.send_replace(hold);
+    }
+
+    /// Arms a one-shot fault: the next request whose bytes contain
+    /// `needle` reaches the server, and when the server answers, the
+    /// answer is dropped and the connection closed.
+    pub fn lose_reply_to(&self, needle: &[u8]) {
+        *self.faults.lose_reply_to.lock().unwrap() = Some(needle.to_vec());
+    }
+
+    /// How many replies [`lose_reply_to`](Self::lose_reply_to) has lost.
+    pub fn replies_lost(&self) -> u64 {
+        self.faults.replies_lost.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Relays one connection until either side closes, a cut, or a lost
+/// reply.
+async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
+    let mut cut = faults.generation.subscribe();
+    let link = Arc::new(Link::default());
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::select! {
+        _ = requests(client_read, server_write, &link, &faults) => {}
+        _ = replies(server_read, client_write, &link, &faults) => {}
+        _ = cut.changed() => {}
+    }
+}
+
+/// Client to server.
+async fn requests(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    link: &Link,
+    faults: &Faults,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let chunk = &buf[..n];
+        let upper = chunk.to_ascii_uppercase();
+        if contains(&upper, b"SUBSCRIBE") {
+            link.subscriber.store(true, Ordering::SeqCst);
+        }
+        {
+            let mut armed = faults.lose_reply_to.lock().unwrap();
+            if armed
+                .as_deref()
+                .is_some_and(|needle| contains(chunk, needle))
+            {
+                *armed = None;
+                link.lose_next_reply.store(true, Ordering::SeqCst);
+            }
+        }
+        to.write_all(chunk).await?;
+    }
+}
+
+/// Server to client.
+async fn replies(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    link: &Link,
+    faults: &Faults,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut hold = faults.hold_subscribers.subscribe();
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if link.lose_next_reply.load(Ordering::SeqCst) {
+            // The server has executed the request: close without passing
+            // its answer on.
+            faults.replies_lost.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        if link.subscriber.load(Ordering::SeqCst) {
+            // Held while the test says so (a closed channel means the
+            // proxy is going away: pass everything on).
+            let _ = hold.wait_for(|held| !*held).await;
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }
