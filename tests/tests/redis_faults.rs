@@ -810,3 +810,54 @@ async fn a_write_whose_reply_is_lost_is_applied_once() {
     }
     assert!(unanswered > 0, "no write was executed and left unanswered");
 }
+
+/// Lock waiters survive a restart that loses the data. A waiter queued
+/// before it, whose pub/sub connection comes back only after another node
+/// has taken the (now free) lock, resyncs to that node's record, waits for
+/// it, and gets the lock when it is released. (The waiter once ignored the
+/// resync that showed a new holder and kept waiting for the lost record,
+/// while others took the lock dozens of times.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_waiters_are_granted_after_a_restart_that_loses_data() {
+    let mut server = RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    let proxied = format!("redis://127.0.0.1:{}/0", proxy.port);
+    let holder = context(backend(&server.url(), "waiters:").await, "holder");
+    let waiter = context(backend(&proxied, "waiters:").await, "waiter");
+    // Commits before the lock, so that the revisions after a restart that
+    // counted from 1 again would be below the holder's.
+    let r = holder
+        .make(ManualId::<u64>::new("before"), 0)
+        .await
+        .unwrap();
+    for i in 1..=10 {
+        r.set(i).await.unwrap();
+    }
+    let guard = holder.acquire("job").await.unwrap();
+    let waiting = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.acquire("job").await })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+
+    // The waiter's pub/sub connection will not hear from the server until
+    // the third node holds the lock.
+    proxy.hold_subscribers(true);
+    server.kill();
+    server.launch();
+    let third = context(backend(&server.url(), "waiters:").await, "third");
+    let taken = eventually("the lock after the restart", || third.acquire("job")).await;
+    proxy.hold_subscribers(false);
+    // Held for a while (time is the point here): the waiter reconnects and
+    // resyncs to the third node's record meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    taken.release().await.unwrap();
+    let granted = within("the waiter to be granted the lock", waiting)
+        .await
+        .expect("the waiter task panicked")
+        .expect("the waiter acquires");
+    assert!(granted.token() > guard.token());
+    granted.release().await.unwrap();
+    drop(guard);
+}
