@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod conformance;
 pub mod faults;
 mod harness;
