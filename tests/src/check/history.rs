@@ -195,6 +195,47 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The `f` tag: which kind of operation this is.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Op::Read { .. } => "read",
+            Op::Write { .. } => "write",
+            Op::Cas { .. } => "cas",
+            Op::Incr { .. } => "incr",
+            Op::FinalRead { .. } => "final_read",
+            Op::Acquire { .. } => "acquire",
+            Op::Hold { .. } => "hold",
+            Op::Fenced { .. } => "fenced",
+            Op::Campaign { .. } => "campaign",
+            Op::Believe { .. } => "believe",
+            Op::Resign { .. } => "resign",
+            Op::WatchOpen { .. } => "watch_open",
+            Op::Seen { .. } => "seen",
+            Op::Nemesis { .. } => "nemesis",
+        }
+    }
+
+    /// The key, lock or election the operation is about ("" for the nemesis).
+    pub(crate) fn subject(&self) -> &str {
+        match self {
+            Op::Read { key, .. }
+            | Op::Write { key, .. }
+            | Op::Cas { key, .. }
+            | Op::Incr { key, .. }
+            | Op::FinalRead { key, .. }
+            | Op::Fenced { key, .. }
+            | Op::WatchOpen { key, .. }
+            | Op::Seen { key, .. } => key,
+            Op::Acquire { lock, .. } | Op::Hold { lock, .. } => lock,
+            Op::Campaign { election, .. }
+            | Op::Believe { election, .. }
+            | Op::Resign { election, .. } => election,
+            Op::Nemesis { .. } => "",
+        }
+    }
+}
+
 /// Reads one history file. A torn last line (no newline, not valid JSON:
 /// the writer was killed mid-line) is dropped; any other malformed line is
 /// an `InvalidData` error naming the file and line.
