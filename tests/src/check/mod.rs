@@ -5,7 +5,12 @@
 //! operations and runs every checker:
 //!
 //! - registers and fenced registers are linearizable, key by key (a
-//!   Wing–Gong–Lowe search with memoization, as Porcupine does).
+//!   Wing–Gong–Lowe search with memoization, as Porcupine does);
+//! - lock tokens are unique and increase in real time, lock bodies never
+//!   overlap, and an acquisition is granted while the lock is free;
+//! - at most one elected leader believes it leads at a time;
+//! - change streams are ordered and have no gaps without a resync;
+//! - counters keep every acknowledged increment.
 //!
 //! ```no_run
 //! use dref_tests::check::{check_all, read_histories, CheckOptions};
@@ -20,11 +25,18 @@
 
 pub mod history;
 
+mod counters;
+mod elections;
+mod faults;
+mod intervals;
 mod linearizable;
+mod locks;
 mod memo;
 mod ops;
 mod report;
 mod search;
+mod tokens;
+mod watches;
 
 #[cfg(test)]
 mod random_history;
@@ -85,7 +97,14 @@ pub fn check_all(events: &[Event], options: &CheckOptions) -> Report {
     let started = Instant::now();
     let paired = ops::pair(events);
     let [register, fenced] = linearizable::check(&paired, options);
-    let checkers = vec![register, fenced];
+    let checkers = vec![
+        register,
+        fenced,
+        locks::check(&paired, options),
+        elections::check(&paired, options),
+        watches::check(&paired),
+        counters::check(&paired),
+    ];
     let mut totals = Counts::default();
     for op in &paired.ops {
         if !matches!(op.call(), Op::Nemesis { .. }) {
@@ -312,6 +331,32 @@ mod tests {
     use super::testing::*;
     use super::*;
 
+    /// A lock overlap, a lost increment and a stale read, each on its own
+    /// subject, next to healthy ones.
+    fn broken_run() -> Vec<Event> {
+        vec![
+            invoke(1, 0, acquire("l", None, None)),
+            ok(1, 1, acquire("l", Some(1), None)),
+            invoke(1, 1, hold("l", 1)),
+            invoke(2, 2, acquire("l", None, None)),
+            ok(2, 3, acquire("l", Some(2), None)),
+            invoke(2, 3, hold("l", 2)),
+            ok(1, 10, hold("l", 1)),
+            ok(2, 12, hold("l", 2)),
+            invoke(3, 0, incr("c", None)),
+            ok(3, 1, incr("c", Some(1))),
+            invoke(3, 2, incr("c", None)),
+            ok(3, 3, incr("c", Some(2))),
+            ok(9, 20, final_read("c", 1)),
+            invoke(4, 0, write("k", 1)),
+            ok(4, 1, write("k", 1)),
+            invoke(4, 2, read("k", None)),
+            ok(4, 3, read("k", Some(0))),
+            invoke(5, 0, write("fine", 1)),
+            ok(5, 1, write("fine", 1)),
+        ]
+    }
+
     #[test]
     fn a_healthy_run_passes_and_its_table_says_so() {
         let events = [
@@ -327,6 +372,33 @@ mod tests {
         assert!(table.contains("register          1         2"), "{table}");
         assert!(table.contains("OK"), "{table}");
         assert_eq!(report.figures().ops_ok, 2);
+    }
+
+    #[test]
+    fn a_broken_run_fails_with_its_figures_and_failing_sub_histories() {
+        let events = broken_run();
+        let report = check_all(&events, &CheckOptions::default());
+        assert!(!report.is_ok());
+        let figures = report.figures();
+        assert_eq!(figures.lock_overlaps, 1);
+        assert_eq!(figures.lost_acknowledged_writes, 1);
+        assert_eq!(figures.failures, 3, "{report}");
+        let table = report.to_string();
+        assert!(table.contains("FAILED: 3 violations"), "{table}");
+
+        let dir = std::env::temp_dir().join(format!("dref-failing-{}", std::process::id()));
+        let paths = report.write_failing(&dir).unwrap();
+        let names: Vec<_> = paths
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(String::from))
+            .collect();
+        assert_eq!(
+            names,
+            ["register-k.jsonl", "locks-l.jsonl", "counters-c.jsonl"]
+        );
+        let register = read_history(&paths[0]).unwrap();
+        assert_eq!(register, events[13..17]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

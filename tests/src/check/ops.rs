@@ -42,6 +42,11 @@ impl<'a> Operation<'a> {
         (!point).then_some(self.start)
     }
 
+    /// The completion, or the point event; None if pending.
+    pub(crate) fn completion(&self) -> Option<&'a Event> {
+        self.completion
+    }
+
     /// The operation as invoked (or as the point event has it).
     pub(crate) fn call(&self) -> &'a Op {
         &self.start.op
@@ -215,10 +220,14 @@ impl fmt::Display for Malformed {
 
 /// A history read as operations.
 pub(crate) struct Paired<'a> {
+    /// The events, in the order given.
+    pub events: &'a [Event],
     /// Every operation, in order of its first event's `t`.
     pub ops: Vec<Operation<'a>>,
     /// Events that fit no operation.
     pub malformed: Vec<Malformed>,
+    /// The latest `t` in the history (0 if empty).
+    pub end: u64,
 }
 
 /// Whether an operation of this kind is one event with no invocation.
@@ -291,7 +300,12 @@ pub(crate) fn pair(events: &[Event]) -> Paired<'_> {
         }
         ops[at].completion = Some(event);
     }
-    Paired { ops, malformed }
+    Paired {
+        events,
+        ops,
+        malformed,
+        end: events.iter().map(|e| e.t).max().unwrap_or(0),
+    }
 }
 
 /// Why a point event has a phase it cannot have.
@@ -363,6 +377,7 @@ mod tests {
         let outcomes: Vec<_> = paired.ops.iter().map(|o| o.outcome()).collect();
         assert_eq!(outcomes, [Outcome::Pending, Outcome::Ok, Outcome::Fail]);
         assert_eq!(paired.ops[1].completed(), Some(7));
+        assert_eq!(paired.end, 9);
     }
 
     #[test]

@@ -110,6 +110,14 @@ pub(crate) fn hold(lock: &str, token: u64) -> Op {
     }
 }
 
+pub(crate) fn lost(lock: &str, token: u64) -> Op {
+    Op::Hold {
+        lock: lock.into(),
+        token,
+        error: Some("lease expired".into()),
+    }
+}
+
 pub(crate) fn campaign(election: &str, token: Option<u64>) -> Op {
     Op::Campaign {
         election: election.into(),
