@@ -18,7 +18,6 @@ pub mod check;
 pub mod conformance;
 pub mod faults;
 mod harness;
-pub mod history;
 pub mod nemesis;
 pub mod os;
 

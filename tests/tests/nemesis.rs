@@ -73,7 +73,7 @@ async fn run(mut cluster: Cluster, faults: &[Fault], length: Duration, cancel: f
     cluster.start_workload(workload(length, cancel)).await;
     cluster.nemesis(seed, faults, length).await;
     cluster.finish().await;
-    support::check::check_run(&cluster.dir);
+    support::check::check_run(&cluster.dir, cluster.ttl);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,5 +234,5 @@ async fn memory_under_cancellations_and_stalls() {
             .unwrap();
     }
     drop(warm_up);
-    support::check::check_run(&dir);
+    support::check::check_run(&dir, TTL);
 }

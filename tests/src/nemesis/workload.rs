@@ -644,8 +644,14 @@ async fn election_client(shared: Arc<Shared>, process: u64) {
                 },
             );
             if tokio::time::Instant::now() >= until || shared.stopping() {
+                // Belief ends when the leader decides to step down, not
+                // when the store has confirmed it (the next leader may win
+                // in between): the resignation is recorded at the decision.
+                let decided = monotonic_ns();
                 match leadership.resign().await {
-                    Ok(()) => shared.emit(process, Phase::Ok, resign(None)),
+                    Ok(()) => shared
+                        .recorder
+                        .emit_at(process, decided, Phase::Ok, resign(None)),
                     Err(e) => shared.emit(process, Phase::Fail, resign(Some(e.to_string()))),
                 }
                 break;
@@ -730,9 +736,14 @@ async fn engine_watcher(shared: Arc<Shared>, process: u64, name: String) {
     }
 }
 
-/// A ref's change stream of one key.
-async fn ref_watcher(shared: Arc<Shared>, process: u64, name: String) {
-    let r = shared.refs.registers[&name].clone();
+/// A ref's change stream of one key, recorded under `<key>@ref`: a
+/// change stream reports changed values, so it leaves out commits that
+/// wrote a value equal to the one before (a compare-and-set that did not
+/// swap writes the value back), which the engine's watches report. Its
+/// watchers are compared with each other only.
+async fn ref_watcher(shared: Arc<Shared>, process: u64, key: String) {
+    let r = shared.refs.registers[&key].clone();
+    let name = format!("{key}@ref");
     let mut stopped = shared.stopped.clone();
     let mut changes = r.changes();
     shared.emit(
