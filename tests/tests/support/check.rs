@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use dref_tests::check::{check_all, read_histories, CheckOptions, Event, Op, Phase};
+use dref_tests::check::{check_all, read_histories, CheckOptions, Event, Op, Phase, Report};
 
 /// How long a lock may stay out of reach of a waiter before the liveness
 /// check calls it a failure: a waiter paused or cut off for the longest
@@ -33,10 +33,8 @@ fn longest_unavailability(events: &[Event]) -> Option<Duration> {
     longest
 }
 
-/// Reads every history in `dir`, checks it, prints the report, and panics
-/// on a violation after writing the failing sub-histories next to the
-/// run's (their paths are in the message).
-pub fn check_run(dir: &Path, ttl: Duration) {
+/// Reads every history in `dir`, checks it, and prints the report.
+pub fn report(dir: &Path, ttl: Duration) -> Report {
     let events = read_histories([dir]).expect("the run's histories");
     let options = CheckOptions {
         grant_bound: grant_bound(ttl),
@@ -48,6 +46,14 @@ pub fn check_run(dir: &Path, ttl: Duration) {
         Some(gap) => eprintln!("longest unavailability after a kill: {gap:?}"),
         None => eprintln!("longest unavailability after a kill: no kills"),
     }
+    report
+}
+
+/// [`report`], then panics
+/// on a violation after writing the failing sub-histories next to the
+/// run's (their paths are in the message).
+pub fn check_run(dir: &Path, ttl: Duration) {
+    let report = report(dir, ttl);
     if !report.is_ok() {
         let failing = dir.join("failing");
         let files = report
