@@ -247,6 +247,12 @@ impl<T: Value> Stream for Values<T> {
 #[must_use = "the callback stops when the Subscription is dropped"]
 pub struct Subscription {
     task: AbortHandle,
+    /// Held while the callback runs, so that cancelling waits for a call
+    /// in progress on another thread, and no call starts after it. (An
+    /// abort alone stops the task only at its next await: a poll running
+    /// on another worker could still deliver a value.) Reentrant, so that
+    /// a callback may drop its own subscription.
+    active: Arc<parking_lot::ReentrantMutex<std::cell::Cell<bool>>>,
 }
 
 impl Subscription {
@@ -254,15 +260,22 @@ impl Subscription {
     where
         F: FnMut(Option<T>) + Send + 'static,
     {
+        let active = Arc::new(parking_lot::ReentrantMutex::new(std::cell::Cell::new(true)));
+        let running = active.clone();
         let task = tokio::spawn(async move {
             while let Some(item) = values.next().await {
                 if let Ok(value) = item {
+                    let active = running.lock();
+                    if !active.get() {
+                        return;
+                    }
                     callback(value);
                 }
             }
         });
         Subscription {
             task: task.abort_handle(),
+            active,
         }
     }
 
@@ -278,6 +291,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.active.lock().set(false);
         self.task.abort();
     }
 }
