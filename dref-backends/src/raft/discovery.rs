@@ -47,7 +47,7 @@ pub(super) async fn bootstrap(node: Weak<Node>) {
     let mut stable = 0;
     loop {
         let Some(n) = node.upgrade() else { return };
-        if n.is_stopped() || n.is_member() {
+        if n.is_shutting_down() || n.is_member() {
             return;
         }
         let interval = n.config.discovery_interval;
@@ -69,7 +69,12 @@ pub(super) async fn bootstrap(node: Weak<Node>) {
             .collect();
         if let Some(member) = infos.iter().find(|i| i.initialized) {
             // Failures are retried next round.
-            let _ = n.request_join(&member.addr).await;
+            match n.request_join(&member.addr).await {
+                Ok(()) => tracing::info!(node = n.id, via = %member.addr, "joined the cluster"),
+                Err(e) => {
+                    tracing::debug!(node = n.id, via = %member.addr, error = %e, "join failed; retrying")
+                }
+            }
         } else {
             let seen: BTreeSet<String> = infos
                 .iter()
@@ -84,7 +89,12 @@ pub(super) async fn bootstrap(node: Weak<Node>) {
             }
             *n.initializer.lock() = seen.first().cloned();
             if stable >= STABLE_ROUNDS && may_initialize(&n.addr, &seen, &infos) {
-                let _ = n.initialize().await;
+                match n.initialize().await {
+                    Ok(()) => tracing::info!(node = n.id, addr = %n.addr, "formed a new cluster"),
+                    Err(e) => {
+                        tracing::warn!(node = n.id, error = %e, "cannot form a cluster; retrying")
+                    }
+                }
             }
         }
         drop(n);

@@ -62,9 +62,13 @@
 
 mod config;
 mod discovery;
+mod handler;
+mod leases;
 mod log_store;
+mod membership;
 mod network;
 mod node;
+mod routing;
 mod rpc;
 mod state_machine;
 mod types;
@@ -85,7 +89,8 @@ use tokio::sync::watch;
 pub use config::{RaftConfig, ADDRESSES_ENV, ADVERTISE_ENV, DEFAULT_PORT, PORT_ENV, SERVICES_ENV};
 pub use rpc::Faults;
 
-use node::{Node, Rpc, BACKEND};
+use handler::Rpc;
+use node::{Node, BACKEND};
 use rpc::{Peers, RaftService};
 use types::{millis, Applied, CommandOp, TypeConfig, WireWrite};
 
@@ -232,15 +237,19 @@ impl RaftBackend {
             // tcp_nodelay does not reach an incoming built here.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
-                let _ = stopped.wait_for(|s| *s).await;
+                // Also ends when the node is gone (the sender dropped).
+                stopped.wait_for(|s| *s).await.ok();
             },
         );
         node.set_server(tokio::spawn(async move {
             // The error (the listener failed) leaves the node unreachable,
             // which peers handle like a dead node.
-            let _ = server.await;
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the raft RPC server failed: this node is unreachable");
+            }
         }));
-        tokio::spawn(node::expire_leases(Arc::downgrade(&node), heartbeat));
+        tokio::spawn(leases::expire_leases(Arc::downgrade(&node), heartbeat));
+        tokio::spawn(node::report_changes(node.raft.clone(), id));
         tokio::spawn(node::snapshot_when_large(
             Arc::downgrade(&node),
             Duration::from_millis(200),
@@ -300,7 +309,7 @@ impl RaftBackend {
     }
 
     /// Whether this node is the leader now.
-    pub fn is_leader(&self) -> bool {
+    pub fn leader_term(&self) -> bool {
         self.node.leader().is_some_and(|(id, _)| id == self.node.id)
     }
 

@@ -165,6 +165,8 @@ pub enum ClientResponse {
     NotLeader(LeaderHint),
     /// The request failed for a reason the caller may retry.
     Failed(String),
+    /// A leave refused: the node is the last voter.
+    LastVoter,
 }
 
 /// Answer of `Append` and `Vote`.

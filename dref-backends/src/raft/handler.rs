@@ -1,0 +1,149 @@
+//! Serving the peers' RPCs: replication handed to openraft, and the
+//! client and membership requests of other nodes.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use dref::engine::LeaseId;
+use dref::{Error, Result};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use openraft::error::{Fatal, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::Raft;
+
+use super::node::{Node, Routed};
+use super::rpc::{
+    ClientRequest, ClientResponse, Handler, RaftResult, SnapshotChunk, SnapshotResult,
+};
+use super::types::TypeConfig;
+
+/// Serves the RPCs of a node it does not keep alive.
+pub(super) struct Rpc {
+    pub(super) node: Weak<Node>,
+}
+
+impl Rpc {
+    /// Hands a replication message to the node's Raft. A leaving node keeps
+    /// answering replication until it has left: its own removal may need
+    /// its acknowledgement.
+    fn replicate<T, E, F, Fut>(&self, call: F) -> BoxFuture<'static, Result<T, RaftError<u64, E>>>
+    where
+        F: FnOnce(Raft<TypeConfig>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, RaftError<u64, E>>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let raft = self
+            .node
+            .upgrade()
+            .filter(|n| !n.has_stopped_serving())
+            .map(|n| n.raft.clone());
+        async move {
+            match raft {
+                Some(raft) => call(raft).await,
+                None => Err(RaftError::Fatal(Fatal::Stopped)),
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Handler for Rpc {
+    fn append(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> BoxFuture<'static, RaftResult<AppendEntriesResponse<u64>>> {
+        self.replicate(|raft| async move { raft.append_entries(req).await })
+    }
+
+    fn vote(&self, req: VoteRequest<u64>) -> BoxFuture<'static, RaftResult<VoteResponse<u64>>> {
+        self.replicate(|raft| async move { raft.vote(req).await })
+    }
+
+    fn snapshot(&self, req: SnapshotChunk) -> BoxFuture<'static, SnapshotResult> {
+        self.replicate(|raft| async move { raft.install_snapshot(req.into()).await })
+    }
+
+    fn node_id(&self) -> Option<u64> {
+        self.node.upgrade().map(|n| n.id)
+    }
+
+    fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {
+        let node = self.node.upgrade().filter(|n| !n.is_shutting_down());
+        async move {
+            let Some(node) = node else {
+                return ClientResponse::Failed("the node is shutting down".into());
+            };
+            let not_leader = || ClientResponse::NotLeader(node.leader());
+            fn done<T>(
+                node: &Node,
+                routed: Routed<T>,
+                ok: fn(T) -> ClientResponse,
+            ) -> ClientResponse {
+                match routed {
+                    Routed::Done(Ok(v)) => ok(v),
+                    Routed::Done(Err(Error::LeaseExpired { .. })) => ClientResponse::LeaseExpired,
+                    Routed::Done(Err(e)) => ClientResponse::Failed(e.to_string()),
+                    Routed::Retry(_) => ClientResponse::NotLeader(node.leader()),
+                }
+            }
+            match req {
+                ClientRequest::Hello => ClientResponse::Hello(node.info()),
+                ClientRequest::Campaign { departed, after_ms } => {
+                    node.campaign_later(departed, Duration::from_millis(after_ms));
+                    ClientResponse::Done
+                }
+                _ if node.leader_term().is_none() => not_leader(),
+                ClientRequest::Propose(command) => {
+                    let timeout = node.config.request_timeout;
+                    let mut stop = node.stop_signal();
+                    tokio::select! {
+                        committed = tokio::time::timeout(timeout, node.commit_local(command)) => {
+                            match committed {
+                                Ok(routed) => done(&node, routed, |(applied, index)| {
+                                    ClientResponse::Applied(applied, index)
+                                }),
+                                Err(_) => ClientResponse::Failed(
+                                    "the leader did not commit in time".into(),
+                                ),
+                            }
+                        }
+                        _ = stop.wait_for(|s| *s) => {
+                            ClientResponse::Failed("the node is shutting down".into())
+                        }
+                    }
+                }
+                ClientRequest::ReadIndex => done(
+                    &node,
+                    node.read_index_local().await,
+                    ClientResponse::ReadIndex,
+                ),
+                ClientRequest::KeepAlive(lease) => {
+                    done(&node, node.keep_alive_local(LeaseId(lease)).await, |()| {
+                        ClientResponse::Done
+                    })
+                }
+                // Bounded, as they hold the membership lock: a change on a
+                // leader that lost its majority never completes.
+                ClientRequest::Join { id, addr } => {
+                    let timeout = node.config.request_timeout;
+                    tokio::time::timeout(timeout, node.join_local(id, addr))
+                        .await
+                        .unwrap_or_else(|_| {
+                            ClientResponse::Failed("the join did not complete in time".into())
+                        })
+                }
+                ClientRequest::Leave { id } => {
+                    let timeout = node.config.request_timeout;
+                    tokio::time::timeout(timeout, node.leave_local(id))
+                        .await
+                        .unwrap_or_else(|_| {
+                            ClientResponse::Failed("the leave did not complete in time".into())
+                        })
+                }
+            }
+        }
+        .boxed()
+    }
+}

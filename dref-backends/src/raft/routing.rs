@@ -1,0 +1,179 @@
+//! Requests to the leader: a node proposes, reads and keeps leases alive
+//! through whichever node leads, retrying across changes of leader.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dref::engine::{Key, Record};
+use dref::Result;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use tokio::time::Instant;
+
+use super::node::{stopped, unavailable, unexpected, Node, Routed};
+use super::rpc::{ClientRequest, ClientResponse};
+use super::types::{Applied, Command, CommandOp};
+
+impl Node {
+    /// Runs `local` when this node leads, else sends `remote` to the
+    /// leader; retries across leader changes until the request timeout.
+    pub(super) async fn route<T>(
+        &self,
+        what: &str,
+        remote: ClientRequest,
+        mut local: impl FnMut() -> BoxFuture<'static, Routed<T>>,
+        mut answer: impl FnMut(ClientResponse) -> Routed<T>,
+    ) -> Result<T> {
+        let timeout = self.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(5);
+        let mut last;
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(unavailable("this raft node was shut down"));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let routed = match self.leader() {
+                Some((leader, _)) if leader == self.id => {
+                    let attempt = tokio::time::timeout(remaining, local());
+                    tokio::select! {
+                        done = attempt => done.unwrap_or_else(|_| {
+                            Routed::Retry("the leader did not commit in time".into())
+                        }),
+                        () = self.leader_moved(leader) => {
+                            Routed::Retry("this node lost the leadership".into())
+                        }
+                    }
+                }
+                Some((leader, addr)) => {
+                    // A leader that dies mid-call never answers: give up
+                    // on it as soon as this node sees the leadership move
+                    // (its election timeout), and resend to the next one.
+                    // A resent proposal keeps its request id, so it is
+                    // applied at most once.
+                    let call = self.peers.client(&addr, remote.clone(), remaining);
+                    tokio::select! {
+                        answered = call => match answered {
+                            Ok(resp) => answer(resp),
+                            Err(e) => Routed::Retry(format!("leader {leader} at {addr}: {e}")),
+                        },
+                        () = self.leader_moved(leader) => {
+                            Routed::Retry(format!("leader {leader} at {addr} lost the leadership"))
+                        }
+                    }
+                }
+                None => Routed::Retry("no leader is known".into()),
+            };
+            match routed {
+                Routed::Done(result) => return result,
+                Routed::Retry(why) => last = why,
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(unavailable(format!(
+                    "{what} could not be completed within {timeout:?}: {last}"
+                )));
+            }
+            tokio::time::sleep(backoff.min(remaining)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Commits a command through the leader and returns its result once
+    /// this node has applied it too, so a caller reads its own write from
+    /// this node's state (watches, `peek`, lock monitors) right away.
+    pub(super) async fn propose(self: &Arc<Self>, op: CommandOp) -> Result<Applied> {
+        let command = Command {
+            id: self.next_request(),
+            op,
+        };
+        let node = self.clone();
+        let local_command = command.clone();
+        let (applied, index) = self
+            .route(
+                "the write",
+                ClientRequest::Propose(command),
+                move || {
+                    let (node, command) = (node.clone(), local_command.clone());
+                    async move { node.commit_local(command).await }.boxed()
+                },
+                |resp| match resp {
+                    ClientResponse::Applied(applied, index) => Routed::Done(Ok((applied, index))),
+                    ClientResponse::NotLeader(_) | ClientResponse::Failed(_) => {
+                        Routed::Retry(format!("{resp:?}"))
+                    }
+                    other => Routed::Done(Err(unexpected(&other))),
+                },
+            )
+            .await?;
+        self.applied_at_least(index, "the write").await?;
+        Ok(applied)
+    }
+
+    /// Waits until this node's state machine has applied `index`.
+    pub(super) async fn applied_at_least(&self, index: u64, what: &str) -> Result<()> {
+        if self.machines.applied_index() >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(self.config.request_timeout))
+            .applied_index_at_least(Some(index), what)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                unavailable(format!(
+                    "{what} committed at index {index}, but this node did not apply it in time: {e}"
+                ))
+            })
+    }
+
+    pub(super) async fn commit_local(&self, command: Command) -> Routed<(Applied, u64)> {
+        match self.raft.client_write(command).await {
+            Ok(resp) => Routed::Done(Ok((resp.data, resp.log_id.index))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Routed::Retry(format!("leadership moved: {f}"))
+            }
+            Err(RaftError::APIError(e)) => Routed::Retry(e.to_string()),
+            Err(RaftError::Fatal(f)) => Routed::Done(Err(stopped(&f))),
+        }
+    }
+
+    /// The index a linearizable read must see: confirmed by the leader
+    /// with a heartbeat round, then awaited in the local applied state.
+    pub(super) async fn read(self: &Arc<Self>, key: Key) -> Result<Option<Record>> {
+        let node = self.clone();
+        let index = self
+            .route(
+                "the linearizable read",
+                ClientRequest::ReadIndex,
+                move || {
+                    let node = node.clone();
+                    async move { node.read_index_local().await }.boxed()
+                },
+                |resp| match resp {
+                    ClientResponse::ReadIndex(index) => Routed::Done(Ok(index)),
+                    ClientResponse::NotLeader(_) | ClientResponse::Failed(_) => {
+                        Routed::Retry(format!("{resp:?}"))
+                    }
+                    other => Routed::Done(Err(unexpected(&other))),
+                },
+            )
+            .await?;
+        self.applied_at_least(index, "the linearizable read")
+            .await?;
+        Ok(self.machines.get(&key))
+    }
+
+    pub(super) async fn read_index_local(&self) -> Routed<u64> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Routed::Done(Ok(log_id.map_or(0, |l| l.index))),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Routed::Retry(format!("leadership moved: {f}"))
+            }
+            Err(RaftError::APIError(e)) => Routed::Retry(e.to_string()),
+            Err(RaftError::Fatal(f)) => Routed::Done(Err(stopped(&f))),
+        }
+    }
+}
