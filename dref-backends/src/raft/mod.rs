@@ -309,7 +309,7 @@ impl RaftBackend {
     }
 
     /// Whether this node is the leader now.
-    pub fn leader_term(&self) -> bool {
+    pub fn is_leader(&self) -> bool {
         self.node.leader().is_some_and(|(id, _)| id == self.node.id)
     }
 
