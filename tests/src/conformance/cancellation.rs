@@ -140,3 +140,67 @@ pub async fn cancelled_updates_apply_at_most_once(h: &dyn Harness) {
     assert_eq!(stored.last(), Some(&last));
     assert!(!matches!(theirs.get().await, Err(Error::Missing { .. })));
 }
+
+#[dref::distributed]
+#[derive(Clone, Debug, PartialEq)]
+struct Tallies {
+    mine: Vec<u32>,
+    theirs: Vec<u32>,
+}
+
+/// Field writes dropped at every point are applied once or not at all,
+/// and leave the other field alone.
+pub async fn cancelled_field_writes_apply_at_most_once(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    let initial = Tallies {
+        mine: Vec::new(),
+        theirs: Vec::new(),
+    };
+    let here = a
+        .ctx
+        .make(Tallies::id("tallies"), initial.clone())
+        .await
+        .unwrap();
+    let there = b.ctx.make(Tallies::id("tallies"), initial).await.unwrap();
+    let (mine, theirs) = (here.mine(), there.theirs());
+    let mut completed = Vec::new();
+    let mut attempted = 0u32;
+    for polls in 1..=16 {
+        attempted += 1;
+        let n = attempted;
+        let update = mine.update(move |mut v| {
+            v.push(n);
+            v
+        });
+        if let Some(outcome) = poll_then_drop(update, polls).await {
+            outcome.unwrap();
+            completed.push(n);
+        }
+        // The other field, written meanwhile through the other node.
+        within(
+            "a write of the other field",
+            theirs.update(move |mut v| {
+                v.push(n);
+                v
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let stored = there.get().await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for n in &stored.mine {
+        assert!(
+            seen.insert(*n),
+            "field write {n} was applied twice: {stored:?}"
+        );
+    }
+    for n in completed {
+        assert!(
+            seen.contains(&n),
+            "completed field write {n} is missing: {stored:?}"
+        );
+    }
+    assert_eq!(stored.theirs, (1..=attempted).collect::<Vec<_>>());
+}

@@ -81,6 +81,7 @@ macro_rules! conformance_suite {
             // cancellation
             cancelled_acquisitions_leave_no_lock_behind,
             cancelled_updates_apply_at_most_once,
+            cancelled_field_writes_apply_at_most_once,
             // bad input
             type_mismatch_is_reported,
             corrupt_bytes_are_reported,
