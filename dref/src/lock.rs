@@ -404,6 +404,13 @@ pub(crate) fn lock_key(name: &str) -> Key {
 /// Runs `body` under `guard`, cancelling it if the lock is lost.
 pub(crate) async fn run_locked<F: Future>(guard: LockGuard, body: F) -> Result<F::Output> {
     let token = guard.token();
+    // Not a single step of the body without the lock: the guard may have
+    // been lost between its grant and now (a pause, a slow scheduler).
+    if let Some(reason) = guard.lost_reason() {
+        let lost = guard.held.lost(reason);
+        drop(guard);
+        return Err(lost);
+    }
     let outcome = tokio::select! {
         biased;
         lost = guard.lost() => Err(lost),
@@ -435,7 +442,10 @@ pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> 
             .await;
         let current = match outcome {
             Ok(WriteOutcome::Committed { revision, .. }) => {
-                return Ok(LockGuard::start(backend, name, key, revision, session));
+                match too_late(&backend, name, &key, revision, &session) {
+                    true => continue,
+                    false => return Ok(LockGuard::start(backend, name, key, revision, session)),
+                }
             }
             Ok(WriteOutcome::Rejected { current: None }) => continue,
             Ok(WriteOutcome::Rejected {
@@ -454,7 +464,10 @@ pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> 
                 return match backend.read(key.clone()).await {
                     Ok(Some(record)) if claim.is_in(&record) => {
                         let token = record.create_revision;
-                        Ok(LockGuard::start(backend, name, key, token, session))
+                        match too_late(&backend, name, &key, token, &session) {
+                            true => Err(error),
+                            false => Ok(LockGuard::start(backend, name, key, token, session)),
+                        }
                     }
                     _ => {
                         let (claim, failed) = (claim.clone(), error.clone());
@@ -479,6 +492,35 @@ pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> 
             }
         }
     }
+}
+
+/// Whether a grant came back too late to be trusted: the session could no
+/// longer be proven alive when it arrived (this process was paused, or the
+/// answer was slow), so the store may already have expired the record and
+/// given the lock to someone else. Such a grant is given back (if the
+/// record is still ours, it is deleted) and must not be used.
+fn too_late(
+    backend: &Arc<dyn Backend>,
+    name: &str,
+    key: &Key,
+    token: u64,
+    session: &Arc<Session>,
+) -> bool {
+    let Some(reason) = session.distrust() else {
+        return false;
+    };
+    tracing::info!(lock = %name, token, %reason, "lock granted too late to be trusted; trying again");
+    let held = Held {
+        backend: backend.clone(),
+        name: name.to_owned(),
+        key: key.clone(),
+        token: FencingToken(token),
+        session: session.clone(),
+    };
+    detach("giving back a lock granted too late", async move {
+        held.delete().await.map(|_| ())
+    });
+    true
 }
 
 /// Waits until the lock record `current` is gone: deleted, expired, or

@@ -22,6 +22,11 @@ pub struct FaultyBackend {
 struct Switches {
     keep_alive_fails: AtomicBool,
     partitioned: AtomicBool,
+    /// Keep-alives fail until this instant.
+    keep_alives_fail_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The next write is applied at once, but its answer comes this much
+    /// later.
+    next_answer_delay: std::sync::Mutex<Option<Duration>>,
 }
 
 impl FaultyBackend {
@@ -37,6 +42,36 @@ impl FaultyBackend {
     /// while everything else works.
     pub fn fail_keep_alives(&self, on: bool) {
         self.switches.keep_alive_fails.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes keep-alives fail for `length` from now.
+    pub fn fail_keep_alives_for(&self, length: Duration) {
+        *self
+            .switches
+            .keep_alives_fail_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now() + length);
+    }
+
+    /// Delays the answer of the next write by `delay`: the store applies it
+    /// at once, the caller hears back late (a slow network, or this node
+    /// paused between sending and reading the answer).
+    pub fn delay_next_answer(&self, delay: Duration) {
+        *self
+            .switches
+            .next_answer_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(delay);
+    }
+
+    fn keep_alives_failing(&self) -> bool {
+        let until = *self
+            .switches
+            .keep_alives_fail_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.switches.keep_alive_fails.load(Ordering::SeqCst)
+            || until.is_some_and(|u| tokio::time::Instant::now() < u)
     }
 
     /// Cuts the node off the store: every call fails as unavailable.
@@ -77,8 +112,25 @@ impl Backend for FaultyBackend {
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
-        match self.cut() {
-            Some(e) => Self::fail(e),
+        if let Some(e) = self.cut() {
+            return Self::fail(e);
+        }
+        let delay = self
+            .switches
+            .next_answer_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match delay {
+            Some(delay) => {
+                let inner = self.inner.clone();
+                async move {
+                    let outcome = inner.write(write).await;
+                    tokio::time::sleep(delay).await;
+                    outcome
+                }
+                .boxed()
+            }
             None => self.inner.write(write),
         }
     }
@@ -98,7 +150,7 @@ impl Backend for FaultyBackend {
     }
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
-        if self.switches.keep_alive_fails.load(Ordering::SeqCst) {
+        if self.keep_alives_failing() {
             return Self::fail(Error::Unavailable {
                 backend: "faulty",
                 message: "keep-alives dropped by the test".into(),

@@ -300,3 +300,42 @@ pub async fn paused_holder_is_told_lock_lost(h: &dyn Harness) {
         "a holder paused past its lease must be told LockLost by release(), got {by_guard:?}"
     );
 }
+
+/// A grant that comes back only after the session could no longer be
+/// trusted (the answer to the lock's write was late, and keep-alives failed
+/// meanwhile, so the store may have expired the record and handed the lock
+/// on) is not used: not one step of the body runs under it. The lock is
+/// acquired again, and the body runs once, under a lock the node holds.
+pub async fn a_grant_that_arrives_too_late_is_not_used(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    // Both sessions exist before the faults.
+    a.ctx.try_lock("warm-up", async {}).await.unwrap();
+    let late = h.session_ttl() * 2;
+    a.faults.fail_keep_alives_for(late);
+    a.faults
+        .delay_next_answer(late + Duration::from_millis(200));
+    let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = {
+        let entered = entered.clone();
+        async move {
+            entered.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            current_fencing_token()
+        }
+    };
+    let outcome = within("the lock through a late grant", a.ctx.lock("late", body)).await;
+    let token = outcome.expect("the lock is acquired again and the body runs under it");
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        1,
+        "the body ran under a stale grant"
+    );
+    // Meanwhile the late grant's record expired: tokens went on increasing.
+    let next = b
+        .ctx
+        .lock("late", async { current_fencing_token() })
+        .await
+        .unwrap();
+    assert!(next > token);
+}
