@@ -129,6 +129,17 @@ pub enum Op {
         /// Why the lock was lost (on fail).
         error: Option<String>,
     },
+    /// Point event (phase ok): the body of `token` returned at `t`. The
+    /// body's `Hold` completes only when the lock call returns (after the
+    /// release), which may be much later or never (a node killed while
+    /// its release waits for an unreachable store): this says when the body
+    /// itself stopped running.
+    Left {
+        /// The lock.
+        lock: String,
+        /// The fencing token of the body that returned.
+        token: u64,
+    },
     /// A write of `token` through a fenced register `key` (state: highest accepted token, initially 0):
     /// ok = accepted (token >= state, state := token), fail = rejected as stale (token < state).
     Fenced {
@@ -206,6 +217,7 @@ impl Op {
             Op::FinalRead { .. } => "final_read",
             Op::Acquire { .. } => "acquire",
             Op::Hold { .. } => "hold",
+            Op::Left { .. } => "left",
             Op::Fenced { .. } => "fenced",
             Op::Campaign { .. } => "campaign",
             Op::Believe { .. } => "believe",
@@ -227,7 +239,7 @@ impl Op {
             | Op::Fenced { key, .. }
             | Op::WatchOpen { key, .. }
             | Op::Seen { key, .. } => key,
-            Op::Acquire { lock, .. } | Op::Hold { lock, .. } => lock,
+            Op::Acquire { lock, .. } | Op::Hold { lock, .. } | Op::Left { lock, .. } => lock,
             Op::Campaign { election, .. }
             | Op::Believe { election, .. }
             | Op::Resign { election, .. } => election,

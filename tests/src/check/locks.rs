@@ -27,6 +27,8 @@ struct Body<'p, 'a> {
 struct LockOps<'p, 'a> {
     acquires: Vec<&'p Operation<'a>>,
     holds: Vec<&'p Operation<'a>>,
+    /// When each token's body left, if recorded.
+    left: BTreeMap<u64, u64>,
 }
 
 /// Checks every lock of the history:
@@ -34,9 +36,10 @@ struct LockOps<'p, 'a> {
 /// - the tokens of granted acquisitions are unique, and increase in real
 ///   time (a grant completed before another is invoked has a lower token);
 /// - no two bodies with different tokens overlap by more than the
-///   tolerance, unless the earlier one ended with LockLost. A body ends at
-///   its completion (an `info` one counts as a normal end); one with no
-///   completion ends at its node's first kill after it started, or else at
+///   tolerance, unless the earlier one ended with LockLost. A body ends
+///   when it left (its `Left` event), or else at its completion (an `info`
+///   one counts as a normal end); one with neither ends at its node's first
+///   kill after it started, or else at
 ///   the declared run end; with neither, it ends at the end of the history
 ///   and is itself a violation (it never ended);
 /// - an acquisition that failed with a timeout (its error mentions one),
@@ -51,6 +54,13 @@ pub(crate) fn check(paired: &Paired<'_>, options: &CheckOptions) -> CheckerRepor
         match op.call() {
             Op::Acquire { lock, .. } => locks.entry(lock).or_default().acquires.push(op),
             Op::Hold { lock, .. } => locks.entry(lock).or_default().holds.push(op),
+            Op::Left { lock, token } => {
+                let left = &mut locks.entry(lock).or_default().left;
+                let t = op.invoked();
+                left.entry(*token)
+                    .and_modify(|e: &mut u64| *e = (*e).min(t))
+                    .or_insert(t);
+            }
             _ => continue,
         }
         report.counts.count(op.outcome());
@@ -73,6 +83,7 @@ pub(crate) fn check(paired: &Paired<'_>, options: &CheckOptions) -> CheckerRepor
             &mut report,
             lock,
             &ops.holds,
+            &ops.left,
             &kills,
             options.run_end,
             paired.end,
@@ -100,6 +111,7 @@ fn bodies<'p, 'a>(
     report: &mut CheckerReport,
     lock: &str,
     holds: &[&'p Operation<'a>],
+    left: &BTreeMap<u64, u64>,
     kills: &Kills<'_>,
     declared_end: Option<u64>,
     history_end: u64,
@@ -110,8 +122,9 @@ fn bodies<'p, 'a>(
             continue;
         };
         let start = op.invoked();
-        let end = match op.completed() {
-            Some(t) => t,
+        let left = left.get(token).copied().filter(|t| *t >= start);
+        let end = match left.or(op.completed()) {
+            Some(t) => op.completed().map_or(t, |c| c.min(t)),
             None => match (kills.first_after(op.node(), start), declared_end) {
                 (Some(killed), _) => killed,
                 (None, Some(end)) => end,
@@ -303,6 +316,43 @@ mod tests {
             ok(2, 20, hold("l", 2)),
         ];
         assert_eq!(kinds(&events, &CheckOptions::default()), []);
+    }
+
+    #[test]
+    fn a_body_ends_when_it_left_even_if_its_release_never_returned() {
+        // The body returned at 3; its release hung until the node was
+        // killed at 10, long after the next holder entered at 6.
+        let left = Op::Left {
+            lock: "l".into(),
+            token: 1,
+        };
+        let events = [
+            invoke(1, 0, acquire("l", None, None)),
+            ok(1, 1, acquire("l", Some(1), None)),
+            invoke(1, 1, hold("l", 1)),
+            ok(1, 3, left.clone()),
+            invoke(2, 2, acquire("l", None, None)),
+            ok(2, 6, acquire("l", Some(2), None)),
+            invoke(2, 6, hold("l", 2)),
+            invoke(9, 10, kill("n1")),
+            ok(9, 10, kill("n1")),
+            ok(2, 20, hold("l", 2)),
+        ];
+        assert_eq!(kinds(&events, &CheckOptions::default()), []);
+        // Had it left only at 7, the bodies overlap.
+        let late: Vec<Event> = events
+            .iter()
+            .map(|e| match &e.op {
+                Op::Left { .. } => ok(1, 7, left.clone()),
+                _ => e.clone(),
+            })
+            .collect();
+        assert_eq!(
+            kinds(&late, &CheckOptions::default()),
+            [ViolationKind::Overlap {
+                by: Duration::from_nanos(1)
+            }]
+        );
     }
 
     #[test]

@@ -119,6 +119,7 @@ impl fmt::Display for Operation<'_> {
                 }
             }
             (Op::Hold { lock, token, .. }, _) => write!(f, "hold({lock}, token {token})")?,
+            (Op::Left { lock, token }, _) => write!(f, "left({lock}, token {token})")?,
             (Op::Fenced { key, token }, _) => write!(f, "fenced({key}, token {token})")?,
             (Op::Campaign { election, .. }, result) => {
                 write!(f, "campaign({election})")?;
@@ -235,6 +236,7 @@ fn is_point(op: &Op) -> bool {
     matches!(
         op,
         Op::FinalRead { .. }
+            | Op::Left { .. }
             | Op::Believe { .. }
             | Op::Resign { .. }
             | Op::WatchOpen { .. }

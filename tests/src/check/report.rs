@@ -54,7 +54,7 @@ impl Checker {
                 Op::Read { .. } | Op::Write { .. } | Op::Cas { .. } | Op::Incr { .. }
             ),
             Checker::Fenced => matches!(op, Op::Fenced { .. }),
-            Checker::Locks => matches!(op, Op::Acquire { .. } | Op::Hold { .. }),
+            Checker::Locks => matches!(op, Op::Acquire { .. } | Op::Hold { .. } | Op::Left { .. }),
             Checker::Elections => matches!(
                 op,
                 Op::Campaign { .. } | Op::Believe { .. } | Op::Resign { .. }

@@ -537,7 +537,19 @@ async fn lock_client(shared: Arc<Shared>, process: u64) {
                     _ => shared.emit(process, Phase::Info, fenced),
                 }
                 tokio::time::sleep(hold).await;
-                trace.lock().unwrap_or_else(|e| e.into_inner()).ended = Some(monotonic_ns());
+                let ended = monotonic_ns();
+                trace.lock().unwrap_or_else(|e| e.into_inner()).ended = Some(ended);
+                // Now, not when the lock call returns: its release may wait
+                // for an unreachable store until the node is killed.
+                shared.recorder.emit_at(
+                    process,
+                    ended,
+                    Phase::Ok,
+                    Op::Left {
+                        lock: lock.clone(),
+                        token,
+                    },
+                );
             }
         };
         shared.emit(
