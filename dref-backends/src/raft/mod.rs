@@ -64,13 +64,13 @@ mod config;
 mod discovery;
 mod handler;
 mod leases;
-mod log_store;
 mod membership;
 mod network;
 mod node;
 mod routing;
 mod rpc;
 mod state_machine;
+mod storage;
 mod types;
 
 use std::collections::hash_map::RandomState;
@@ -213,7 +213,7 @@ impl RaftBackend {
             id,
             Arc::new(raft_config),
             network::Network::new(peers.clone()),
-            log_store::LogStore::default(),
+            storage::LogStore::default(),
             state_machine,
         )
         .await

@@ -1,10 +1,21 @@
 //! The replicated state machine: a [`Store`] that every node feeds with the
 //! same committed commands, plus snapshots of it.
 //!
+//! The state lives in memory. With a data directory, every snapshot built
+//! or installed is also written to disk (off the async workers and outside
+//! the machine's lock) before openraft is told about it, so that openraft
+//! purges the log only behind a durable snapshot; at start the machine is
+//! restored from the newest one (see [`StateMachine::open`]).
+//!
 //! A revision is the log index of the entry that made the change (see
 //! [`Store::commit_at`]): every node applies the same entries, so every node
 //! assigns the same revisions, and a lease expiry deletes all of its records
 //! at one revision.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "openraft's StorageError is the error of its storage traits, which these functions feed"
+)]
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
@@ -21,6 +32,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::storage::{SnapshotStore, Snapshots};
 use super::types::{millis, Applied, Command, CommandOp, RequestId, TypeConfig, WireRecord};
 
 /// How many recent request results are remembered for deduplication.
@@ -115,12 +127,15 @@ impl Machines {
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<Machines>,
+    /// Where snapshots are made durable; `None` keeps them in memory only.
+    snapshots: Option<SnapshotStore>,
 }
 
 impl StateMachine {
-    /// An empty state machine.
+    /// An empty state machine whose snapshots live in memory only.
     pub fn new(watch_buffer: usize) -> Self {
         StateMachine {
+            snapshots: None,
             shared: Arc::new(Machines {
                 machine: Mutex::new(Machine {
                     store: Store::new(watch_buffer),
@@ -135,10 +150,57 @@ impl StateMachine {
         }
     }
 
+    /// A state machine for a node's storage (`Storage::open`): in memory
+    /// for `None`; else restored from the newest snapshot on disk, if any,
+    /// and writing every later snapshot there. openraft then replays the
+    /// committed log entries after that snapshot.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the node opens its storage in a parallel change")
+    )]
+    pub fn open(
+        watch_buffer: usize,
+        snapshots: Option<Snapshots>,
+    ) -> Result<Self, StorageError<u64>> {
+        let mut machine = StateMachine::new(watch_buffer);
+        let Some(Snapshots { store, newest }) = snapshots else {
+            return Ok(machine);
+        };
+        if let Some(snapshot) = newest {
+            let (image, dedup) = decode_snapshot(&snapshot.data)
+                .map_err(|e| StorageIOError::read_snapshot(Some(snapshot.meta.signature()), &e))?;
+            restore(
+                &mut machine.shared.machine.lock(),
+                &snapshot.meta,
+                snapshot.data,
+                image,
+                dedup,
+            );
+        }
+        machine.snapshots = Some(store);
+        Ok(machine)
+    }
+
     /// The shared state, for reads and watches.
     pub fn shared(&self) -> &Arc<Machines> {
         &self.shared
     }
+}
+
+/// Replaces the machine's state with a decoded snapshot.
+fn restore(
+    m: &mut Machine,
+    meta: &SnapshotMeta<u64, BasicNode>,
+    data: Vec<u8>,
+    image: StoreImage,
+    dedup: Dedup,
+) {
+    m.store.restore(image);
+    m.written_since_snapshot = 0;
+    m.dedup = dedup;
+    m.last_applied = meta.last_log_id;
+    m.membership = meta.last_membership.clone();
+    m.snapshot = Some((meta.clone(), data));
 }
 
 fn apply_command(m: &mut Machine, command: Command) -> Applied {
@@ -222,43 +284,47 @@ fn decode_snapshot(bytes: &[u8]) -> Result<(StoreImage, Dedup), postcard::Error>
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let (image, dedup, last, membership) = {
+        let (image, dedup, meta) = {
             let mut m = self.shared.machine.lock();
             m.written_since_snapshot = 0;
+            m.snapshots_built += 1;
             let dedup: Vec<(RequestId, Applied)> = m
                 .dedup
                 .order
                 .iter()
                 .filter_map(|id| m.dedup.results.get(id).map(|a| (*id, a.clone())))
                 .collect();
-            (
-                m.store.export(),
-                dedup,
-                m.last_applied,
-                m.membership.clone(),
-            )
+            let last = m.last_applied;
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: m.membership.clone(),
+                snapshot_id: format!(
+                    "{}-{}-{}",
+                    last.map_or(0, |l| l.leader_id.term),
+                    last.map_or(0, |l| l.index),
+                    m.snapshots_built
+                ),
+            };
+            (m.store.export(), dedup, meta)
         };
-        // Converting and encoding a large state takes a while: off the
-        // async workers and outside the lock, so that heartbeats, writes
-        // and reads keep flowing meanwhile.
+        // Converting, encoding and writing a large state takes a while: off
+        // the async workers and outside the lock, so that heartbeats,
+        // writes and reads keep flowing meanwhile. The file is durable
+        // before openraft hears of the snapshot (and purges the log).
+        let store = self.snapshots.clone();
+        let file_meta = meta.clone();
         let data = tokio::task::spawn_blocking(move || {
-            postcard::to_allocvec(&snapshot_image(image, dedup))
+            let data = postcard::to_allocvec(&snapshot_image(image, dedup))
+                .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+            if let Some(store) = store {
+                store.save(&file_meta, &data)?;
+            }
+            Ok::<_, StorageError<u64>>(data)
         })
         .await
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
         let mut m = self.shared.machine.lock();
-        m.snapshots_built += 1;
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: membership,
-            snapshot_id: format!(
-                "{}-{}-{}",
-                last.map_or(0, |l| l.leader_id.term),
-                last.map_or(0, |l| l.index),
-                m.snapshots_built
-            ),
-        };
+        let last = meta.last_log_id;
         // An installed snapshot may have overtaken this one meanwhile.
         let newer = m
             .snapshot
@@ -330,13 +396,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // nothing and is reported as a storage error.
         let (image, dedup) = decode_snapshot(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let mut m = self.shared.machine.lock();
-        m.store.restore(image);
-        m.written_since_snapshot = 0;
-        m.dedup = dedup;
-        m.last_applied = meta.last_log_id;
-        m.membership = meta.last_membership.clone();
-        m.snapshot = Some((meta.clone(), data));
+        // Durable before openraft purges the log behind it; written off the
+        // async workers, before the lock is taken.
+        let data = match self.snapshots.clone() {
+            Some(store) => {
+                let file_meta = meta.clone();
+                tokio::task::spawn_blocking(move || store.save(&file_meta, &data).map(|()| data))
+                    .await
+                    .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))??
+            }
+            None => data,
+        };
+        restore(&mut self.shared.machine.lock(), meta, data, image, dedup);
         Ok(())
     }
 

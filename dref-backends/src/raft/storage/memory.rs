@@ -1,4 +1,4 @@
-//! The Raft log, kept in memory.
+//! The Raft log, kept in memory: the explicit choice for tests and caches.
 //!
 //! A node's log lives as long as its process: a node that restarts comes
 //! back with a fresh identity and catches up from the leader (by log or by
@@ -14,7 +14,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, Vote};
 use parking_lot::Mutex;
 
-use super::types::TypeConfig;
+use crate::raft::types::TypeConfig;
 
 #[derive(Default)]
 struct Log {
@@ -24,13 +24,13 @@ struct Log {
     committed: Option<LogId<u64>>,
 }
 
-/// The log store; clones share one log (a clone is the log reader).
+/// The in-memory log; clones share one log (a clone is the log reader).
 #[derive(Clone, Default)]
-pub struct LogStore {
+pub struct MemoryLog {
     log: Arc<Mutex<Log>>,
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl RaftLogReader<TypeConfig> for MemoryLog {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -40,8 +40,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl RaftLogStorage<TypeConfig> for MemoryLog {
+    type LogReader = MemoryLog;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         let log = self.log.lock();
