@@ -21,7 +21,7 @@
 //! # Durability
 //!
 //! The vote and every appended entry are on disk (`fdatasync`) before they
-//! are acknowledged; see [`disk`](self::disk) for what else is written and
+//! are acknowledged; see [`disk`] for what else is written and
 //! when, and how concurrent appends share one sync. Every record read back
 //! is checked (CRC32): a record torn by a crash at the end of the log is
 //! dropped with a warning (it was never acknowledged), damage anywhere else
@@ -33,26 +33,44 @@
 //!
 //! # Why `raft-log`
 //!
-//! The log is [`raft-log`](https://docs.rs/raft-log) 0.4, written by
-//! openraft's author for openraft's log API: a chunked append-only WAL with
-//! a CRC32 per record, a background writer that batches `fdatasync`,
-//! directory fsync on chunk creation and removal, truncation of a torn
-//! tail, and chunk-granular purge. The alternatives weighed (measured on
-//! this project's 2-core machine, clean `cargo build` of a scratch crate
-//! depending only on the library):
+//! The log is [`raft-log`](https://docs.rs/raft-log) 0.4 (pinned to 0.4:
+//! its minor versions break the API), written by openraft's author for
+//! openraft's log API: a chunked append-only WAL with a CRC32 per record,
+//! a writer thread that batches `fdatasync`, directory fsync when a chunk
+//! file is created or removed, truncation of a torn last record, and purge
+//! by deleting whole chunk files once the purge record is synced. It is
+//! maintained (history from 2024, releases through 2026). The candidates,
+//! measured on this project's 2-core machine (clean `cargo build` of a
+//! scratch crate depending only on the library, all its dependencies
+//! included):
 //!
-//! | library | debug | release | MSRV / edition | fit |
+//! | library | debug | release | MSRV / edition | durability model |
 //! |---|---|---|---|---|
-//! | raft-log 0.4.6 | 14.5 s | 16.3 s | edition 2024 (Rust 1.85) | a Raft WAL: append + one sync per batch, purge = delete a file |
-//! | redb 4.6 | 6.0 s | 13.9 s | Rust 1.90 (above our 1.85) | B-tree pages rewritten per commit; one write transaction at a time |
-//! | rocksdb 0.25 | see below | | C++ (librocksdb-sys) + bindgen/libclang | LSM; compaction threads; the C++ build dominates a 2-core build |
+//! | raft-log 0.4.6 | 14.5 s | 16.3 s | edition 2024, Rust 1.85 (ours) | append + one `fdatasync` per batch; CRC32 per record; torn tail truncated |
+//! | redb 4.6 | 6.0 s | 13.9 s | Rust 1.90, above our 1.85 | B-tree pages copied on write, checksummed commit; one write transaction at a time |
+//! | rocksdb 0.25 (no default features) | 23.5 min | not run | C++17, needs libclang for bindgen | LSM: WAL + memtables + compaction threads |
 //!
-//! `raft-log` adds few crates to this workspace (`chunked-wal`, `codeq`,
-//! `derive_more`, `fs2`, `crc32fast`, `base2histogram`, `display-more`),
-//! none with a build script beyond `libc`'s. Its read path serves entries
-//! from a bounded in-memory cache and `pread`s the rest; it refuses votes
-//! that go backwards and appends that are not consecutive, which catches
-//! misuse rather than storing it.
+//! (rocksdb's build ran beside another test run, load ≈ 4; it is the C++
+//! compile, and it needs `libclang-dev`, which this machine lacks until
+//! installed. Far past acceptable for every clean build and CI run here.)
+//! redb is lean and well kept, but a Raft log in a B-tree rewrites pages
+//! for every append and frees purged pages without shrinking the file;
+//! raft-log is made for exactly this access pattern, and its batching is
+//! what group commit needs.
+//!
+//! In this workspace raft-log adds 25 crates to `Cargo.lock` (3 of them
+//! Windows-only): `chunked-wal`, `codeq`, `fs2`, `crc32fast`, `byteorder`,
+//! `base2histogram`, and `display-more`, which brings `chrono-tz` and a
+//! build script over the time-zone database (`phf`, `regex`,
+//! `parse-zoneinfo`): much of the build time above, for a debug-display
+//! helper. The first build of `dref-backends` after adding it took 63 s,
+//! mostly recompiling shared crates (`syn`, `serde`) with more features. Its read path serves entries from a
+//! bounded in-memory cache and `pread`s the rest; it refuses votes that go
+//! backwards, appends that are not consecutive and commits past the last
+//! entry, which turns misuse into an error rather than stored state. It
+//! logs through `log`, not `tracing`: its own messages (a truncated tail,
+//! a removed chunk) need a `log` bridge to be seen; the warnings that
+//! matter are repeated here through `tracing`.
 
 #![cfg_attr(
     not(test),

@@ -4,7 +4,7 @@
 
 mod identity;
 mod log;
-
+mod measure;
 mod node;
 mod snapshots;
 mod suite;
