@@ -101,6 +101,7 @@ pub(super) fn same(a: &[Entry<TypeConfig>], b: &[Entry<TypeConfig>]) -> bool {
 }
 
 /// Copies a directory tree (a data directory frozen as a crash left it).
+/// A file removed while the copy runs is left out, as if removed before.
 pub(super) fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create the copy");
     for entry in fs::read_dir(from).expect("list the directory") {
@@ -109,7 +110,11 @@ pub(super) fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().expect("a file type").is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
-            fs::copy(entry.path(), &target).expect("copy a file");
+            match fs::copy(entry.path(), &target) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("cannot copy {}: {e}", entry.path().display()),
+            }
         }
     }
 }
