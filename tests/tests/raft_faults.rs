@@ -479,9 +479,29 @@ async fn a_peer_speaking_garbage_gets_an_error_and_the_cluster_carries_on() {
     ] {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         grpc.ready().await.expect("the channel is ready");
+        // A caller that names no cluster is refused before anything else.
         let answer = grpc
             .unary(
                 tonic::Request::new(vec![0xff; 64]),
+                tonic::codegen::http::uri::PathAndQuery::from_static(method),
+                RawCodec,
+            )
+            .await;
+        let status = answer.expect_err("a caller of no cluster must be refused");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{method}: {status:?}"
+        );
+        let mut request = tonic::Request::new(vec![0xff; 64]);
+        request.metadata_mut().insert(
+            "dref-cluster",
+            tonic::metadata::MetadataValue::from_static("dref"),
+        );
+        grpc.ready().await.expect("the channel is ready");
+        let answer = grpc
+            .unary(
+                request,
                 tonic::codegen::http::uri::PathAndQuery::from_static(method),
                 RawCodec,
             )

@@ -1,6 +1,7 @@
 //! Configuration of a Raft node.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dref::{Error, Result};
@@ -18,6 +19,18 @@ pub const PORT_ENV: &str = "DREF_PORT";
 /// The address other nodes reach this node at (`host:port`), when the
 /// default (this host's name resolved, or the listen address) is wrong.
 pub const ADVERTISE_ENV: &str = "DREF_ADVERTISE_ADDRESS";
+/// The directory a node keeps its log, vote, snapshots and identity in
+/// (unset: everything in memory), read by [`RaftConfig::from_env`].
+pub const DATA_DIR_ENV: &str = "DREF_DATA_DIR";
+/// The session TTL of contexts made by [`RaftBackend::context_builder`]
+/// (`5s`, `1500ms`, `2m`, or a number of seconds), read by
+/// [`RaftConfig::from_env`].
+pub const SESSION_TTL_ENV: &str = "DREF_SESSION_TTL";
+/// The cluster's name: nodes of clusters with other names never join each
+/// other, and a data directory made for another cluster is refused.
+pub const CLUSTER_NAME_ENV: &str = "DREF_CLUSTER_NAME";
+/// The default cluster name.
+pub const DEFAULT_CLUSTER_NAME: &str = "dref";
 /// The longest timeout a setting accepts.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -60,6 +73,8 @@ pub struct RaftConfig {
     pub(super) discovery_interval: Duration,
     pub(super) max_write_bytes: usize,
     pub(super) watch_buffer: usize,
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) cluster_name: String,
     /// Shared by clones of the config, and taken by the node that starts
     /// with it: no copy of the socket outlives that node.
     pub(super) listener: Option<std::sync::Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>>,
@@ -89,14 +104,23 @@ impl RaftConfig {
             discovery_interval: Duration::from_millis(200),
             max_write_bytes: dref::memory::DEFAULT_MAX_WRITE_BYTES,
             watch_buffer: 256,
+            data_dir: None,
+            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
             listener: None,
         }
     }
 
-    /// A config from the environment: `DREF_PORT` (default 8082) for the
-    /// listen port on all interfaces, `DREF_NODE_ADDRESSES` for static
-    /// peers, `DREF_NODE_SERVICES` for DNS names of peers, and
-    /// `DREF_ADVERTISE_ADDRESS` to override the advertised address.
+    /// A config from the environment:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `DREF_PORT` | the listen port, on all interfaces (default 8082) |
+    /// | `DREF_NODE_ADDRESSES` | static peers, `host:port,...` |
+    /// | `DREF_NODE_SERVICES` | DNS names whose addresses are peers |
+    /// | `DREF_ADVERTISE_ADDRESS` | the `host:port` peers reach this node at |
+    /// | `DREF_DATA_DIR` | the data directory ([`data_dir`](Self::data_dir); unset: in memory) |
+    /// | `DREF_SESSION_TTL` | contexts' session TTL (`5s`, `1500ms`, `2m`, or seconds) |
+    /// | `DREF_CLUSTER_NAME` | the cluster's name (default `dref`) |
     pub fn from_env() -> Result<Self> {
         let port = match std::env::var(PORT_ENV) {
             Ok(p) => p
@@ -119,6 +143,20 @@ impl RaftConfig {
             .services(list(SERVICES_ENV));
         if let Ok(advertise) = std::env::var(ADVERTISE_ENV) {
             config = config.advertise(advertise.trim());
+        }
+        if let Some(dir) = std::env::var_os(DATA_DIR_ENV).filter(|d| !d.is_empty()) {
+            config = config.data_dir(dir);
+        }
+        if let Ok(ttl) = std::env::var(SESSION_TTL_ENV) {
+            let parsed = parse_duration(&ttl).ok_or_else(|| {
+                Error::Config(format!(
+                    "{SESSION_TTL_ENV}={ttl:?} is not a duration (such as 5s, 1500ms, 2m)"
+                ))
+            })?;
+            config = config.session_ttl(parsed);
+        }
+        if let Ok(name) = std::env::var(CLUSTER_NAME_ENV) {
+            config = config.cluster_name(name.trim());
         }
         Ok(config)
     }
@@ -239,6 +277,33 @@ impl RaftConfig {
         self
     }
 
+    /// Keep the log, the vote, snapshots and this node's identity in `dir`
+    /// (created if missing), so that the node survives a restart with its
+    /// identity and membership, and a whole cluster survives a full
+    /// restart with every acknowledged write. Without it (the default)
+    /// everything lives in memory: a restarted node joins as a new member
+    /// and is sent the current state, and a cluster survives only while a
+    /// majority keeps running.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The cluster's name (default `dref`): nodes of differently named
+    /// clusters never join each other, and a data directory made for
+    /// another cluster is refused.
+    pub fn cluster_name(mut self, name: impl Into<String>) -> Self {
+        self.cluster_name = name.into();
+        self
+    }
+
+    /// Events buffered per watched key before a slow watcher gets a
+    /// resync (default 256).
+    pub fn watch_buffer(mut self, events: usize) -> Self {
+        self.watch_buffer = events.max(1);
+        self
+    }
+
     /// Largest encoded write (default 1 MiB).
     pub fn max_write_bytes(mut self, limit: usize) -> Self {
         self.max_write_bytes = limit;
@@ -246,6 +311,18 @@ impl RaftConfig {
     }
 
     pub(super) fn validate(&self) -> Result<()> {
+        let name_ok = !self.cluster_name.is_empty()
+            && self.cluster_name.len() <= 255
+            && self
+                .cluster_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(Error::Config(format!(
+                "the raft cluster name {:?} must be 1 to 255 letters, digits, '-', '_' or '.'",
+                self.cluster_name
+            )));
+        }
         let (min, max) = self.election_timeout;
         if self.heartbeat.is_zero() || min <= self.heartbeat * 2 || max <= min {
             return Err(Error::Config(format!(
@@ -277,6 +354,24 @@ impl RaftConfig {
     }
 }
 
+/// `5s`, `1500ms`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let duration = match unit.trim() {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" => Duration::from_secs(number.checked_mul(60)?),
+        "h" => Duration::from_secs(number.checked_mul(3600)?),
+        _ => return None,
+    };
+    Some(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,18 +380,42 @@ mod tests {
     /// process environment).
     #[test]
     fn from_env_reads_port_peers_services_and_advertised_address() {
-        let vars = [PORT_ENV, ADDRESSES_ENV, SERVICES_ENV, ADVERTISE_ENV];
+        let vars = [
+            PORT_ENV,
+            ADDRESSES_ENV,
+            SERVICES_ENV,
+            ADVERTISE_ENV,
+            DATA_DIR_ENV,
+            SESSION_TTL_ENV,
+            CLUSTER_NAME_ENV,
+        ];
         std::env::set_var(PORT_ENV, " 9101 ");
         std::env::set_var(ADDRESSES_ENV, "10.0.0.1:9101, 10.0.0.2:9101,,");
         std::env::set_var(SERVICES_ENV, "dref-example");
         std::env::set_var(ADVERTISE_ENV, "10.0.0.3:9101");
+        std::env::set_var(DATA_DIR_ENV, "/var/lib/dref");
+        std::env::set_var(SESSION_TTL_ENV, "1500ms");
+        std::env::set_var(CLUSTER_NAME_ENV, "billing");
         let config = RaftConfig::from_env().expect("a valid environment");
+        assert_eq!(
+            config.data_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/dref"))
+        );
+        assert_eq!(config.session_ttl, Duration::from_millis(1500));
+        assert_eq!(config.cluster_name, "billing");
         assert_eq!(config.listen, "0.0.0.0:9101".parse().unwrap());
         assert_eq!(config.service_port, 9101);
         assert_eq!(config.peers, ["10.0.0.1:9101", "10.0.0.2:9101"]);
         assert_eq!(config.services, ["dref-example"]);
         assert_eq!(config.advertise.as_deref(), Some("10.0.0.3:9101"));
 
+        std::env::set_var(SESSION_TTL_ENV, "soon");
+        let err = RaftConfig::from_env().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("DREF_SESSION_TTL")),
+            "{err}"
+        );
+        std::env::set_var(SESSION_TTL_ENV, "5");
         std::env::set_var(PORT_ENV, "eighty");
         let err = RaftConfig::from_env().unwrap_err();
         assert!(
@@ -323,5 +442,20 @@ mod tests {
         assert!(RaftConfig::new("127.0.0.1:0".parse().unwrap())
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_duration(" 1500ms "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1.5s"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5 weeks"), None);
     }
 }

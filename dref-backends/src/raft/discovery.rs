@@ -45,9 +45,10 @@ pub(super) async fn peer_addresses(config: &RaftConfig) -> BTreeSet<String> {
 pub(super) async fn bootstrap(node: Weak<Node>) {
     let mut last_seen: Option<BTreeSet<String>> = None;
     let mut stable = 0;
+    let mut warned: BTreeSet<String> = BTreeSet::new();
     loop {
         let Some(n) = node.upgrade() else { return };
-        if n.is_shutting_down() || n.is_member() {
+        if n.is_shutting_down() || n.is_member_here() {
             return;
         }
         let interval = n.config.discovery_interval;
@@ -60,14 +61,32 @@ pub(super) async fn bootstrap(node: Weak<Node>) {
                 .map(|a| n.peers.client(a, ClientRequest::Hello, hello)),
         )
         .await;
+        let ours = n.peers.cluster().tag();
         let infos: Vec<NodeInfo> = answers
             .into_iter()
             .filter_map(|r| match r {
                 Ok(ClientResponse::Hello(info)) if info.id != n.id => Some(info),
                 _ => None,
             })
+            .filter(|info| match ours.refuses(&info.cluster) {
+                None => true,
+                Some(why) => {
+                    if warned.insert(info.addr.clone()) {
+                        tracing::warn!(peer = %info.addr, %why, "ignoring a peer of another cluster");
+                    }
+                    false
+                }
+            })
             .collect();
-        if let Some(member) = infos.iter().find(|i| i.initialized) {
+        if n.is_member() {
+            // A member back at another address (its data directory kept
+            // its identity): the leader records the new address.
+            if let Some(member) = infos.iter().find(|i| i.initialized) {
+                if let Err(e) = n.request_join(&member.addr).await {
+                    tracing::debug!(node = n.id, error = %e, "cannot record the new address yet");
+                }
+            }
+        } else if let Some(member) = infos.iter().find(|i| i.initialized) {
             // Failures are retried next round.
             match n.request_join(&member.addr).await {
                 Ok(()) => tracing::info!(node = n.id, via = %member.addr, "joined the cluster"),
@@ -118,6 +137,10 @@ mod tests {
             id: 1,
             addr: addr.into(),
             initialized: false,
+            cluster: crate::raft::cluster::ClusterTag {
+                name: "dref".into(),
+                id: None,
+            },
             initializer: initializer.map(Into::into),
         }
     }

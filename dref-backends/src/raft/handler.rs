@@ -12,6 +12,7 @@ use openraft::error::{Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::Raft;
 
+use super::cluster::ClusterTag;
 use super::node::{Node, Routed};
 use super::rpc::{
     ClientRequest, ClientResponse, Handler, RaftResult, SnapshotChunk, SnapshotResult,
@@ -67,6 +68,11 @@ impl Handler for Rpc {
 
     fn node_id(&self) -> Option<u64> {
         self.node.upgrade().map(|n| n.id)
+    }
+
+    fn refuses(&self, caller: &ClusterTag) -> Option<String> {
+        let node = self.node.upgrade()?;
+        node.peers.cluster().tag().refuses(caller)
     }
 
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {
@@ -126,9 +132,9 @@ impl Handler for Rpc {
                 }
                 // Bounded, as they hold the membership lock: a change on a
                 // leader that lost its majority never completes.
-                ClientRequest::Join { id, addr } => {
+                ClientRequest::Join { id, addr, cluster } => {
                     let timeout = node.config.request_timeout;
-                    tokio::time::timeout(timeout, node.join_local(id, addr))
+                    tokio::time::timeout(timeout, node.join_local(id, addr, cluster))
                         .await
                         .unwrap_or_else(|_| {
                             ClientResponse::Failed("the join did not complete in time".into())

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dref::Result;
+use dref::{Error, Result};
 
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers};
 use tokio::time::Instant;
 
+use super::cluster::ClusterTag;
 use super::node::{stopped, unavailable, Node};
 use super::rpc::{ClientRequest, ClientResponse};
 use super::types::millis;
@@ -19,11 +20,43 @@ use super::types::millis;
 impl Node {
     /// Adds a node as a learner, then as a voter while there are fewer
     /// than `max_voters`; first removes stale members at the same address
-    /// (a replica that restarted with a fresh identity).
-    pub(super) async fn join_local(&self, id: u64, addr: String) -> ClientResponse {
+    /// (a replica that restarted with a fresh identity). A member that
+    /// comes back (with its data directory) at another address gets its
+    /// address updated. Answers with the cluster's id, which the node
+    /// keeps; a node of another cluster is refused.
+    pub(super) async fn join_local(
+        &self,
+        id: u64,
+        addr: String,
+        cluster: ClusterTag,
+    ) -> ClientResponse {
         let _serial = self.membership_lock.lock().await;
         if self.leader_term().is_none() {
             return ClientResponse::NotLeader(self.leader());
+        }
+        let ours = self.peers.cluster().tag();
+        if let Some(why) = ours.refuses(&cluster) {
+            return ClientResponse::Refused(why);
+        }
+        let Some(cluster_id) = ours.id else {
+            // Only a cluster formed before ids existed has none: this
+            // leader draws one now, and the members learn it as they join.
+            return match self.peers.cluster().adopt(super::random_id(&self.addr)) {
+                Ok(()) => ClientResponse::Failed("the cluster id was just drawn; try again".into()),
+                Err(why) => ClientResponse::Failed(why),
+            };
+        };
+        let membership = self.membership();
+        if let Some(known) = membership.get_node(&id).filter(|n| n.addr != addr) {
+            let moved = BTreeMap::from([(id, BasicNode::new(&addr))]);
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::SetNodes(moved), false)
+                .await
+            {
+                return ClientResponse::Failed(format!("moving member {id} to {addr}: {e}"));
+            }
+            tracing::info!(member = id, from = %known.addr, to = %addr, "a member came back at a new address");
         }
         let membership = self.membership();
         let stale: BTreeSet<u64> = membership
@@ -74,7 +107,7 @@ impl Node {
                 return ClientResponse::Failed(format!("promoting {addr} to voter: {e}"));
             }
         }
-        ClientResponse::Done
+        ClientResponse::Joined(cluster_id)
     }
 
     pub(super) async fn leave_local(&self, id: u64) -> ClientResponse {
@@ -108,8 +141,15 @@ impl Node {
         ClientResponse::Done
     }
 
-    /// Forms a one-node cluster with this node as its first member.
+    /// Forms a one-node cluster with this node as its first member, under
+    /// a fresh cluster id (kept in the data directory first).
     pub(super) async fn initialize(&self) -> Result<()> {
+        if self.peers.cluster().tag().id.is_none() {
+            self.peers
+                .cluster()
+                .adopt(super::random_id(&self.addr))
+                .map_err(|why| unavailable(format!("cannot form a cluster: {why}")))?;
+        }
         let members = BTreeMap::from([(self.id, BasicNode::new(&self.addr))]);
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
@@ -127,13 +167,26 @@ impl Node {
             let req = ClientRequest::Join {
                 id: self.id,
                 addr: self.addr.clone(),
+                cluster: self.peers.cluster().tag(),
             };
             match self
                 .peers
                 .client(&target, req, self.config.request_timeout)
                 .await
             {
-                Ok(ClientResponse::Done) => return Ok(()),
+                Ok(ClientResponse::Joined(cluster)) => {
+                    return self
+                        .peers
+                        .cluster()
+                        .adopt(cluster)
+                        .map_err(|why| Error::Config(format!("joining through {target}: {why}")));
+                }
+                Ok(ClientResponse::Refused(why)) => {
+                    self.peers
+                        .cluster()
+                        .note_refusal(format!("{target} refused this node: {why}"));
+                    return Err(Error::Config(format!("{target} refused this node: {why}")));
+                }
                 Ok(ClientResponse::NotLeader(Some((_, leader)))) => target = leader,
                 Ok(other) => {
                     return Err(unavailable(format!("joining through {target}: {other:?}")))

@@ -60,6 +60,7 @@
 //!   run out. (openraft 0.9 has no leadership transfer, so that wait
 //!   remains.) [`RaftBackend::kill`] stops at once, like a crash.
 
+mod cluster;
 mod config;
 mod discovery;
 mod handler;
@@ -86,7 +87,10 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
-pub use config::{RaftConfig, ADDRESSES_ENV, ADVERTISE_ENV, DEFAULT_PORT, PORT_ENV, SERVICES_ENV};
+pub use config::{
+    RaftConfig, ADDRESSES_ENV, ADVERTISE_ENV, CLUSTER_NAME_ENV, DATA_DIR_ENV, DEFAULT_CLUSTER_NAME,
+    DEFAULT_PORT, PORT_ENV, SERVICES_ENV, SESSION_TTL_ENV,
+};
 pub use rpc::Faults;
 
 use handler::Rpc;
@@ -94,18 +98,23 @@ use node::{Node, BACKEND};
 use rpc::{Peers, RaftService};
 use types::{millis, Applied, CommandOp, TypeConfig, WireWrite};
 
-/// A handle on this process's Raft node; clones share the node. The node
-/// leaves the cluster and stops when [`shutdown`](Self::shutdown) is called
-/// or the last handle is dropped.
+/// A handle on this process's Raft node; clones share the node.
+///
+/// [`shutdown`](Self::shutdown) leaves the cluster for good and stops;
+/// [`kill`](Self::kill) stops and stays a member (a node with a data
+/// directory comes back as itself). Dropping the last handle stops the
+/// node in the background: a node with a data directory stays a member,
+/// one without leaves (it could never come back as itself).
 #[derive(Clone)]
 pub struct RaftBackend {
     node: Arc<Node>,
     _owner: Arc<Owner>,
+    log_stats: Option<Arc<storage::LogStats>>,
 }
 
 /// Shared by the user's handles only (the node's own tasks hold weak
-/// references): when the last handle goes, the node leaves the cluster
-/// in the background, as [`RaftBackend::shutdown`] would.
+/// references): when the last handle goes, the node stops in the
+/// background, leaving the cluster unless it keeps a data directory.
 struct Owner {
     node: Arc<Node>,
 }
@@ -115,7 +124,8 @@ impl Drop for Owner {
         let node = self.node.clone();
         // Without a runtime the node just stops (Node's own drop).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { node.shutdown(true).await });
+            let leave = node.config.data_dir.is_none();
+            runtime.spawn(async move { node.shutdown(leave).await });
         }
     }
 }
@@ -162,6 +172,31 @@ async fn advertised_address(config: &RaftConfig, bound: SocketAddr) -> String {
     SocketAddr::from(([127, 0, 0, 1], bound.port())).to_string()
 }
 
+/// This node's Raft id and its cluster's id if known: those in its data
+/// directory (made on first start), so that a restarted replica is the same
+/// member of the same cluster; without a data directory, a new id at every
+/// start.
+async fn node_identity(config: &RaftConfig, addr: &str) -> Result<(u64, Option<u64>)> {
+    let Some(dir) = config.data_dir.clone() else {
+        return Ok((random_id(addr), None));
+    };
+    let (cluster, addr) = (config.cluster_name.clone(), addr.to_owned());
+    let identity = tokio::task::spawn_blocking(move || {
+        let unusable = |e| Error::Config(format!("the raft data directory cannot be used: {e}"));
+        let identity = storage::Identity::load_or_create(&dir, || storage::Identity {
+            node_id: random_id(&addr),
+            cluster: cluster.clone(),
+            cluster_id: None,
+        })
+        .map_err(unusable)?;
+        identity.check_cluster(&cluster).map_err(unusable)?;
+        Ok(identity)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("reading the node identity stopped: {e}")))??;
+    Ok((identity.node_id, identity.cluster_id))
+}
+
 impl RaftBackend {
     async fn start(mut config: RaftConfig) -> Result<Self> {
         config.validate()?;
@@ -185,10 +220,32 @@ impl RaftBackend {
             .local_addr()
             .map_err(|e| Error::Config(format!("cannot read the listen address: {e}")))?;
         let addr = advertised_address(&config, bound).await;
-        let id = random_id(&addr);
+        let storage = storage::Storage::open(
+            config.data_dir.as_deref(),
+            &storage::StorageOptions {
+                // Purged a chunk at a time: no more dead entries on disk
+                // than one snapshot interval.
+                chunk_entries: usize::try_from(config.snapshot_after)
+                    .unwrap_or(usize::MAX)
+                    .clamp(64, 4096),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::Config(format!("cannot open the raft storage: {e}")))?;
+        let (id, cluster_id) = node_identity(&config, &addr).await?;
+        let cluster = Arc::new(cluster::Cluster::new(
+            cluster::ClusterTag {
+                name: config.cluster_name.clone(),
+                id: cluster_id,
+            },
+            config.data_dir.clone(),
+            id,
+        ));
+        let log_stats = storage.log.stats().cloned();
 
         let raft_config = openraft::Config {
-            cluster_name: "dref".into(),
+            cluster_name: config.cluster_name.clone(),
             heartbeat_interval: millis(config.heartbeat),
             // openraft waits its leader lease (= its election_timeout_max)
             // plus a random election timeout before a follower campaigns:
@@ -206,14 +263,16 @@ impl RaftBackend {
         .validate()
         .map_err(|e| Error::Config(format!("raft configuration: {e}")))?;
 
-        let peers = Peers::new(config.connect_timeout);
-        let state_machine = state_machine::StateMachine::new(config.watch_buffer);
+        let peers = Peers::new(config.connect_timeout, cluster);
+        let state_machine =
+            state_machine::StateMachine::open(config.watch_buffer, storage.snapshots)
+                .map_err(|e| Error::Config(format!("cannot restore the raft state: {e}")))?;
         let machines = state_machine.shared().clone();
         let raft = openraft::Raft::<TypeConfig>::new(
             id,
             Arc::new(raft_config),
             network::Network::new(peers.clone()),
-            storage::LogStore::default(),
+            storage.log,
             state_machine,
         )
         .await
@@ -226,6 +285,7 @@ impl RaftBackend {
         let join_timeout = config.join_timeout;
         let heartbeat = config.heartbeat;
         let node = Arc::new(Node::new(id, addr, config, raft, machines, peers, stop));
+
         let service = RaftService::new(Arc::new(Rpc {
             node: Arc::downgrade(&node),
         }));
@@ -259,41 +319,62 @@ impl RaftBackend {
         let backend = RaftBackend {
             _owner: Arc::new(Owner { node: node.clone() }),
             node,
+            log_stats,
         };
         backend.wait_ready(join_timeout).await?;
         Ok(backend)
     }
 
     /// Waits until this node is a member of a cluster that has a leader.
+    /// Waits until this node is a member of a cluster that has a leader,
+    /// proven by a read barrier through that leader (a node restarted from
+    /// its data directory remembers a leader that may be long gone).
     async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let mut metrics = self.node.raft.metrics();
-        let id = self.node.id;
+        let node = self.node.clone();
         let ready = async move {
+            let id = node.id;
             metrics
                 .wait_for(|m| {
                     m.current_leader.is_some()
                         && m.membership_config.membership().get_node(&id).is_some()
                 })
                 .await
-                .map(|_| ())
+                .map_err(|_| Error::Unavailable {
+                    backend: BACKEND,
+                    message: "the raft node stopped while joining".into(),
+                })?;
+            loop {
+                match node.read_barrier().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.is_transient() && !node.is_shutting_down() => {
+                        tracing::debug!(node = node.id, error = %e, "no leader answers yet");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         };
         match tokio::time::timeout(timeout, ready).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Error::Unavailable {
-                backend: BACKEND,
-                message: "the raft node stopped while joining".into(),
-            }),
-            Err(_) => Err(Error::Unavailable {
-                backend: BACKEND,
-                message: format!(
-                    "node {} found no cluster to join within {timeout:?} (peers: {:?}, services: {:?})",
-                    self.node.addr, self.node.config.peers, self.node.config.services
-                ),
-            }),
+            Ok(result) => result,
+            Err(_) => {
+                let refused = self.node.peers.cluster().last_refusal();
+                let message = format!(
+                    "node {} found no cluster to join within {timeout:?} (peers: {:?}, services: {:?}){}",
+                    self.node.addr,
+                    self.node.config.peers,
+                    self.node.config.services,
+                    refused.map(|r| format!("; {r}")).unwrap_or_default()
+                );
+                Err(Error::Unavailable {
+                    backend: BACKEND,
+                    message,
+                })
+            }
         }
     }
 
-    /// This node's Raft id (random, new at every start).
+    /// This node's Raft id: kept in the data directory, else new at every
+    /// start.
     pub fn node_id(&self) -> u64 {
         self.node.id
     }
@@ -334,6 +415,12 @@ impl RaftBackend {
             .voter_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
             .collect()
+    }
+
+    /// The durable log's counters since this node started: entries
+    /// appended and disk syncs (`None` without a data directory).
+    pub fn log_syncs(&self) -> Option<(u64, u64)> {
+        self.log_stats.as_ref().map(|s| (s.appended(), s.syncs()))
     }
 
     /// Index of the last log entry this node has applied.
@@ -385,7 +472,12 @@ impl RaftBackend {
         self.node.shutdown(true).await;
     }
 
-    /// Stops the node at once, as a crash would: no goodbye to the cluster.
+    /// Stops the node at once without leaving the membership, as a crash
+    /// would. With a data directory the node comes back as itself at its
+    /// next start (a restart, an upgrade), and the others keep counting it
+    /// meanwhile (three replicas tolerate one stopped this way). Without
+    /// one, prefer [`shutdown`](Self::shutdown) for a planned stop: the
+    /// member left behind never returns.
     pub async fn kill(&self) {
         self.node.shutdown(false).await;
     }

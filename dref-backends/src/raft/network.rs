@@ -50,7 +50,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 fn transport_error<E: std::error::Error>(e: CallError) -> RPCError<u64, BasicNode, E> {
     match e {
-        CallError::Cut(_) | CallError::Unreachable { .. } => {
+        // A refusing peer (another cluster) is, for openraft, a peer it
+        // cannot reach: it backs off instead of retrying at once.
+        CallError::Cut(_) | CallError::Unreachable { .. } | CallError::Refused { .. } => {
             RPCError::Unreachable(Unreachable::new(&e))
         }
         CallError::Timeout { .. } | CallError::Failed { .. } => {

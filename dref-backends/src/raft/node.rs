@@ -38,6 +38,11 @@ pub(super) struct Node {
     pub(super) machines: Arc<Machines>,
     pub(super) peers: Peers,
     pub(super) deadlines: Mutex<Deadlines>,
+    /// Names this process's requests in the dedup table: new at every
+    /// start, unlike the node id (kept in a data directory), since the
+    /// sequence restarts from 0 and a retried request must never be
+    /// answered with a result of the node's previous life.
+    incarnation: u64,
     seq: AtomicU64,
     pub(super) membership_lock: tokio::sync::Mutex<()>,
     pub(super) stop: watch::Sender<bool>,
@@ -57,6 +62,7 @@ impl Node {
         peers: Peers,
         stop: watch::Sender<bool>,
     ) -> Self {
+        let incarnation = super::random_id(&format!("{id}@{addr}"));
         Node {
             id,
             addr,
@@ -65,6 +71,7 @@ impl Node {
             machines,
             peers,
             deadlines: Mutex::default(),
+            incarnation,
             seq: AtomicU64::new(0),
             membership_lock: tokio::sync::Mutex::new(()),
             stop,
@@ -111,6 +118,18 @@ impl Node {
             .then_some(m.current_term)
     }
 
+    /// Whether the membership holds this node at its current address.
+    pub(super) fn is_member_here(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let here = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some_and(|n| n.addr == self.addr);
+        here
+    }
+
     pub(super) fn is_member(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
@@ -127,13 +146,14 @@ impl Node {
             id: self.id,
             addr: self.addr.clone(),
             initialized: self.is_member(),
+            cluster: self.peers.cluster().tag(),
             initializer: self.initializer.lock().clone(),
         }
     }
 
     pub(super) fn next_request(&self) -> RequestId {
         RequestId {
-            client: self.id,
+            client: self.incarnation,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         }
     }

@@ -143,6 +143,13 @@ impl Node {
     /// The index a linearizable read must see: confirmed by the leader
     /// with a heartbeat round, then awaited in the local applied state.
     pub(super) async fn read(self: &Arc<Self>, key: Key) -> Result<Option<Record>> {
+        self.read_barrier().await?;
+        Ok(self.machines.get(&key))
+    }
+
+    /// Waits until this node has applied everything committed before the
+    /// call (a leader confirmed by a majority says how far that is).
+    pub(super) async fn read_barrier(self: &Arc<Self>) -> Result<()> {
         let node = self.clone();
         let index = self
             .route(
@@ -161,9 +168,7 @@ impl Node {
                 },
             )
             .await?;
-        self.applied_at_least(index, "the linearizable read")
-            .await?;
-        Ok(self.machines.get(&key))
+        self.applied_at_least(index, "the linearizable read").await
     }
 
     pub(super) async fn read_index_local(&self) -> Routed<u64> {

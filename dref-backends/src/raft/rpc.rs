@@ -29,6 +29,7 @@ use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use super::cluster::{Cluster, ClusterTag};
 use super::types::{Applied, Command, TypeConfig};
 
 const SERVICE: &str = "dref.Raft";
@@ -39,6 +40,12 @@ const SNAPSHOT: &str = "/dref.Raft/Snapshot";
 /// restarted at the same address under a new identity must not answer for
 /// its predecessor (openraft's leader would see that log go backwards).
 const TARGET_HEADER: &str = "dref-target-node";
+/// Metadata naming the caller's cluster (see [`ClusterTag::header`]): a
+/// node refuses callers of another cluster.
+const CLUSTER_HEADER: &str = "dref-cluster";
+/// The start of a refusal's message, so that the caller can tell it from
+/// other failures.
+const REFUSAL: &str = "dref refused: ";
 const CLIENT: &str = "/dref.Raft/Client";
 
 /// Upper bound of one decoded message (a replication batch or snapshot
@@ -109,6 +116,8 @@ pub struct NodeInfo {
     pub addr: String,
     /// Whether it is a member of an initialized cluster.
     pub initialized: bool,
+    /// Its cluster.
+    pub cluster: ClusterTag,
     /// Before it belongs to a cluster: the lowest address among the nodes
     /// it reaches (itself included), which it expects to initialize one.
     pub initializer: Option<String>,
@@ -132,6 +141,8 @@ pub enum ClientRequest {
         id: u64,
         /// Its advertised address.
         addr: String,
+        /// Its cluster, as it knows it.
+        cluster: ClusterTag,
     },
     /// Remove a node from the cluster (leader only).
     Leave {
@@ -167,6 +178,10 @@ pub enum ClientResponse {
     Failed(String),
     /// A leave refused: the node is the last voter.
     LastVoter,
+    /// A join done: the node is a member of the cluster of this id.
+    Joined(u64),
+    /// A request refused for good (another cluster).
+    Refused(String),
 }
 
 /// Answer of `Append` and `Vote`.
@@ -226,6 +241,8 @@ pub trait Handler: Send + Sync + 'static {
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse>;
     /// The serving node's id, while it runs.
     fn node_id(&self) -> Option<u64>;
+    /// Why a caller of cluster `caller` must be refused, if it must.
+    fn refuses(&self, caller: &ClusterTag) -> Option<String>;
 }
 
 /// The tonic service of one node.
@@ -306,6 +323,20 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let h = self.handler.clone();
+        let caller = req
+            .headers()
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ClusterTag::parse);
+        let refusal = match &caller {
+            None => Some("the call names no dref cluster".to_owned()),
+            Some(caller) => h.refuses(caller),
+        };
+        if let Some(why) = refusal {
+            tracing::warn!(caller = ?caller.map(|c| c.header()), %why, "refused a peer");
+            let status = Status::permission_denied(format!("{REFUSAL}{why}"));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         if let Some(to) = req
             .headers()
             .get(TARGET_HEADER)
@@ -356,6 +387,14 @@ pub enum CallError {
         /// The deadline.
         after: Duration,
     },
+    /// The peer refused this node (another cluster).
+    #[error("{addr} refused this node: {why}")]
+    Refused {
+        /// The peer.
+        addr: String,
+        /// Why.
+        why: String,
+    },
     /// The peer answered with an error status (or garbage).
     #[error("{addr} failed the call: {status}")]
     Failed {
@@ -395,16 +434,23 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     faults: Arc<Faults>,
     connect_timeout: Duration,
+    cluster: Arc<Cluster>,
 }
 
 impl Peers {
     /// No connections yet; they are made on first use.
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, cluster: Arc<Cluster>) -> Self {
         Peers {
             channels: Arc::default(),
             faults: Arc::default(),
             connect_timeout,
+            cluster,
         }
+    }
+
+    /// The cluster this node's calls name.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     /// The fault injector of outgoing links.
@@ -456,6 +502,14 @@ impl Peers {
             })?;
             let path = http::uri::PathAndQuery::from_static(path);
             let mut request = tonic::Request::new(req);
+            let cluster = self.cluster.tag().header();
+            match tonic::metadata::MetadataValue::try_from(cluster.as_str()) {
+                Ok(value) => {
+                    request.metadata_mut().insert(CLUSTER_HEADER, value);
+                }
+                // Names are checked when the node starts.
+                Err(_) => tracing::error!(%cluster, "the cluster name is not a valid header value"),
+            }
             if let Some(to) = to {
                 request
                     .metadata_mut()
@@ -465,6 +519,15 @@ impl Peers {
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| match status.code() {
+                    tonic::Code::PermissionDenied if status.message().starts_with(REFUSAL) => {
+                        let why = status.message()[REFUSAL.len()..].to_owned();
+                        self.cluster
+                            .note_refusal(format!("{addr} refused this node: {why}"));
+                        CallError::Refused {
+                            addr: addr.to_owned(),
+                            why,
+                        }
+                    }
                     tonic::Code::Unavailable => CallError::Unreachable {
                         addr: addr.to_owned(),
                         message: status.message().to_owned(),

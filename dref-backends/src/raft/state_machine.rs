@@ -154,10 +154,6 @@ impl StateMachine {
     /// for `None`; else restored from the newest snapshot on disk, if any,
     /// and writing every later snapshot there. openraft then replays the
     /// committed log entries after that snapshot.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "the node opens its storage in a parallel change")
-    )]
     pub fn open(
         watch_buffer: usize,
         snapshots: Option<Snapshots>,

@@ -24,7 +24,7 @@ openraft::declare_raft_types!(
 /// (leader crash, timeout) is applied at most once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestId {
-    /// The proposing backend handle.
+    /// The proposing node process (random at every start).
     pub client: u64,
     /// Sequence number within that handle.
     pub seq: u64,

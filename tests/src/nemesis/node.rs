@@ -49,11 +49,16 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
             heartbeat_ms,
             election_ms,
             request_timeout_ms,
+            data_dir,
         } => {
             let listen = listen
                 .parse()
                 .map_err(|e| format!("bad listen address {listen}: {e}"))?;
-            let backend = RaftConfig::new(listen)
+            let mut config = RaftConfig::new(listen);
+            if let Some(dir) = data_dir {
+                config = config.data_dir(dir);
+            }
+            let backend = config
                 .peers(peers.iter().cloned())
                 .heartbeat(Duration::from_millis(*heartbeat_ms))
                 .election_timeout(
@@ -128,6 +133,12 @@ impl Node {
             address: self.raft.as_ref().map(|r| r.address().to_owned()),
             leader: self.raft.as_ref().and_then(|r| r.leader()),
             voters: self.raft.as_ref().map(|r| r.voters()).unwrap_or_default(),
+            raft_id: self.raft.as_ref().map(|r| r.node_id()),
+            voter_ids: self
+                .raft
+                .as_ref()
+                .map(|r| r.voter_ids())
+                .unwrap_or_default(),
         }
     }
 

@@ -40,6 +40,9 @@ pub enum Store {
         election_ms: (u64, u64),
         /// Request timeout.
         request_timeout_ms: u64,
+        /// The data directory (none: in memory).
+        #[serde(default)]
+        data_dir: Option<String>,
     },
 }
 
@@ -120,4 +123,10 @@ pub struct Status {
     pub leader: Option<String>,
     /// Raft: the voters' addresses.
     pub voters: Vec<String>,
+    /// Raft: this node's id.
+    #[serde(default)]
+    pub raft_id: Option<u64>,
+    /// Raft: the voters' ids.
+    #[serde(default)]
+    pub voter_ids: Vec<u64>,
 }

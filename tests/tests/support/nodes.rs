@@ -68,6 +68,7 @@ pub fn raft_store(peers: Vec<String>) -> Store {
         heartbeat_ms: 50,
         election_ms: (500, 1000),
         request_timeout_ms: 5_000,
+        data_dir: None,
     }
 }
 

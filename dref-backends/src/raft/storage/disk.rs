@@ -279,7 +279,7 @@ impl DiskLog {
     }
 
     /// The log's counters.
-    pub fn stats(&self) -> &LogStats {
+    pub fn stats(&self) -> &Arc<LogStats> {
         &self.handle.stats
     }
 

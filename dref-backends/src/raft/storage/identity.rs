@@ -23,9 +23,12 @@ const MAX_CLUSTER_BYTES: usize = 4096;
 pub struct Identity {
     /// The node's Raft id.
     pub node_id: u64,
-    /// The cluster the node belongs to; what it names is the caller's
-    /// choice (a configured name, or the id of the first leader).
+    /// The name of the cluster the node belongs to.
     pub cluster: String,
+    /// The id the cluster's first node drew when it formed the cluster,
+    /// once this node knows it (it formed or joined the cluster): two
+    /// clusters of one name are told apart by it.
+    pub cluster_id: Option<u64>,
 }
 
 impl Identity {
@@ -112,13 +115,15 @@ impl Identity {
     }
 }
 
-/// magic, version, node id (LE u64), cluster length (LE u32), cluster
-/// bytes, CRC32 of everything before it (LE u32).
+/// magic, version, node id (LE u64), cluster id (LE u64, 0 for none),
+/// cluster name length (LE u32), name bytes, CRC32 of everything before
+/// it (LE u32).
 fn encode(identity: &Identity) -> Vec<u8> {
-    let mut out = Vec::with_capacity(25 + identity.cluster.len());
+    let mut out = Vec::with_capacity(33 + identity.cluster.len());
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&identity.node_id.to_le_bytes());
+    out.extend_from_slice(&identity.cluster_id.unwrap_or(0).to_le_bytes());
     // Bounded by MAX_CLUSTER_BYTES in `save`.
     out.extend_from_slice(&(identity.cluster.len() as u32).to_le_bytes());
     out.extend_from_slice(identity.cluster.as_bytes());
@@ -131,7 +136,7 @@ fn decode(bytes: &[u8]) -> Result<Identity, String> {
     let body_len = bytes
         .len()
         .checked_sub(4)
-        .filter(|l| *l >= 21)
+        .filter(|l| *l >= 29)
         .ok_or_else(|| format!("{} bytes is too short", bytes.len()))?;
     let (body, crc) = bytes.split_at(body_len);
     if &body[..8] != MAGIC {
@@ -148,9 +153,11 @@ fn decode(bytes: &[u8]) -> Result<Identity, String> {
     }
     let mut node_id = [0; 8];
     node_id.copy_from_slice(&body[9..17]);
+    let mut cluster_id = [0; 8];
+    cluster_id.copy_from_slice(&body[17..25]);
     let mut len = [0; 4];
-    len.copy_from_slice(&body[17..21]);
-    let cluster = &body[21..];
+    len.copy_from_slice(&body[25..29]);
+    let cluster = &body[29..];
     if cluster.len() != u32::from_le_bytes(len) as usize {
         return Err("its length fields disagree".into());
     }
@@ -160,5 +167,6 @@ fn decode(bytes: &[u8]) -> Result<Identity, String> {
     Ok(Identity {
         node_id: u64::from_le_bytes(node_id),
         cluster,
+        cluster_id: Some(u64::from_le_bytes(cluster_id)).filter(|id| *id != 0),
     })
 }

@@ -72,14 +72,6 @@
 //! a removed chunk) need a `log` bridge to be seen; the warnings that
 //! matter are repeated here through `tracing`.
 
-#![cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        unused_imports,
-        reason = "the node opens its storage from RaftConfig::data_dir in a parallel change"
-    )
-)]
 #![allow(
     clippy::result_large_err,
     reason = "openraft's StorageError is the error of its storage traits, which these functions feed"
@@ -105,9 +97,13 @@ use openraft::{
 };
 
 pub use disk::{DiskLog, LogStats};
-pub use identity::{Identity, IDENTITY_FILE};
+pub use identity::Identity;
+#[cfg(test)]
+pub use identity::IDENTITY_FILE;
 pub use memory::MemoryLog;
-pub use snapshots::{SnapshotStore, Snapshots, StoredSnapshot};
+#[cfg(test)]
+pub use snapshots::StoredSnapshot;
+pub use snapshots::{SnapshotStore, Snapshots};
 
 use super::types::TypeConfig;
 use dir::{refusal, DirLock};
@@ -243,7 +239,7 @@ impl Default for LogStore {
 
 impl LogStore {
     /// The durable log's counters (appends, syncs); `None` in memory.
-    pub fn stats(&self) -> Option<&LogStats> {
+    pub fn stats(&self) -> Option<&std::sync::Arc<LogStats>> {
         match self {
             LogStore::Memory(_) => None,
             LogStore::Disk(disk) => Some(disk.stats()),

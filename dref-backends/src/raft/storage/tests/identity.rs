@@ -9,7 +9,18 @@ fn node(node_id: u64) -> Identity {
     Identity {
         node_id,
         cluster: "orders".into(),
+        cluster_id: None,
     }
+}
+
+#[test]
+fn the_cluster_id_is_kept_once_known() {
+    let dir = TempDir::new("identity-id");
+    let mut identity = Identity::load_or_create(dir.path(), || node(3)).unwrap();
+    assert_eq!(identity.cluster_id, None);
+    identity.cluster_id = Some(0x5eed);
+    identity.save(dir.path()).unwrap();
+    assert_eq!(Identity::load(dir.path()).unwrap(), Some(identity));
 }
 
 #[test]

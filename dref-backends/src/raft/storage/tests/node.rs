@@ -42,7 +42,17 @@ pub(super) async fn start(
     let raft = Raft::new(
         NODE,
         Arc::new(config),
-        Network::new(Peers::new(Duration::from_secs(1))),
+        Network::new(Peers::new(
+            Duration::from_secs(1),
+            std::sync::Arc::new(crate::raft::cluster::Cluster::new(
+                crate::raft::cluster::ClusterTag {
+                    name: "test".into(),
+                    id: None,
+                },
+                None,
+                1,
+            )),
+        )),
         storage.log,
         machine,
     )
