@@ -101,6 +101,36 @@ async fn raft_under_kills_pauses_and_partitions() {
     run(cluster, &faults, length, 0.05).await;
 }
 
+/// Data directories: all three nodes SIGKILLed at once mid-load (a power
+/// cut) and started again, rolling restarts, kills of the leader. Every
+/// acknowledged write survives (the checkers see the whole history, across
+/// the restarts), the cluster elects and takes writes again, watchers of
+/// the new processes see the new commits, and the membership stays the
+/// same three voters with the same ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_durable_under_power_cuts_and_rolling_restarts() {
+    let _serial = one_at_a_time().await;
+    let length = seconds(40);
+    let seed = seed();
+    let mut cluster = Cluster::durable_raft("nemesis-durable", 3, TTL).await;
+    eprintln!(
+        "nemesis run in {} (seed {seed}, {length:?})",
+        cluster.dir.display()
+    );
+    let members = cluster.voter_ids().await;
+    cluster.start_workload(workload(length, 0.02)).await;
+    let faults = [
+        Fault::KillAll,
+        Fault::RollingRestart,
+        Fault::KillLeader,
+        Fault::Kill,
+    ];
+    cluster.nemesis(seed, &faults, length).await;
+    assert_eq!(cluster.voter_ids().await, members, "the members changed");
+    cluster.finish().await;
+    support::check::check_run(&cluster.dir, cluster.ttl);
+}
+
 /// Five members, partitions of followers and of the leader: lock waiters
 /// must be granted a free lock within a bound after every heal (a run once
 /// left three lock calls waiting 40 s with no holder).

@@ -73,6 +73,6 @@ async fn redis_a_dropped_acquisition_never_releases_another_process_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_a_dropped_acquisition_never_releases_another_process_lock() {
     let dir = nodes::run_dir("raft-claims");
-    let nodes = nodes::raft_nodes(&dir, 3, TTL).await;
+    let nodes = nodes::raft_nodes(&dir, 3, TTL, false).await;
     dropped_acquisition_keeps_the_other_process_lock(&nodes[0], &nodes[1]).await;
 }

@@ -31,13 +31,24 @@ pub enum Fault {
     /// SIGKILL the Redis server and restart it on its data (AOF, fsync
     /// always: nothing acknowledged is lost).
     RestartServer,
+    /// SIGKILL every node at once, then start them all again (on their
+    /// data directories: a power cut).
+    KillAll,
+    /// SIGKILL each node in turn and restart it, waiting for it to be
+    /// back before the next (a rolling restart).
+    RollingRestart,
 }
 
 /// Where the nodes keep their state.
 pub enum Backend {
     /// A Raft cluster of the node processes; in network namespaces when
     /// a network is given (partitions then drop packets for real).
-    Raft(Option<Network>),
+    Raft {
+        /// The namespaces, if any.
+        network: Option<Network>,
+        /// Whether every node has a data directory.
+        durable: bool,
+    },
     /// Clients of one Redis server.
     Redis {
         /// The server.
@@ -69,14 +80,27 @@ const NEMESIS: u64 = u64::MAX;
 impl Cluster {
     /// A Raft cluster of `n` node processes.
     pub async fn raft(test: &str, n: usize, ttl: Duration) -> Cluster {
+        Cluster::raft_with(test, n, ttl, false).await
+    }
+
+    /// A Raft cluster of `n` node processes, each with a data directory.
+    pub async fn durable_raft(test: &str, n: usize, ttl: Duration) -> Cluster {
+        Cluster::raft_with(test, n, ttl, true).await
+    }
+
+    async fn raft_with(test: &str, n: usize, ttl: Duration, durable: bool) -> Cluster {
         let dir = nodes::run_dir(test);
-        let processes = nodes::raft_nodes(&dir, n, ttl).await;
+        let processes = nodes::raft_nodes(&dir, n, ttl, durable).await;
         let mut addresses = Vec::new();
         for node in &processes {
             let status = node.status().await.expect("status");
             addresses.push(status.address.expect("a raft address"));
         }
-        Cluster::new(Backend::Raft(None), dir, ttl, processes, addresses)
+        let backend = Backend::Raft {
+            network: None,
+            durable,
+        };
+        Cluster::new(backend, dir, ttl, processes, addresses)
     }
 
     /// A Raft cluster of `n` node processes, each in a network namespace
@@ -89,7 +113,11 @@ impl Cluster {
             .collect();
         let wrappers: Vec<Vec<String>> = (0..n).map(|i| network.wrapper(i)).collect();
         let processes = nodes::raft_nodes_at(&dir, &addresses, &wrappers, ttl).await;
-        Cluster::new(Backend::Raft(Some(network)), dir, ttl, processes, addresses)
+        let backend = Backend::Raft {
+            network: Some(network),
+            durable: false,
+        };
+        Cluster::new(backend, dir, ttl, processes, addresses)
     }
 
     /// `n` node processes on one Redis server (AOF, fsync on every write).
@@ -196,39 +224,101 @@ impl Cluster {
         self.record(Phase::Ok, "kill", &[i]);
     }
 
-    async fn restart(&mut self, i: usize) {
+    /// Starts killed node `i` again, without waiting for it to be ready
+    /// (Raft nodes restarted together need each other to be).
+    fn respawn(&mut self, i: usize) -> NodeProcess {
         self.record(Phase::Invoke, "start", &[i]);
         self.generations[i] += 1;
-        let node = match &self.backend {
-            Backend::Raft(network) => {
-                let peers = self
-                    .addresses
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i && self.nodes[*j].is_some())
-                    .map(|(_, a)| a.clone())
-                    .collect();
-                let wrapper = network.as_ref().map(|n| n.wrapper(i)).unwrap_or_default();
-                let (name, address) = (&self.names[i], &self.addresses[i]);
-                nodes::restart_raft_node(&self.dir, name, address, peers, &wrapper, self.ttl).await
-            }
-            Backend::Redis { server, prefix } => {
-                nodes::restart_redis_node(
-                    &self.dir,
-                    &self.names[i],
-                    &server.url(),
-                    prefix,
-                    self.ttl,
-                )
-                .await
-            }
+        let Backend::Raft { network, durable } = &self.backend else {
+            unreachable!("only raft nodes are respawned");
         };
+        let peers = self
+            .addresses
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let wrapper = network.as_ref().map(|n| n.wrapper(i)).unwrap_or_default();
+        let (name, address) = (&self.names[i], &self.addresses[i]);
+        let data_dir = nodes::data_dir(&self.dir, name, *durable);
+        nodes::respawn_raft_node(
+            &self.dir, name, address, peers, &wrapper, data_dir, self.ttl,
+        )
+    }
+
+    /// Waits for respawned node `i` and starts its workload.
+    async fn resume_node(&mut self, i: usize, mut node: NodeProcess) {
+        node.ready(nodes::START)
+            .await
+            .expect("the restarted node joins");
         let spec = self.spec_for(i);
         node.ask(Command::StartWorkload(Box::new(spec)), ANSWER)
             .await
             .expect("restart the workload");
         self.nodes[i] = Some(node);
         self.record(Phase::Ok, "start", &[i]);
+    }
+
+    async fn restart(&mut self, i: usize) {
+        let redis = match &self.backend {
+            Backend::Raft { .. } => None,
+            Backend::Redis { server, prefix } => Some((server.url(), prefix.clone())),
+        };
+        let Some((url, prefix)) = redis else {
+            let node = self.respawn(i);
+            return self.resume_node(i, node).await;
+        };
+        self.record(Phase::Invoke, "start", &[i]);
+        self.generations[i] += 1;
+        let node =
+            nodes::restart_redis_node(&self.dir, &self.names[i], &url, &prefix, self.ttl).await;
+        let spec = self.spec_for(i);
+        node.ask(Command::StartWorkload(Box::new(spec)), ANSWER)
+            .await
+            .expect("restart the workload");
+        self.nodes[i] = Some(node);
+        self.record(Phase::Ok, "start", &[i]);
+    }
+
+    /// Kills every node, waits `hold`, and starts them all again at once.
+    async fn kill_all(&mut self, hold: Duration) {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.record(Phase::Invoke, "kill", &all);
+        for node in self.nodes.iter_mut() {
+            if let Some(mut node) = node.take() {
+                node.kill().await;
+            }
+        }
+        self.record(Phase::Ok, "kill", &all);
+        tokio::time::sleep(hold).await;
+        let respawned: Vec<NodeProcess> = all.iter().map(|i| self.respawn(*i)).collect();
+        for (i, node) in all.into_iter().zip(respawned) {
+            self.resume_node(i, node).await;
+        }
+    }
+
+    /// Kills and restarts each node in turn, each back before the next.
+    async fn rolling_restart(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i).await;
+            self.restart(i).await;
+        }
+    }
+
+    /// The voters' ids as every live node sees them, which must all agree.
+    pub async fn voter_ids(&self) -> Vec<u64> {
+        let mut seen = None;
+        for node in self.live() {
+            let status = node.status().await.expect("status");
+            let mut ids = status.voter_ids;
+            ids.sort_unstable();
+            match &seen {
+                None => seen = Some(ids),
+                Some(first) => assert_eq!(first, &ids, "nodes disagree on the voters"),
+            }
+        }
+        seen.unwrap_or_default()
     }
 
     fn signal(&self, i: usize, signal: Signal) {
@@ -240,7 +330,11 @@ impl Cluster {
     }
 
     async fn partition(&self, i: usize) {
-        if let Backend::Raft(Some(network)) = &self.backend {
+        if let Backend::Raft {
+            network: Some(network),
+            ..
+        } = &self.backend
+        {
             let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
             network.cut(i, &others);
             return;
@@ -267,7 +361,11 @@ impl Cluster {
     }
 
     async fn heal(&self) {
-        if let Backend::Raft(Some(network)) = &self.backend {
+        if let Backend::Raft {
+            network: Some(network),
+            ..
+        } = &self.backend
+        {
             network.heal();
             return;
         }
@@ -280,7 +378,7 @@ impl Cluster {
     async fn apply(&mut self, fault: Fault, rng: &mut Rng, hold: Duration) {
         let target = match fault {
             Fault::KillLeader | Fault::PauseLeader | Fault::PartitionLeader => self.leader().await,
-            Fault::RestartServer => None,
+            Fault::RestartServer | Fault::KillAll | Fault::RollingRestart => None,
             _ => self.random_live(rng),
         };
         match (fault, target) {
@@ -307,6 +405,8 @@ impl Cluster {
                 self.heal().await;
                 self.record(Phase::Ok, "heal", &[]);
             }
+            (Fault::KillAll, _) => self.kill_all(hold).await,
+            (Fault::RollingRestart, _) => self.rolling_restart().await,
             (Fault::RestartServer, _) => {
                 if let Backend::Redis { server, .. } = &mut self.backend {
                     self.nemesis.emit(

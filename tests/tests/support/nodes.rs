@@ -61,26 +61,37 @@ pub async fn redis_nodes(
 
 /// The Raft timing of process tests: quick elections that a loaded
 /// two-core machine does not flap between.
-pub fn raft_store(peers: Vec<String>) -> Store {
+pub fn raft_store(peers: Vec<String>, data_dir: Option<String>) -> Store {
     Store::Raft {
         listen: "127.0.0.1:0".into(),
         peers,
         heartbeat_ms: 50,
         election_ms: (500, 1000),
         request_timeout_ms: 5_000,
-        data_dir: None,
+        data_dir,
     }
+}
+
+/// Where node `name` of the run in `dir` keeps its data, when durable.
+pub fn data_dir(dir: &std::path::Path, name: &str, durable: bool) -> Option<String> {
+    durable.then(|| dir.join("data").join(name).display().to_string())
 }
 
 /// Starts a Raft cluster of `n` node processes: the first forms it, the
 /// others join (each binds a port of its own choosing, so no two runs can
 /// draw the same port).
-pub async fn raft_nodes(dir: &std::path::Path, n: usize, ttl: Duration) -> Vec<NodeProcess> {
+pub async fn raft_nodes(
+    dir: &std::path::Path,
+    n: usize,
+    ttl: Duration,
+    durable: bool,
+) -> Vec<NodeProcess> {
     let mut nodes: Vec<NodeProcess> = Vec::new();
     let mut addresses = Vec::new();
     for i in 1..=n {
-        let store = raft_store(addresses.clone());
-        let mut node = NodeProcess::spawn(binary(), args(dir, &format!("n{i}"), ttl, store))
+        let name = format!("n{i}");
+        let store = raft_store(addresses.clone(), data_dir(dir, &name, durable));
+        let mut node = NodeProcess::spawn(binary(), args(dir, &name, ttl, store))
             .expect("start a node process");
         let status = node.ready(START).await.expect("the node starts");
         addresses.push(status.address.expect("a raft node has an address"));
@@ -101,7 +112,7 @@ pub async fn raft_nodes_at(
 ) -> Vec<NodeProcess> {
     let mut nodes = Vec::new();
     for (i, address) in addresses.iter().enumerate() {
-        let mut store = raft_store(addresses.to_vec());
+        let mut store = raft_store(addresses.to_vec(), None);
         if let Store::Raft { listen, .. } = &mut store {
             *listen = address.clone();
         }
@@ -117,26 +128,25 @@ pub async fn raft_nodes_at(
     nodes
 }
 
-/// Starts a Raft node again after it was killed: at the same address
-/// (in-memory Raft members are known by their address when they come
-/// back), joining through the addresses of the others. Its history is
-/// appended to the same file.
-pub async fn restart_raft_node(
+/// Starts a Raft node again after it was killed, without waiting for it:
+/// at the same address (in-memory members are known by their address when
+/// they come back), with its data directory if it had one, joining through
+/// the addresses of the others. Its history is appended to the same file.
+pub fn respawn_raft_node(
     dir: &std::path::Path,
     name: &str,
     address: &str,
     peers: Vec<String>,
     wrapper: &[String],
+    data_dir: Option<String>,
     ttl: Duration,
 ) -> NodeProcess {
-    let mut store = raft_store(peers);
+    let mut store = raft_store(peers, data_dir);
     if let Store::Raft { listen, .. } = &mut store {
         *listen = address.to_owned();
     }
-    let mut node = NodeProcess::spawn_in(wrapper, binary(), args(dir, name, ttl, store))
-        .expect("restart a node process");
-    node.ready(START).await.expect("the restarted node joins");
-    node
+    NodeProcess::spawn_in(wrapper, binary(), args(dir, name, ttl, store))
+        .expect("restart a node process")
 }
 
 /// Starts a Redis node again after it was killed (its history is
