@@ -151,7 +151,25 @@ impl LockGuard {
         self.monitor.abort();
         let lost = self.lost_reason();
         let held = self.held.clone();
-        match held.delete().await {
+        // In a task of its own, so that a caller that goes away mid-release
+        // (a `select!`, a timeout) does not leave the lock held: the task
+        // finishes the delete, and retries it while the store is out of
+        // reach.
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let deleting = held.clone();
+        tokio::spawn(async move {
+            let first = deleting.delete().await;
+            let retry = matches!(&first, Err(e) if e.is_transient());
+            // The caller may be gone: then nobody needs the answer.
+            answer.send(first).ok();
+            if retry {
+                if let Err(error) = deleting.delete_until_done().await {
+                    tracing::warn!(lock = %deleting.name, %error, "releasing the lock failed");
+                }
+            }
+        });
+        let deleted = answered.await.unwrap_or(Err(Error::Closed));
+        match deleted {
             Ok(WriteOutcome::Committed { .. }) => match lost {
                 Some(reason) => Err(held.lost(reason)),
                 None => {
@@ -174,10 +192,6 @@ impl LockGuard {
                     lock = %held.name, token = %held.token, %error,
                     "releasing the lock failed; retrying in the background"
                 );
-                let retry = held.clone();
-                detach("releasing a lock", async move {
-                    retry.delete_until_done().await
-                });
                 match lost {
                     Some(reason) => Err(held.lost(reason)),
                     None => Err(error),
@@ -201,6 +215,22 @@ impl Drop for LockGuard {
 }
 
 impl Held {
+    fn new(
+        backend: &Arc<dyn Backend>,
+        name: &str,
+        key: &Key,
+        token: u64,
+        session: &Arc<Session>,
+    ) -> Held {
+        Held {
+            backend: backend.clone(),
+            name: name.to_owned(),
+            key: key.clone(),
+            token: FencingToken(token),
+            session: session.clone(),
+        }
+    }
+
     fn lost(&self, reason: String) -> Error {
         tracing::warn!(lock = %self.name, token = %self.token, %reason, "lock lost");
         Error::lock_lost(&self.name, reason)
@@ -264,13 +294,20 @@ impl Claim {
 struct InFlight {
     write: Option<JoinHandle<Result<WriteOutcome>>>,
     backend: Arc<dyn Backend>,
+    name: String,
     key: Key,
     claim: Claim,
     session: Arc<Session>,
 }
 
 impl InFlight {
-    fn send(backend: &Arc<dyn Backend>, key: &Key, claim: &Claim, session: &Arc<Session>) -> Self {
+    fn send(
+        backend: &Arc<dyn Backend>,
+        name: &str,
+        key: &Key,
+        claim: &Claim,
+        session: &Arc<Session>,
+    ) -> Self {
         let write = Write::new(key.clone(), Op::Put(claim.fields.clone()))
             .when(Condition::Absent)
             .with_lease(Some(session.lease()));
@@ -278,6 +315,7 @@ impl InFlight {
         InFlight {
             write: Some(tokio::spawn(async move { sender.write(write).await })),
             backend: backend.clone(),
+            name: name.to_owned(),
             key: key.clone(),
             claim: claim.clone(),
             session: session.clone(),
@@ -299,15 +337,16 @@ impl Drop for InFlight {
         let Some(write) = self.write.take() else {
             return;
         };
-        let (backend, key, claim, session) = (
+        let (backend, name, key, claim, session) = (
             self.backend.clone(),
+            self.name.clone(),
             self.key.clone(),
             self.claim.clone(),
             self.session.clone(),
         );
         detach("cleaning up a cancelled lock acquisition", async move {
             let outcome = write.await.unwrap_or_else(|e| Err(task_failed(e)));
-            clean_up(&backend, &key, &claim, &session, outcome).await
+            clean_up(&backend, &name, &key, &claim, &session, outcome).await
         });
     }
 }
@@ -326,6 +365,7 @@ fn task_failed(e: tokio::task::JoinError) -> Error {
 /// written under it, goes once its other holders are done.
 async fn clean_up(
     backend: &Arc<dyn Backend>,
+    name: &str,
     key: &Key,
     claim: &Claim,
     session: &Arc<Session>,
@@ -342,8 +382,9 @@ async fn clean_up(
             }
         }
     };
-    let write = Write::new(key.clone(), Op::Delete).when(Condition::ModRevision(revision));
-    backend.write(write).await.map(|_| ())
+    Held::new(backend, name, key, revision, session)
+        .delete_until_done()
+        .await
 }
 
 impl Context {
@@ -437,7 +478,7 @@ pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> 
     let claim = Claim::new(&ctx.inner.node_id);
     loop {
         let session = ctx.session().await?;
-        let outcome = InFlight::send(&backend, &key, &claim, &session)
+        let outcome = InFlight::send(&backend, name, &key, &claim, &session)
             .outcome()
             .await;
         let current = match outcome {
@@ -470,9 +511,9 @@ pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> 
                         }
                     }
                     _ => {
-                        let (claim, failed) = (claim.clone(), error.clone());
+                        let (claim, failed, name) = (claim.clone(), error.clone(), name.to_owned());
                         detach("cleaning up a failed lock acquisition", async move {
-                            clean_up(&backend, &key, &claim, &session, Err(failed)).await
+                            clean_up(&backend, &name, &key, &claim, &session, Err(failed)).await
                         });
                         Err(error)
                     }
@@ -510,15 +551,9 @@ fn too_late(
         return false;
     };
     tracing::info!(lock = %name, token, %reason, "lock granted too late to be trusted; trying again");
-    let held = Held {
-        backend: backend.clone(),
-        name: name.to_owned(),
-        key: key.clone(),
-        token: FencingToken(token),
-        session: session.clone(),
-    };
+    let held = Held::new(backend, name, key, token, session);
     detach("giving back a lock granted too late", async move {
-        held.delete().await.map(|_| ())
+        held.delete_until_done().await
     });
     true
 }

@@ -27,6 +27,8 @@ struct Switches {
     /// The next write is applied at once, but its answer comes this much
     /// later.
     next_answer_delay: std::sync::Mutex<Option<Duration>>,
+    /// The next write reaches the store only this much later.
+    next_send_delay: std::sync::Mutex<Option<Duration>>,
 }
 
 impl FaultyBackend {
@@ -60,6 +62,17 @@ impl FaultyBackend {
         *self
             .switches
             .next_answer_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(delay);
+    }
+
+    /// Delays the next write by `delay` before it reaches the store (a
+    /// slow network): a caller dropped meanwhile may keep it from being
+    /// sent at all.
+    pub fn delay_next_send(&self, delay: Duration) {
+        *self
+            .switches
+            .next_send_delay
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(delay);
     }
@@ -115,24 +128,26 @@ impl Backend for FaultyBackend {
         if let Some(e) = self.cut() {
             return Self::fail(e);
         }
-        let delay = self
-            .switches
-            .next_answer_delay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        match delay {
-            Some(delay) => {
-                let inner = self.inner.clone();
-                async move {
-                    let outcome = inner.write(write).await;
-                    tokio::time::sleep(delay).await;
-                    outcome
-                }
-                .boxed()
-            }
-            None => self.inner.write(write),
+        let take = |slot: &std::sync::Mutex<Option<Duration>>| {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+        };
+        let before = take(&self.switches.next_send_delay);
+        let after = take(&self.switches.next_answer_delay);
+        if before.is_none() && after.is_none() {
+            return self.inner.write(write);
         }
+        let inner = self.inner.clone();
+        async move {
+            if let Some(delay) = before {
+                tokio::time::sleep(delay).await;
+            }
+            let outcome = inner.write(write).await;
+            if let Some(delay) = after {
+                tokio::time::sleep(delay).await;
+            }
+            outcome
+        }
+        .boxed()
     }
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
+use std::time::Duration;
 
 use dref::{Error, ManualId};
 
@@ -203,4 +204,20 @@ pub async fn cancelled_field_writes_apply_at_most_once(h: &dyn Harness) {
         );
     }
     assert_eq!(stored.theirs, (1..=attempted).collect::<Vec<_>>());
+}
+
+/// A release dropped before its delete reached the store (a `select!` or a
+/// timeout around `release`, a slow network) still frees the lock.
+pub async fn a_dropped_release_still_frees_the_lock(h: &dyn Harness) {
+    let a = Node::new(h).await;
+    let b = Node::new(h).await;
+    let guard = a.ctx.acquire("released").await.unwrap();
+    a.faults.delay_next_send(Duration::from_millis(200));
+    assert!(poll_then_drop(guard.release(), 2).await.is_none());
+    // The session lives on, so only the delete can free the lock.
+    let bound = h.session_ttl() / 2;
+    match tokio::time::timeout(bound, b.ctx.acquire("released")).await {
+        Ok(guard) => guard.unwrap().release().await.unwrap(),
+        Err(_) => panic!("the lock is still held {bound:?} after its release was dropped"),
+    }
 }

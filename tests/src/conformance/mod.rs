@@ -37,6 +37,7 @@ macro_rules! conformance_suite {
             // cases that cut a node off through its fault-injecting wrapper
             lost_session_fails_holder_and_frees_lock,
             a_grant_that_arrives_too_late_is_not_used,
+            a_dropped_release_still_frees_the_lock,
             leader_failover_on_silent_death,
         );
     };
