@@ -1,9 +1,10 @@
 //! An etcd baseline: a local N-member etcd cluster and a minimal etcd v3 client.
 //!
 //! [`EtcdCluster`] runs Debian's `etcd` binary (package `etcd-server`, installed
-//! with `apt-get` when missing) as child processes on 127.0.0.1 with data under
-//! `/dev/shm`, so that the disk costs nothing and the figures measure consensus
-//! and the network stack. [`EtcdClient`] speaks the etcd v3 gRPC API through
+//! with `apt-get` when missing) as child processes on 127.0.0.1, with data
+//! under `/dev/shm` (the disk costs nothing: the figures measure consensus and
+//! the network stack) or in a directory on a real disk (etcd fsyncs its WAL
+//! as in production). [`EtcdClient`] speaks the etcd v3 gRPC API through
 //! tonic with hand-written prost messages (no `protoc`), and offers exactly what
 //! the benchmark needs: put, get, a compare-and-put transaction on the key's
 //! `mod_revision`, an optimistic counter increment built from them, and
@@ -14,7 +15,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -179,14 +180,21 @@ impl EtcdCluster {
     /// Panics with a message naming the member's log file if a member exits
     /// or does not become healthy in time.
     pub fn start(members: usize) -> EtcdCluster {
+        EtcdCluster::start_in(members, Path::new("/dev/shm"), false)
+    }
+
+    /// [`start`](Self::start) with the data under `parent`; `durable`
+    /// keeps etcd's fsyncs (else `--unsafe-no-fsync` where the binary has
+    /// it).
+    pub fn start_in(members: usize, parent: &Path, durable: bool) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs at least one member");
         ensure_etcd_installed();
-        let no_fsync = etcd_supports("--unsafe-no-fsync");
+        let no_fsync = !durable && etcd_supports("--unsafe-no-fsync");
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let base_dir = PathBuf::from(format!("/dev/shm/dref-etcd-{}-{stamp}", std::process::id()));
-        fs::create_dir_all(&base_dir).expect("create the etcd data directory under /dev/shm");
+        let base_dir = parent.join(format!("dref-etcd-{}-{stamp}", std::process::id()));
+        fs::create_dir_all(&base_dir).expect("create the etcd data directory");
         // Hold every listener until all ports are chosen, so none repeats.
         let listeners: Vec<TcpListener> = (0..2 * members)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port on 127.0.0.1"))

@@ -68,6 +68,7 @@ mod leases;
 mod membership;
 mod network;
 mod node;
+mod proposer;
 mod routing;
 mod rpc;
 mod state_machine;

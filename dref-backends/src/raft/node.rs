@@ -37,6 +37,8 @@ pub(super) struct Node {
     pub(super) raft: Raft<TypeConfig>,
     pub(super) machines: Arc<Machines>,
     pub(super) peers: Peers,
+    /// Gathers this node's proposals into log entries while it leads.
+    pub(super) proposer: super::proposer::Proposer,
     pub(super) deadlines: Mutex<Deadlines>,
     /// Names this process's requests in the dedup table: new at every
     /// start, unlike the node id (kept in a data directory), since the
@@ -63,12 +65,14 @@ impl Node {
         stop: watch::Sender<bool>,
     ) -> Self {
         let incarnation = super::random_id(&format!("{id}@{addr}"));
+        let proposer = super::proposer::Proposer::start(raft.clone());
         Node {
             id,
             addr,
             config,
             raft,
             machines,
+            proposer,
             peers,
             deadlines: Mutex::default(),
             incarnation,
@@ -205,6 +209,7 @@ impl Drop for Node {
 }
 
 /// What a routed step produced.
+#[derive(Clone)]
 pub(super) enum Routed<T> {
     Done(Result<T>),
     Retry(String),

@@ -9,7 +9,7 @@ use dref::engine::{Key, Record};
 use dref::Result;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::time::Instant;
 
 use super::node::{stopped, unavailable, unexpected, Node, Routed};
@@ -129,15 +129,10 @@ impl Node {
             })
     }
 
+    /// Commits `command` through this node's raft, which must lead (with
+    /// whatever else is proposed meanwhile: see [`proposer`](super::proposer)).
     pub(super) async fn commit_local(&self, command: Command) -> Routed<(Applied, u64)> {
-        match self.raft.client_write(command).await {
-            Ok(resp) => Routed::Done(Ok((resp.data, resp.log_id.index))),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Routed::Retry(format!("leadership moved: {f}"))
-            }
-            Err(RaftError::APIError(e)) => Routed::Retry(e.to_string()),
-            Err(RaftError::Fatal(f)) => Routed::Done(Err(stopped(&f))),
-        }
+        self.proposer.commit(command).await
     }
 
     /// The index a linearizable read must see: confirmed by the leader

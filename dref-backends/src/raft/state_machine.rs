@@ -33,7 +33,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::storage::{SnapshotStore, Snapshots};
-use super::types::{millis, Applied, Command, CommandOp, RequestId, TypeConfig, WireRecord};
+use super::types::{
+    millis, revision_of, Applied, Command, CommandOp, RequestId, TypeConfig, WireRecord,
+};
 
 /// How many recent request results are remembered for deduplication.
 const DEDUP_WINDOW: usize = 50_000;
@@ -346,7 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((m.last_applied, m.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -356,15 +358,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             m.last_applied = Some(entry.log_id);
             let answer = match entry.payload {
-                EntryPayload::Blank => Applied::Nothing,
-                EntryPayload::Normal(command) => {
-                    // Revision = log index, on every node alike.
-                    m.store.commit_at(entry.log_id.index);
-                    apply_command(&mut m, command)
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => {
+                    let index = entry.log_id.index;
+                    let mut applied = Vec::with_capacity(proposal.commands.len());
+                    for (position, command) in proposal.commands.into_iter().enumerate() {
+                        // The same revisions on every node alike.
+                        m.store.commit_at(revision_of(index, position));
+                        applied.push(apply_command(&mut m, command));
+                    }
+                    applied
                 }
                 EntryPayload::Membership(membership) => {
                     m.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Applied::Nothing
+                    Vec::new()
                 }
             };
             answers.push(answer);

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 openraft::declare_raft_types!(
     /// The openraft type configuration of dref's Raft backend.
     pub TypeConfig:
-        D = Command,
-        R = Applied,
+        D = Proposal,
+        R = Vec<Applied>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -30,7 +30,30 @@ pub struct RequestId {
     pub seq: u64,
 }
 
-/// A replicated command: one log entry's payload.
+/// The payload of one log entry: the commands the leader's proposer
+/// gathered while the previous entry was being committed (group commit:
+/// they share one disk sync and one replication round). Applied in order;
+/// command `i` of the entry at log index `n` commits at revision
+/// [`revision_of`]`(n, i)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The commands, in the order they are applied.
+    pub commands: Vec<Command>,
+}
+
+/// Most commands in one log entry.
+pub const MAX_COMMANDS_PER_ENTRY: usize = 1 << REVISION_SHIFT;
+/// Bits of a revision below the log index: the command's place in its entry.
+const REVISION_SHIFT: u32 = 10;
+
+/// The store revision of command `position` of the log entry at `index`:
+/// every node derives the same revisions from the same log, and they
+/// strictly increase in commit order.
+pub fn revision_of(index: u64, position: usize) -> u64 {
+    (index << REVISION_SHIFT) | position as u64
+}
+
+/// A command of a [`Proposal`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Deduplicates retries.

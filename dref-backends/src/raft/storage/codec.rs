@@ -171,21 +171,25 @@ pub(super) fn payload_size(payload: &EntryPayload<TypeConfig>) -> u64 {
     let bytes = match payload {
         EntryPayload::Blank => 16,
         EntryPayload::Membership(m) => 64 * (m.nodes().count() + 1),
-        EntryPayload::Normal(command) => {
-            48 + match &command.op {
-                CommandOp::Write(write) => {
-                    let fields = match &write.op {
-                        WireOp::Put(fields) | WireOp::Patch(fields) => fields
-                            .iter()
-                            .map(|(name, value)| name.len() + value.len() + 16)
-                            .sum(),
-                        WireOp::Delete => 0,
-                    };
-                    write.key.len() + fields
+        EntryPayload::Normal(proposal) => proposal
+            .commands
+            .iter()
+            .map(|command| {
+                48 + match &command.op {
+                    CommandOp::Write(write) => {
+                        let fields = match &write.op {
+                            WireOp::Put(fields) | WireOp::Patch(fields) => fields
+                                .iter()
+                                .map(|(name, value)| name.len() + value.len() + 16)
+                                .sum(),
+                            WireOp::Delete => 0,
+                        };
+                        write.key.len() + fields
+                    }
+                    CommandOp::Grant { .. } | CommandOp::Revoke { .. } => 16,
                 }
-                CommandOp::Grant { .. } | CommandOp::Revoke { .. } => 16,
-            }
-        }
+            })
+            .sum::<usize>(),
     };
     bytes as u64
 }

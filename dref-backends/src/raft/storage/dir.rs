@@ -62,6 +62,11 @@ pub(super) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The pid written in a lock file by its holder.
+fn lock_holder(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 /// An exclusive lock on a data directory, held for as long as any part of
 /// the storage opened from it is alive, so that two processes never write
 /// one directory. The lock is `flock(2)` on `LOCK`: the kernel drops it
@@ -87,6 +92,16 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| store_error("open the lock file", &path, &e))?;
+        // A node of this very process that is still stopping (its
+        // replication tasks let go of the log a moment after it stopped)
+        // is waited for, briefly; another process is refused at once.
+        let patience = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while file.try_lock_exclusive().is_err()
+            && std::time::Instant::now() < patience
+            && lock_holder(&path) == Some(std::process::id())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         if let Err(e) = file.try_lock_exclusive() {
             let mut holder = String::new();
             // Best effort: the holder wrote its pid when it took the lock.

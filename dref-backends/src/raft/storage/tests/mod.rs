@@ -19,7 +19,7 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
 use super::{LogStore, Storage, StorageOptions};
 use crate::raft::types::{
-    Command, CommandOp, RequestId, TypeConfig, WireCondition, WireOp, WireWrite,
+    Command, CommandOp, Proposal, RequestId, TypeConfig, WireCondition, WireOp, WireWrite,
 };
 
 /// A directory under the system's temporary directory (`TMPDIR` picks the
@@ -57,7 +57,14 @@ pub(super) fn log_id(term: u64, index: u64) -> LogId<u64> {
 }
 
 /// A write of `value_len` bytes to `key`, as the node proposes it.
-pub(super) fn write_command(seq: u64, key: &str, value_len: usize) -> Command {
+/// A log entry's payload of one write.
+pub(super) fn write_command(seq: u64, key: &str, value_len: usize) -> Proposal {
+    Proposal {
+        commands: vec![one_write(seq, key, value_len)],
+    }
+}
+
+fn one_write(seq: u64, key: &str, value_len: usize) -> Command {
     Command {
         id: RequestId { client: 7, seq },
         op: CommandOp::Write(WireWrite {
