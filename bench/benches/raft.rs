@@ -96,6 +96,8 @@ enum Placement {
 #[derive(Default)]
 struct Sample {
     latencies: Vec<Duration>,
+    /// Successful operations, warm-up included.
+    done: u64,
     window: Duration,
     errors: u64,
     first_error: Option<String>,
@@ -117,6 +119,7 @@ impl Figures {
 impl Sample {
     fn merge(&mut self, other: Sample) {
         self.latencies.extend(other.latencies);
+        self.done += other.done;
         self.errors += other.errors;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
@@ -177,6 +180,9 @@ async fn drive(ops: Vec<Op>, warmup: Duration, run: Duration) -> Sample {
                     }
                     let result = op().await;
                     let done = Instant::now();
+                    if result.is_ok() {
+                        sample.done += 1;
+                    }
                     match result {
                         Ok(()) if t0 >= measure_from => {
                             sample.latencies.push(done - t0);
@@ -211,6 +217,8 @@ struct Setup {
     /// Index (into `contexts` / `etcd`) of each side's leader at start.
     dref_leader: usize,
     etcd_leader: usize,
+    /// The dref leader, for its log's counters (durable round only).
+    leader_log: Option<RaftBackend>,
 }
 
 impl Setup {
@@ -298,7 +306,17 @@ impl Setup {
         };
         let tag = format!("{}-c{tasks}-{placement:?}", kind.name());
         let ops = self.dref_ops(kind, &dref_routes, &tag).await;
+        let before = self.leader_log.as_ref().and_then(|l| l.log_syncs());
         let dref = drive(ops, WARMUP, run).await;
+        let after = self.leader_log.as_ref().and_then(|l| l.log_syncs());
+        if let (Some((entries0, syncs0)), Some((entries, syncs))) = (before, after) {
+            let (entries, syncs) = (entries - entries0, syncs - syncs0);
+            println!(
+                "    dref leader: {} commands in {entries} log entries ({:.1} per entry), {syncs} disk syncs",
+                dref.done,
+                dref.done as f64 / entries.max(1) as f64
+            );
+        }
         let ops = self.etcd_ops(kind, &etcd_routes, &tag).await;
         let etcd = drive(ops, WARMUP, run).await;
         (dref.finish(), etcd.finish())
@@ -498,6 +516,7 @@ async fn round(durable: Option<&Path>) -> Vec<String> {
         etcd,
         dref_leader,
         etcd_leader,
+        leader_log: durable.map(|_| backends[dref_leader].clone()),
     };
     let mode = if durable.is_some() {
         "durable"
@@ -514,22 +533,17 @@ async fn round(durable: Option<&Path>) -> Vec<String> {
         }
     );
 
-    let mut cells = vec![
+    let cells = [
         (Kind::Set, 1, Placement::Spread),
         (Kind::Set, 64, Placement::Spread),
         (Kind::Update, 1, Placement::Spread),
         (Kind::Update, 64, Placement::Spread),
+        (Kind::Set, 1, Placement::Leader),
+        (Kind::Set, 64, Placement::Leader),
+        (Kind::Update, 1, Placement::Leader),
+        (Kind::Update, 64, Placement::Leader),
     ];
-    if durable.is_none() {
-        cells.extend([
-            (Kind::Set, 1, Placement::Leader),
-            (Kind::Set, 64, Placement::Leader),
-            (Kind::Update, 1, Placement::Leader),
-            (Kind::Update, 64, Placement::Leader),
-        ]);
-    }
     let mut rows = Vec::new();
-    let syncs_before = backends[dref_leader].log_syncs();
     for (kind, tasks, placement) in cells {
         let (dref, etcd) = setup.cell(kind, tasks, placement).await;
         let label = format!(
@@ -588,15 +602,6 @@ async fn round(durable: Option<&Path>) -> Vec<String> {
         || !backends[setup.dref_leader].is_leader()
     {
         println!("note: a leader changed during the run; the leader-only rows are mixed");
-    }
-    if let (Some((appended_before, syncs_before)), Some((appended, syncs))) =
-        (syncs_before, backends[dref_leader].log_syncs())
-    {
-        let (appended, syncs) = (appended - appended_before, syncs - syncs_before);
-        println!(
-            "dref leader: {appended} log entries in {syncs} disk syncs ({:.1} entries per sync)",
-            appended as f64 / syncs.max(1) as f64
-        );
     }
     drop(setup);
     drop(backends);
