@@ -13,8 +13,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 COPY --from=builder /usr/local/bin/dref-chat /usr/local/bin/dref-chat
+# The replicas' data directories (a volume in docker-compose.yml), each in
+# a subdirectory named after its container, so that a restarted container
+# comes back as the same member with its log.
+RUN mkdir -p /data && chown nobody /data
 # Raft traffic between the replicas (gRPC).
 ENV DREF_PORT=8082
 EXPOSE 8082
 USER nobody
-ENTRYPOINT ["/usr/local/bin/dref-chat"]
+ENTRYPOINT ["/bin/sh", "-c", "DREF_DATA_DIR=/data/$(hostname) exec /usr/local/bin/dref-chat"]

@@ -30,7 +30,10 @@
 //! `host:port,...`), `DREF_NODE_SERVICES` (DNS names whose addresses are
 //! peers, re-resolved periodically: the Docker Compose service name) and
 //! `DREF_ADVERTISE_ADDRESS` (the `host:port` peers reach this node at, when
-//! this host's resolved name is not it).
+//! this host's resolved name is not it), `DREF_DATA_DIR` (where the node
+//! keeps its log and snapshots: a replica restarted with it comes back as
+//! the same member, and the chat's state survives a restart of every
+//! replica) and `DREF_SESSION_TTL`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};

@@ -1,9 +1,25 @@
 //! The embedded Raft backend: every service instance runs a node, and the
 //! nodes form a strongly consistent cluster with no external server.
 //!
-//! - **Consensus**: openraft 0.9 (v2 storage), log and state in memory. A
-//!   write commits once a majority of voters has it, so acknowledged
-//!   writes survive the loss of any minority of nodes.
+//! - **Consensus**: openraft 0.9 (v2 storage). A write commits once a
+//!   majority of voters has it, so acknowledged writes survive the loss of
+//!   any minority of nodes.
+//! - **Storage**, chosen per node (see [`RaftConfig::data_dir`]):
+//!
+//!   | | in memory (default) | data directory |
+//!   |---|---|---|
+//!   | a node restarts | it comes back as a new member and is sent the state | it comes back as itself (same id, same membership) and catches up from its own log |
+//!   | a majority, or every node, dies at once | the cluster's state is lost | every acknowledged write survives (the vote and each entry are on disk before they are acknowledged) |
+//!   | a rolling restart | each node rejoins as a new member | the membership never changes |
+//!
+//!   On disk, the log is a checksummed write-ahead log (the `raft-log`
+//!   crate) and the state machine's snapshots are checksummed files;
+//!   commands proposed together share one disk sync (the leader gathers
+//!   concurrent proposals into one log entry). A torn last record is dropped
+//!   at start (it was never acknowledged); damage anywhere else refuses to
+//!   start, naming the file (empty the directory to rejoin as a new node). A
+//!   data directory belongs to one cluster: it is refused under another
+//!   cluster name, and the nodes of another cluster refuse it.
 //! - **Transport**: one gRPC service (`dref.Raft`) over tonic, messages
 //!   encoded with postcard; one HTTP/2 channel per peer, reused.
 //! - **Writes** from any node reach the leader by forwarding (callers never
@@ -15,14 +31,17 @@
 //!   heartbeat round (read index), and the reading node waits until it has
 //!   applied up to that index, then reads its own copy.
 //! - **Watches** are served from each node's applied state, without RPCs.
-//!   A revision is the index of the log entry that made the change, so
-//!   every node assigns the same revisions (a lease expiry that deletes
-//!   several records gives them one revision, as an etcd transaction
-//!   does).
+//!   A revision is derived from the log: command `i` of the entry at index
+//!   `n` commits at revision `n × 1024 + i`, so every node assigns the same
+//!   revisions (a lease expiry that deletes several records gives them one
+//!   revision, as an etcd transaction does).
 //! - **Leases**: deadlines live on the leader; keep-alives go to the leader
 //!   and are not replicated; an expiry is proposed through the log. A new
 //!   leader starts every deadline afresh, so a lease is never cut short by
-//!   a change of leader.
+//!   a change of leader. Leases are part of the state, so they survive a
+//!   restart of the cluster, but a restart never makes one immortal: the
+//!   first leader after it starts every lease's TTL afresh, and a lease
+//!   whose holder died with the cluster expires one TTL after that.
 //! - **Lease safety**: the leader accepts a keep-alive only after a
 //!   majority has confirmed, in a heartbeat round begun after the
 //!   keep-alive arrived, that it still leads. Any later leader is elected by
@@ -49,16 +68,26 @@
 //!   node with the lowest advertised address forms a one-node cluster and
 //!   the others join it: replicas started together form exactly one
 //!   cluster.
-//! - **Restarts**: state lives in memory, so a restarted replica is a new
-//!   node with a new id; the leader removes the old member at the same
-//!   address when it joins. Replication messages name their target node, so
-//!   a newcomer never answers for its predecessor.
-//! - **Shutdown**: [`RaftBackend::shutdown`], or dropping the last handle,
-//!   leaves the membership first, so the others stop counting this node. A
-//!   leaving leader asks its most up-to-date follower to campaign as soon
-//!   as the followers' leader lease (half the longest election timeout) has
-//!   run out. (openraft 0.9 has no leadership transfer, so that wait
-//!   remains.) [`RaftBackend::kill`] stops at once, like a crash.
+//! - **Restarts**: a node with a data directory keeps its id, its
+//!   membership and its log; back at another address, it has the leader
+//!   record the new one. A node without one is a new node with a new id,
+//!   and the leader removes the old member at the same address when it
+//!   joins. Replication messages name their target node, so a newcomer
+//!   never answers for its predecessor. `connect` returns only once a
+//!   leader has answered (a restarted node remembers a leader that may be
+//!   gone).
+//! - **Clusters**: a cluster has a name ([`RaftConfig::cluster_name`]) and
+//!   an id drawn by the node that formed it, which members learn when they
+//!   join (and keep in their data directories). Every RPC names the
+//!   caller's cluster, and nodes refuse callers of another one.
+//! - **Shutdown**: [`RaftBackend::shutdown`] leaves the membership first, so
+//!   the others stop counting this node. A leaving leader asks its most
+//!   up-to-date follower to campaign as soon as the followers' leader lease
+//!   (half the longest election timeout) has run out. (openraft 0.9 has no
+//!   leadership transfer, so that wait remains.) [`RaftBackend::kill`]
+//!   stops at once, like a crash, and stays a member. Dropping the last
+//!   handle stops the node: a durable one stays a member (it comes back), an
+//!   in-memory one leaves.
 
 mod cluster;
 mod config;

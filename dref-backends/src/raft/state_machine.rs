@@ -7,7 +7,7 @@
 //! purges the log only behind a durable snapshot; at start the machine is
 //! restored from the newest one (see [`StateMachine::open`]).
 //!
-//! A revision is the log index of the entry that made the change (see
+//! A revision is derived from the log (see [`revision_of`] and
 //! [`Store::commit_at`]): every node applies the same entries, so every node
 //! assigns the same revisions, and a lease expiry deletes all of its records
 //! at one revision.

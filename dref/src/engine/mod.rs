@@ -96,8 +96,8 @@
 //! 5. **Leases end with events.** Every record deleted because its lease
 //!    expired or was revoked gets an `Expired` event at a revision above
 //!    its last change. The records of one lease may share one revision
-//!    (the Raft backend gives each change the index of the log entry that
-//!    made it, as an etcd transaction gives its writes one revision).
+//!    (the Raft backend derives each change's revision from the log entry
+//!    that made it, as an etcd transaction gives its writes one revision).
 //!    Expiry may be detected late, but never early: a lease is alive for at
 //!    least its TTL after the last successful keep-alive.
 //! 6. **Typed errors, no panics.** Bytes from the store or the network are
