@@ -77,8 +77,13 @@ pub struct RaftConfig {
     pub(super) cluster_name: String,
     /// Shared by clones of the config, and taken by the node that starts
     /// with it: no copy of the socket outlives that node.
-    pub(super) listener: Option<std::sync::Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>>,
+    #[cfg(feature = "test-util")]
+    pub(super) listener: Option<GivenListener>,
 }
+
+/// A listener handed over by the caller (feature `test-util`).
+#[cfg(feature = "test-util")]
+pub(super) type GivenListener = std::sync::Arc<parking_lot::Mutex<Option<std::net::TcpListener>>>;
 
 impl RaftConfig {
     /// A node listening on `listen` (port 0 picks a free port), with no
@@ -106,6 +111,7 @@ impl RaftConfig {
             watch_buffer: 256,
             data_dir: None,
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
+            #[cfg(feature = "test-util")]
             listener: None,
         }
     }
@@ -271,7 +277,8 @@ impl RaftConfig {
 
     /// Serve on an already bound listener instead of binding the listen
     /// address (so that a test can learn every node's port before any node
-    /// starts).
+    /// starts). Feature `test-util`: not part of the production API.
+    #[cfg(feature = "test-util")]
     pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
         self.listener = Some(std::sync::Arc::new(parking_lot::Mutex::new(Some(listener))));
         self

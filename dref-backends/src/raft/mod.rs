@@ -121,6 +121,7 @@ pub use config::{
     RaftConfig, ADDRESSES_ENV, ADVERTISE_ENV, CLUSTER_NAME_ENV, DATA_DIR_ENV, DEFAULT_CLUSTER_NAME,
     DEFAULT_PORT, PORT_ENV, SERVICES_ENV, SESSION_TTL_ENV,
 };
+#[cfg(feature = "test-util")]
 pub use rpc::Faults;
 
 use handler::Rpc;
@@ -202,6 +203,26 @@ async fn advertised_address(config: &RaftConfig, bound: SocketAddr) -> String {
     SocketAddr::from(([127, 0, 0, 1], bound.port())).to_string()
 }
 
+/// The node's listening socket: the one handed over (feature `test-util`),
+/// else a new one on the listen address. The node takes the given socket
+/// out of the config's shared slot: no copy may outlive the node, or the
+/// port would stay bound (and accept connections) after a stop.
+async fn listen(config: &RaftConfig) -> Result<tokio::net::TcpListener> {
+    #[cfg(feature = "test-util")]
+    if let Some(slot) = &config.listener {
+        let listener = slot.lock().take().ok_or_else(|| {
+            Error::Config("the given listener is already used by another node".into())
+        })?;
+        return listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|e| Error::Config(format!("cannot use the given listener: {e}")));
+    }
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))
+}
+
 /// This node's Raft id and its cluster's id if known: those in its data
 /// directory (made on first start), so that a restarted replica is the same
 /// member of the same cluster; without a data directory, a new id at every
@@ -228,24 +249,9 @@ async fn node_identity(config: &RaftConfig, addr: &str) -> Result<(u64, Option<u
 }
 
 impl RaftBackend {
-    async fn start(mut config: RaftConfig) -> Result<Self> {
+    async fn start(config: RaftConfig) -> Result<Self> {
         config.validate()?;
-        // The node owns the given socket: no copy may outlive it, or the
-        // port would stay bound (and accept connections) after a stop.
-        let listener = match config.listener.take() {
-            Some(slot) => {
-                let listener = slot.lock().take().ok_or_else(|| {
-                    Error::Config("the given listener is already used by another node".into())
-                })?;
-                listener
-                    .set_nonblocking(true)
-                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
-                    .map_err(|e| Error::Config(format!("cannot use the given listener: {e}")))?
-            }
-            None => tokio::net::TcpListener::bind(config.listen)
-                .await
-                .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?,
-        };
+        let listener = listen(&config).await?;
         let bound = listener
             .local_addr()
             .map_err(|e| Error::Config(format!("cannot read the listen address: {e}")))?;
@@ -484,7 +490,9 @@ impl RaftBackend {
     }
 
     /// The fault injector on this node's outgoing links: cut links to
-    /// simulate a network partition in tests, then heal.
+    /// simulate a network partition in tests, then heal (feature
+    /// `test-util`: not part of the production API).
+    #[cfg(feature = "test-util")]
     pub fn faults(&self) -> &Faults {
         self.node.peers.faults()
     }

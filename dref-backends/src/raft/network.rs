@@ -52,9 +52,11 @@ fn transport_error<E: std::error::Error>(e: CallError) -> RPCError<u64, BasicNod
     match e {
         // A refusing peer (another cluster) is, for openraft, a peer it
         // cannot reach: it backs off instead of retrying at once.
-        CallError::Cut(_) | CallError::Unreachable { .. } | CallError::Refused { .. } => {
+        CallError::Unreachable { .. } | CallError::Refused { .. } => {
             RPCError::Unreachable(Unreachable::new(&e))
         }
+        #[cfg(feature = "test-util")]
+        CallError::Cut(_) => RPCError::Unreachable(Unreachable::new(&e)),
         CallError::Timeout { .. } | CallError::Failed { .. } => {
             RPCError::Network(NetworkError::new(&e))
         }

@@ -7,7 +7,7 @@
 //!   users (forwarded proposals, read index, lease keep-alives) and for
 //!   membership (hello, join, leave).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -369,6 +369,7 @@ where
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The fault injector cut this link.
+    #[cfg(feature = "test-util")]
     #[error("the link to {0} is cut (fault injection)")]
     Cut(String),
     /// No connection could be made.
@@ -405,12 +406,15 @@ pub enum CallError {
     },
 }
 
-/// Links cut by fault injection, for partition tests.
+/// Links cut by fault injection, for partition tests (feature
+/// `test-util`).
+#[cfg(feature = "test-util")]
 #[derive(Default)]
 pub struct Faults {
-    cut: RwLock<HashSet<String>>,
+    cut: parking_lot::RwLock<std::collections::HashSet<String>>,
 }
 
+#[cfg(feature = "test-util")]
 impl Faults {
     /// Cuts the links from this node to `addrs`.
     pub fn cut(&self, addrs: impl IntoIterator<Item = String>) {
@@ -432,6 +436,7 @@ impl Faults {
 #[derive(Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    #[cfg(feature = "test-util")]
     faults: Arc<Faults>,
     connect_timeout: Duration,
     cluster: Arc<Cluster>,
@@ -442,6 +447,7 @@ impl Peers {
     pub fn new(connect_timeout: Duration, cluster: Arc<Cluster>) -> Self {
         Peers {
             channels: Arc::default(),
+            #[cfg(feature = "test-util")]
             faults: Arc::default(),
             connect_timeout,
             cluster,
@@ -454,6 +460,7 @@ impl Peers {
     }
 
     /// The fault injector of outgoing links.
+    #[cfg(feature = "test-util")]
     pub fn faults(&self) -> &Arc<Faults> {
         &self.faults
     }
@@ -489,6 +496,7 @@ impl Peers {
         Req: Serialize + Send + Sync + 'static,
         Resp: DeserializeOwned + Send + Sync + 'static,
     {
+        #[cfg(feature = "test-util")]
         if self.faults.is_cut(addr) {
             return Err(CallError::Cut(addr.to_owned()));
         }
