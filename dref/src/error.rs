@@ -109,6 +109,16 @@ pub enum Error {
         /// What was wrong with the answer.
         message: String,
     },
+    /// The backend refused this client or node: its TLS certificate, its
+    /// credentials or its cluster were not accepted. Retrying with the
+    /// same settings fails again.
+    #[error("{backend} backend refused this node: {message}")]
+    Refused {
+        /// Backend name.
+        backend: &'static str,
+        /// Who refused, and why.
+        message: String,
+    },
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -7,7 +7,9 @@
 //! once both know theirs: two clusters of one name never mix their logs,
 //! and a data directory of one cluster cannot bring its log into another.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -72,6 +74,13 @@ pub struct Cluster {
     /// The last refusal a peer answered this node with, for the error of a
     /// node that finds no cluster to be part of.
     refused: Mutex<Option<String>>,
+    /// Peers that refused this node (its certificate or its cluster) and
+    /// have not answered a call since: while any is, this node must not
+    /// form a cluster of its own beside theirs.
+    refusing: Mutex<HashSet<String>>,
+    /// Whether `refusing` may be non-empty, so that answered calls need
+    /// not take its lock.
+    any_refusing: AtomicBool,
 }
 
 impl Cluster {
@@ -82,6 +91,8 @@ impl Cluster {
             tag: RwLock::new(tag),
             identity: dir.map(|d| (d, node)),
             refused: Mutex::new(None),
+            refusing: Mutex::default(),
+            any_refusing: AtomicBool::new(false),
         }
     }
 
@@ -121,10 +132,29 @@ impl Cluster {
         Ok(())
     }
 
-    /// Notes that a peer refused this node, and why.
-    pub fn note_refusal(&self, why: String) {
-        tracing::error!(%why, "a peer refused this node");
+    /// Notes that the peer at `addr` refused this node, and why (logged).
+    pub fn refused_by(&self, addr: &str, why: String) {
+        tracing::error!(peer = %addr, %why, "a peer refused this node");
+        self.refusing.lock().insert(addr.to_owned());
+        self.any_refusing.store(true, Ordering::Release);
         *self.refused.lock() = Some(why);
+    }
+
+    /// The peer at `addr` answered a call: it does not refuse this node
+    /// (any more).
+    pub fn accepted_by(&self, addr: &str) {
+        if self.any_refusing.load(Ordering::Acquire) {
+            let mut refusing = self.refusing.lock();
+            refusing.remove(addr);
+            self.any_refusing
+                .store(!refusing.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// Whether the peer at `addr` refused this node and has not answered
+    /// since.
+    pub fn is_refused_by(&self, addr: &str) -> bool {
+        self.refusing.lock().contains(addr)
     }
 
     /// The last refusal noted.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dref::{Error, Result};
 
+use super::tls::{TlsConfig, TLS_REQUIRED_ENV};
 use super::RaftBackend;
 
 /// Comma-separated peer addresses (`host:port`), read by
@@ -75,6 +76,8 @@ pub struct RaftConfig {
     pub(super) watch_buffer: usize,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) cluster_name: String,
+    pub(super) tls: Option<TlsConfig>,
+    pub(super) tls_required: bool,
     /// Shared by clones of the config, and taken by the node that starts
     /// with it: no copy of the socket outlives that node.
     #[cfg(feature = "test-util")]
@@ -111,6 +114,8 @@ impl RaftConfig {
             watch_buffer: 256,
             data_dir: None,
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
+            tls: None,
+            tls_required: false,
             #[cfg(feature = "test-util")]
             listener: None,
         }
@@ -127,6 +132,9 @@ impl RaftConfig {
     /// | `DREF_DATA_DIR` | the data directory ([`data_dir`](Self::data_dir); unset: in memory) |
     /// | `DREF_SESSION_TTL` | contexts' session TTL (`5s`, `1500ms`, `2m`, or seconds) |
     /// | `DREF_CLUSTER_NAME` | the cluster's name (default `dref`) |
+    /// | `DREF_TLS_CERT`, `DREF_TLS_KEY`, `DREF_TLS_CA` | PEM files: this node's certificate and key, the cluster CA ([`tls`](Self::tls); all three or none) |
+    /// | `DREF_TLS_PEER_NAME` | the DNS name every node's certificate carries ([`TlsConfig::peer_name`]) |
+    /// | `DREF_TLS_REQUIRED` | `1`: refuse to start without TLS ([`tls_required`](Self::tls_required)) |
     pub fn from_env() -> Result<Self> {
         let port = match std::env::var(PORT_ENV) {
             Ok(p) => p
@@ -163,6 +171,21 @@ impl RaftConfig {
         }
         if let Ok(name) = std::env::var(CLUSTER_NAME_ENV) {
             config = config.cluster_name(name.trim());
+        }
+        if let Some(tls) = TlsConfig::from_env()? {
+            config = config.tls(tls);
+        }
+        if let Ok(required) = std::env::var(TLS_REQUIRED_ENV) {
+            let required = match required.trim() {
+                "1" | "true" | "yes" => true,
+                "" | "0" | "false" | "no" => false,
+                other => {
+                    return Err(Error::Config(format!(
+                        "{TLS_REQUIRED_ENV}={other:?} is neither 1 nor 0"
+                    )))
+                }
+            };
+            config = config.tls_required(required);
         }
         Ok(config)
     }
@@ -304,6 +327,24 @@ impl RaftConfig {
         self
     }
 
+    /// Mutual TLS on every connection of this node, in and out
+    /// (replication, votes, snapshots, forwarded requests, joins): peers
+    /// must present a certificate of the cluster CA, and plain-text peers
+    /// are refused. Without it the node talks plain text, which anyone who
+    /// can reach its port can use to join the cluster and write; it says so
+    /// in a warning at start.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Refuse to start without [`tls`](Self::tls) settings (default
+    /// false), for production deployments.
+    pub fn tls_required(mut self, required: bool) -> Self {
+        self.tls_required = required;
+        self
+    }
+
     /// Events buffered per watched key before a slow watcher gets a
     /// resync (default 256).
     pub fn watch_buffer(mut self, events: usize) -> Self {
@@ -318,6 +359,11 @@ impl RaftConfig {
     }
 
     pub(super) fn validate(&self) -> Result<()> {
+        if self.tls_required && self.tls.is_none() {
+            return Err(Error::Config(format!(
+                "TLS is required ({TLS_REQUIRED_ENV} or RaftConfig::tls_required) but no TLS settings are given"
+            )));
+        }
         let name_ok = !self.cluster_name.is_empty()
             && self.cluster_name.len() <= 255
             && self
@@ -395,6 +441,11 @@ mod tests {
             DATA_DIR_ENV,
             SESSION_TTL_ENV,
             CLUSTER_NAME_ENV,
+            super::super::TLS_CERT_ENV,
+            super::super::TLS_KEY_ENV,
+            super::super::TLS_CA_ENV,
+            super::super::TLS_PEER_NAME_ENV,
+            TLS_REQUIRED_ENV,
         ];
         std::env::set_var(PORT_ENV, " 9101 ");
         std::env::set_var(ADDRESSES_ENV, "10.0.0.1:9101, 10.0.0.2:9101,,");
@@ -415,6 +466,32 @@ mod tests {
         assert_eq!(config.peers, ["10.0.0.1:9101", "10.0.0.2:9101"]);
         assert_eq!(config.services, ["dref-example"]);
         assert_eq!(config.advertise.as_deref(), Some("10.0.0.3:9101"));
+        assert!(config.tls.is_none() && !config.tls_required);
+
+        std::env::set_var(super::super::TLS_CERT_ENV, "/etc/dref/node.pem");
+        let err = RaftConfig::from_env().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("only some are set")),
+            "{err}"
+        );
+        std::env::set_var(super::super::TLS_KEY_ENV, "/etc/dref/node.key");
+        std::env::set_var(super::super::TLS_CA_ENV, "/etc/dref/ca.pem");
+        std::env::set_var(super::super::TLS_PEER_NAME_ENV, "dref-example");
+        std::env::set_var(TLS_REQUIRED_ENV, "1");
+        let config = RaftConfig::from_env().expect("TLS settings");
+        let tls = format!("{:?}", config.tls.expect("TLS is set"));
+        assert!(
+            tls.contains("node.pem") && tls.contains("dref-example"),
+            "{tls}"
+        );
+        assert!(config.tls_required);
+        std::env::set_var(TLS_REQUIRED_ENV, "maybe");
+        let err = RaftConfig::from_env().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("DREF_TLS_REQUIRED")),
+            "{err}"
+        );
+        std::env::set_var(TLS_REQUIRED_ENV, "0");
 
         std::env::set_var(SESSION_TTL_ENV, "soon");
         let err = RaftConfig::from_env().unwrap_err();

@@ -14,7 +14,10 @@
 //!   announces whom it expects to initialize, and a node initializes only
 //!   when every peer it reaches names it: when reachability is lopsided (B
 //!   cannot reach A, C reaches both), B does not start a second cluster
-//!   beside A's; bootstrap waits until the views agree.
+//!   beside A's; bootstrap waits until the views agree. A node that a peer
+//!   refuses (another cluster, a TLS certificate it does not accept) never
+//!   forms a cluster: it would be a second one beside the peer's, holding
+//!   writes nobody else sees; its start fails with the refusal instead.
 
 use std::collections::BTreeSet;
 use std::sync::Weak;
@@ -54,30 +57,37 @@ pub(super) async fn bootstrap(node: Weak<Node>) {
         let interval = n.config.discovery_interval;
         let addrs = peer_addresses(&n.config).await;
         let hello = Duration::from_secs(1);
+        let others: Vec<&String> = addrs.iter().filter(|a| **a != n.addr).collect();
         let answers = join_all(
-            addrs
+            others
                 .iter()
-                .filter(|a| **a != n.addr)
                 .map(|a| n.peers.client(a, ClientRequest::Hello, hello)),
         )
         .await;
-        let ours = n.peers.cluster().tag();
-        let infos: Vec<NodeInfo> = answers
-            .into_iter()
-            .filter_map(|r| match r {
-                Ok(ClientResponse::Hello(info)) if info.id != n.id => Some(info),
-                _ => None,
-            })
-            .filter(|info| match ours.refuses(&info.cluster) {
-                None => true,
-                Some(why) => {
-                    if warned.insert(info.addr.clone()) {
-                        tracing::warn!(peer = %info.addr, %why, "ignoring a peer of another cluster");
+        let cluster = n.peers.cluster();
+        let ours = cluster.tag();
+        // Peers that are there but will not have this node (another
+        // cluster, a certificate they do not accept): while any is, this
+        // node must not form a cluster of its own beside theirs.
+        let mut refusing = false;
+        let mut infos: Vec<NodeInfo> = Vec::new();
+        for (addr, answer) in others.into_iter().zip(answers) {
+            match answer {
+                Ok(ClientResponse::Hello(info)) if info.id != n.id => {
+                    match ours.refuses(&info.cluster) {
+                        None => infos.push(info),
+                        Some(why) => {
+                            refusing = true;
+                            if warned.insert(info.addr.clone()) {
+                                tracing::warn!(peer = %info.addr, %why, "a peer of another cluster");
+                            }
+                        }
                     }
-                    false
                 }
-            })
-            .collect();
+                Ok(_) => {}
+                Err(_) => refusing |= cluster.is_refused_by(addr),
+            }
+        }
         if n.is_member() {
             // A member back at another address (its data directory kept
             // its identity): the leader records the new address.
@@ -107,7 +117,7 @@ pub(super) async fn bootstrap(node: Weak<Node>) {
                 last_seen = Some(seen.clone());
             }
             *n.initializer.lock() = seen.first().cloned();
-            if stable >= STABLE_ROUNDS && may_initialize(&n.addr, &seen, &infos) {
+            if stable >= STABLE_ROUNDS && !refusing && may_initialize(&n.addr, &seen, &infos) {
                 match n.initialize().await {
                     Ok(()) => tracing::info!(node = n.id, addr = %n.addr, "formed a new cluster"),
                     Err(e) => {

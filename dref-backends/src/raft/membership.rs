@@ -184,7 +184,7 @@ impl Node {
                 Ok(ClientResponse::Refused(why)) => {
                     self.peers
                         .cluster()
-                        .note_refusal(format!("{target} refused this node: {why}"));
+                        .refused_by(&target, format!("{target} refused this node: {why}"));
                     return Err(Error::Config(format!("{target} refused this node: {why}")));
                 }
                 Ok(ClientResponse::NotLeader(Some((_, leader)))) => target = leader,

@@ -22,6 +22,23 @@
 //!   cluster name, and the nodes of another cluster refuse it.
 //! - **Transport**: one gRPC service (`dref.Raft`) over tonic, messages
 //!   encoded with postcard; one HTTP/2 channel per peer, reused.
+//! - **Security**: with [`RaftConfig::tls`] (or `DREF_TLS_CERT`,
+//!   `DREF_TLS_KEY`, `DREF_TLS_CA`) every connection, in and out, is mutual
+//!   TLS 1.3: each node presents its certificate and checks its peer's
+//!   against the cluster CA, so a process without a certificate of that CA
+//!   can neither join, vote, replicate, send snapshots nor write; it is
+//!   refused at the handshake, before any request, and the refusal is
+//!   logged on both sides (the refused node's start fails with
+//!   [`dref::Error::Refused`]). Plain-text peers are refused too.
+//!   Certificate files are re-read when they change, so certificates and
+//!   CAs rotate without a restart (trust both CAs, move the nodes to the
+//!   new one, then drop the old one). On top of TLS, every request names
+//!   its cluster, and nodes of another cluster (name or id) are refused even
+//!   when their certificates verify. Without TLS settings the transport is
+//!   plain text, for local development only: anyone who can reach the port
+//!   can join and write, and the node says so in a warning at start;
+//!   [`RaftConfig::tls_required`] (`DREF_TLS_REQUIRED=1`) makes such a
+//!   start fail instead.
 //! - **Writes** from any node reach the leader by forwarding (callers never
 //!   see "forward to leader"); a retried proposal carries the same request
 //!   id and is applied at most once. A write returns once the node it was
@@ -102,6 +119,8 @@ mod routing;
 mod rpc;
 mod state_machine;
 mod storage;
+mod tls;
+mod transport;
 mod types;
 
 use std::collections::hash_map::RandomState;
@@ -123,6 +142,9 @@ pub use config::{
 };
 #[cfg(feature = "test-util")]
 pub use rpc::Faults;
+pub use tls::{
+    TlsConfig, TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TLS_PEER_NAME_ENV, TLS_REQUIRED_ENV,
+};
 
 use handler::Rpc;
 use node::{Node, BACKEND};
@@ -251,11 +273,20 @@ async fn node_identity(config: &RaftConfig, addr: &str) -> Result<(u64, Option<u
 impl RaftBackend {
     async fn start(config: RaftConfig) -> Result<Self> {
         config.validate()?;
+        // Certificates are checked before anything else, so that a bad
+        // file stops the node at once.
+        let tls = config.tls.clone().map(tls::Tls::load).transpose()?;
         let listener = listen(&config).await?;
         let bound = listener
             .local_addr()
             .map_err(|e| Error::Config(format!("cannot read the listen address: {e}")))?;
         let addr = advertised_address(&config, bound).await;
+        if tls.is_none() {
+            tracing::warn!(
+                %addr,
+                "the raft transport is plain text: anyone who can reach this port can join the cluster, vote, replicate and write; configure TLS (DREF_TLS_CERT, DREF_TLS_KEY, DREF_TLS_CA) outside local development"
+            );
+        }
         let storage = storage::Storage::open(
             config.data_dir.as_deref(),
             &storage::StorageOptions {
@@ -299,7 +330,7 @@ impl RaftBackend {
         .validate()
         .map_err(|e| Error::Config(format!("raft configuration: {e}")))?;
 
-        let peers = Peers::new(config.connect_timeout, cluster);
+        let peers = Peers::new(config.connect_timeout, tls.clone(), cluster);
         let state_machine =
             state_machine::StateMachine::open(config.watch_buffer, storage.snapshots)
                 .map_err(|e| Error::Config(format!("cannot restore the raft state: {e}")))?;
@@ -326,12 +357,12 @@ impl RaftBackend {
             node: Arc::downgrade(&node),
         }));
         let mut stopped = node.stop_signal();
+        if let Some(tls) = &tls {
+            tokio::spawn(tls::reload_on_change(tls.clone(), node.stop_signal()));
+        }
         let server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
             service,
-            // Nagle's algorithm on accepted sockets would hold replies
-            // for the peer's delayed ACK (40 ms stalls); the builder's
-            // tcp_nodelay does not reach an incoming built here.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            transport::incoming(listener, tls, node.stop_signal()),
             async move {
                 // Also ends when the node is gone (the sender dropped).
                 stopped.wait_for(|s| *s).await.ok();
@@ -399,11 +430,22 @@ impl RaftBackend {
                     self.node.addr,
                     self.node.config.peers,
                     self.node.config.services,
-                    refused.map(|r| format!("; {r}")).unwrap_or_default()
+                    refused
+                        .as_ref()
+                        .map(|r| format!("; {r}"))
+                        .unwrap_or_default()
                 );
-                Err(Error::Unavailable {
-                    backend: BACKEND,
-                    message,
+                // A refusal (another cluster, a certificate not accepted)
+                // will repeat: say so with its own kind.
+                Err(match refused {
+                    Some(_) => Error::Refused {
+                        backend: BACKEND,
+                        message,
+                    },
+                    None => Error::Unavailable {
+                        backend: BACKEND,
+                        message,
+                    },
                 })
             }
         }

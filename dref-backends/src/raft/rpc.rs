@@ -30,6 +30,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use super::cluster::{Cluster, ClusterTag};
+use super::tls::Tls;
+use super::transport::Connector;
 use super::types::{Applied, Command, TypeConfig};
 
 const SERVICE: &str = "dref.Raft";
@@ -439,13 +441,16 @@ pub struct Peers {
     #[cfg(feature = "test-util")]
     faults: Arc<Faults>,
     connect_timeout: Duration,
+    connector: Connector,
     cluster: Arc<Cluster>,
 }
 
 impl Peers {
-    /// No connections yet; they are made on first use.
-    pub fn new(connect_timeout: Duration, cluster: Arc<Cluster>) -> Self {
+    /// No connections yet; they are made on first use (over TLS with
+    /// `tls`).
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<Tls>>, cluster: Arc<Cluster>) -> Self {
         Peers {
+            connector: Connector::new(tls, cluster.clone()),
             channels: Arc::default(),
             #[cfg(feature = "test-util")]
             faults: Arc::default(),
@@ -476,10 +481,9 @@ impl Peers {
                 message: format!("not a valid address: {e}"),
             })?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = endpoint.connect_with_connector_lazy(self.connector.clone());
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -530,7 +534,7 @@ impl Peers {
                     tonic::Code::PermissionDenied if status.message().starts_with(REFUSAL) => {
                         let why = status.message()[REFUSAL.len()..].to_owned();
                         self.cluster
-                            .note_refusal(format!("{addr} refused this node: {why}"));
+                            .refused_by(addr, format!("{addr} refused this node: {why}"));
                         CallError::Refused {
                             addr: addr.to_owned(),
                             why,
@@ -547,7 +551,12 @@ impl Peers {
                 })
         };
         match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
+            Ok(result) => {
+                if result.is_ok() {
+                    self.cluster.accepted_by(addr);
+                }
+                result
+            }
             Err(_) => Err(CallError::Timeout {
                 addr: addr.to_owned(),
                 after: timeout,

@@ -7,6 +7,7 @@ pub mod check;
 pub mod nemesis;
 pub mod netns;
 pub mod nodes;
+pub mod pki;
 pub mod proxy;
 pub mod raft_cluster;
 pub mod redis_server;

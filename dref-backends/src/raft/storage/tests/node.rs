@@ -44,6 +44,7 @@ pub(super) async fn start(
         Arc::new(config),
         Network::new(Peers::new(
             Duration::from_secs(1),
+            None,
             std::sync::Arc::new(crate::raft::cluster::Cluster::new(
                 crate::raft::cluster::ClusterTag {
                     name: "test".into(),
