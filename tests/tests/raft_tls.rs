@@ -42,10 +42,23 @@ fn logs() -> &'static Mutex<Vec<u8>> {
     logs
 }
 
+/// How many captured log lines contain every one of `texts`.
+fn logged_all(texts: &[&str]) -> usize {
+    let logs = logs().lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|line| texts.iter().all(|t| line.contains(t)))
+        .count()
+}
+
 /// How many captured log lines contain `text`.
 fn logged(text: &str) -> usize {
-    let logs = logs().lock().unwrap();
-    String::from_utf8_lossy(&logs).matches(text).count()
+    logged_all(&[text])
+}
+
+/// Lines the node at `addr` logged for refused connections.
+fn refusals_at(addr: &str) -> usize {
+    logged_all(&["refused a raft connection", &format!("node={addr}")])
 }
 
 /// A cluster of `n` TLS nodes, each with a certificate of its own issued
@@ -218,7 +231,7 @@ async fn strangers_cannot_join_vote_append_or_write() {
     h2_answers(addr, client_config(&ca.pem, Some(&ca.issue("probe"))))
         .await
         .expect("a member's certificate is answered");
-    let refused_before = logged("refused a raft connection");
+    let refused_before = refusals_at(addr);
     for (what, identity) in [
         ("no certificate", None),
         ("another CA's certificate", Some(other.issue("stranger"))),
@@ -228,7 +241,7 @@ async fn strangers_cannot_join_vote_append_or_write() {
         assert!(answer.is_err(), "{what}: the node answered HTTP/2");
     }
     wait_until("a log line per refused connection", || {
-        logged("refused a raft connection") >= refused_before + 3
+        refusals_at(addr) >= refused_before + 3
     })
     .await;
 
@@ -275,7 +288,7 @@ async fn plain_text_and_garbage_are_refused_without_harm() {
     let ca = Ca::new("dref test CA");
     let (nodes, addrs) = tls_cluster(&dir, &ca, 3, |c| c).await;
     let contexts = raft_cluster::contexts(&nodes, None).await;
-    let before = logged("refused a raft connection");
+    let before = refusals_at(&addrs[1]);
 
     // A plain-text HTTP/2 client gets no HTTP/2 answer.
     let mut tcp = tokio::net::TcpStream::connect(&addrs[1])
@@ -298,7 +311,7 @@ async fn plain_text_and_garbage_are_refused_without_harm() {
         .await
         .expect("connect");
     wait_until("the refusals to be logged", || {
-        logged("refused a raft connection") >= before + 2
+        refusals_at(&addrs[1]) >= before + 2
     })
     .await;
 

@@ -132,10 +132,13 @@ impl Cluster {
         Ok(())
     }
 
-    /// Notes that the peer at `addr` refused this node, and why (logged).
+    /// Notes that the peer at `addr` refused this node, and why (logged
+    /// when the peer was not refusing already: discovery asks again every
+    /// round).
     pub fn refused_by(&self, addr: &str, why: String) {
-        tracing::error!(peer = %addr, %why, "a peer refused this node");
-        self.refusing.lock().insert(addr.to_owned());
+        if self.refusing.lock().insert(addr.to_owned()) {
+            tracing::error!(peer = %addr, %why, "a peer refused this node");
+        }
         self.any_refusing.store(true, Ordering::Release);
         *self.refused.lock() = Some(why);
     }

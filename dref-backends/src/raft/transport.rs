@@ -4,14 +4,17 @@
 //! nobody), and outgoing ones are made by [`Connector`], tonic's connector
 //! for every peer channel.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::Stream;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::codegen::http::Uri;
@@ -25,6 +28,43 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Incoming handshakes in progress at once; beyond it, new connections
 /// wait in the listen queue.
 const MAX_HANDSHAKES: usize = 256;
+
+/// How often one client's same refusal is logged again.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Refusals being counted; beyond it the record starts over (a scan from
+/// many addresses must not grow it without bound).
+const REFUSAL_LOG_ENTRIES: usize = 1024;
+
+/// Refused handshakes, logged once per client address and reason per
+/// [`REFUSAL_LOG_INTERVAL`], with the number of the same refusals in
+/// between: a misconfigured node retries several times a second, and a new
+/// reason is always shown.
+struct RefusalLog {
+    node: String,
+    seen: Mutex<HashMap<(IpAddr, String), (Instant, u64)>>,
+}
+
+impl RefusalLog {
+    fn refused(&self, peer: SocketAddr, why: String) {
+        let now = Instant::now();
+        let repeated = {
+            let mut seen = self.seen.lock();
+            if seen.len() >= REFUSAL_LOG_ENTRIES {
+                seen.clear();
+            }
+            let (since, count) = seen.entry((peer.ip(), why.clone())).or_insert((now, 0));
+            if *count > 0 && now.duration_since(*since) < REFUSAL_LOG_INTERVAL {
+                *count += 1;
+                return;
+            }
+            let repeated = count.saturating_sub(1);
+            *since = now;
+            *count = 1;
+            repeated
+        };
+        tracing::warn!(node = %self.node, %peer, error = %why, repeated, "refused a raft connection: the TLS handshake failed");
+    }
+}
 
 /// One connection, as the gRPC server and client see it.
 pub enum Conn {
@@ -205,6 +245,12 @@ pub fn incoming(
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     let (ready, accepted) = tokio::sync::mpsc::channel::<Conn>(64);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let refusals = Arc::new(RefusalLog {
+        node: listener
+            .local_addr()
+            .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string()),
+        seen: Mutex::default(),
+    });
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -242,6 +288,7 @@ pub fn incoming(
                 }
                 Some(tls) => {
                     let acceptor = tls.acceptor();
+                    let refusals = refusals.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -249,14 +296,10 @@ pub fn incoming(
                                 // The server is gone when this fails.
                                 let _gone = ready.send(Conn::Server(Box::new(stream))).await;
                             }
-                            Ok(Err(e)) => tracing::warn!(
-                                %peer,
-                                error = %e,
-                                "refused a raft connection: the TLS handshake failed"
-                            ),
-                            Err(_) => tracing::warn!(
-                                %peer,
-                                "refused a raft connection: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
+                            Ok(Err(e)) => refusals.refused(peer, e.to_string()),
+                            Err(_) => refusals.refused(
+                                peer,
+                                format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
                             ),
                         }
                     });
