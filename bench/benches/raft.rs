@@ -43,6 +43,10 @@
 //! concurrency 1 a p50 latency no worse than etcd's, for `set` and
 //! `update`.
 //!
+//! A third round compares dref with mutual TLS on every connection against
+//! dref in plain text (both in memory, `set`, 1 and 64 clients); target:
+//! TLS costs at most 15% of throughput at 64 clients.
+//!
 //! Run with `cargo bench -p dref-bench --bench raft` (installs `etcd-server`
 //! with `apt-get` if `etcd` is missing; about three minutes).
 
@@ -53,7 +57,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use dref::{Context, ManualId};
-use dref_backends::raft::{RaftBackend, RaftConfig};
+use dref_backends::raft::{RaftBackend, RaftConfig, TlsConfig};
 use dref_bench::etcd::{EtcdClient, EtcdCluster};
 
 /// Warm-up before each measured run.
@@ -210,6 +214,48 @@ async fn drive(ops: Vec<Op>, warmup: Duration, run: Duration) -> Sample {
     total
 }
 
+/// dref clients: client `t` owns one ref per node in `routes[t]`
+/// (`{tag}-t{t}-n{node}`, made through that node's context) and sends its
+/// operations to them in turn.
+async fn dref_ops(contexts: &[Context], kind: Kind, routes: &[Vec<usize>], tag: &str) -> Vec<Op> {
+    let mut ops: Vec<Op> = Vec::with_capacity(routes.len());
+    for (t, route) in routes.iter().enumerate() {
+        let mut refs = Vec::with_capacity(route.len());
+        for &node in route {
+            let id = ManualId::<u64>::new(format!("{tag}-t{t}-n{node}"));
+            refs.push(
+                contexts[node]
+                    .make(id, 0)
+                    .await
+                    .expect("make a dref ref for the benchmark"),
+            );
+        }
+        let mut i = 0usize;
+        ops.push(Box::new(move || {
+            let r = refs[i % refs.len()].clone();
+            i += 1;
+            let value = i as u64;
+            Box::pin(async move {
+                match kind {
+                    Kind::Set => r.set(value).await,
+                    Kind::Update => r.update(|n| n + 1).await,
+                }
+                .map_err(|e| e.to_string())
+            })
+        }));
+    }
+    ops
+}
+
+/// Every client visits the three nodes in turn, starting at its own
+/// offset, so exactly 2/3 of its operations enter at a follower (whichever
+/// node leads) and the load is even at any time.
+fn spread(tasks: usize) -> Vec<Vec<usize>> {
+    (0..tasks)
+        .map(|t| (0..NODES).map(|k| (t + k) % NODES).collect())
+        .collect()
+}
+
 /// The benchmark's two clusters and their clients.
 struct Setup {
     contexts: Vec<Context>,
@@ -222,37 +268,8 @@ struct Setup {
 }
 
 impl Setup {
-    /// dref clients: client `t` owns one ref per node in `routes[t]`
-    /// (`{tag}-t{t}-n{node}`, made through that node's context) and sends
-    /// its operations to them in turn.
     async fn dref_ops(&self, kind: Kind, routes: &[Vec<usize>], tag: &str) -> Vec<Op> {
-        let mut ops: Vec<Op> = Vec::with_capacity(routes.len());
-        for (t, route) in routes.iter().enumerate() {
-            let mut refs = Vec::with_capacity(route.len());
-            for &node in route {
-                let id = ManualId::<u64>::new(format!("{tag}-t{t}-n{node}"));
-                refs.push(
-                    self.contexts[node]
-                        .make(id, 0)
-                        .await
-                        .expect("make a dref ref for the benchmark"),
-                );
-            }
-            let mut i = 0usize;
-            ops.push(Box::new(move || {
-                let r = refs[i % refs.len()].clone();
-                i += 1;
-                let value = i as u64;
-                Box::pin(async move {
-                    match kind {
-                        Kind::Set => r.set(value).await,
-                        Kind::Update => r.update(|n| n + 1).await,
-                    }
-                    .map_err(|e| e.to_string())
-                })
-            }));
-        }
-        ops
+        dref_ops(&self.contexts, kind, routes, tag).await
     }
 
     /// etcd clients: client `t` owns one key per member in `routes[t]`
@@ -290,14 +307,8 @@ impl Setup {
 
     /// Measures one cell on both sides, dref first, then etcd.
     async fn cell(&self, kind: Kind, tasks: usize, placement: Placement) -> (Figures, Figures) {
-        // Spread: every client visits the three nodes in turn, starting at
-        // its own offset, so exactly 2/3 of its operations enter at a
-        // follower (whichever node leads) and the load is even at any time.
-        let spread: Vec<Vec<usize>> = (0..tasks)
-            .map(|t| (0..NODES).map(|k| (t + k) % NODES).collect())
-            .collect();
         let (dref_routes, etcd_routes, run) = match placement {
-            Placement::Spread => (spread.clone(), spread, RUN),
+            Placement::Spread => (spread(tasks), spread(tasks), RUN),
             Placement::Leader => (
                 vec![vec![self.dref_leader]; tasks],
                 vec![vec![self.etcd_leader]; tasks],
@@ -342,7 +353,7 @@ fn listeners() -> (Vec<TcpListener>, Vec<String>) {
 
 /// Starts the three Raft nodes and waits until all see three voters and
 /// one common leader.
-async fn start_raft(data: Option<&Path>) -> Vec<RaftBackend> {
+async fn start_raft(data: Option<&Path>, tls: Option<&TlsConfig>) -> Vec<RaftBackend> {
     let (listeners, addrs) = listeners();
     let starts: Vec<_> = listeners
         .into_iter()
@@ -354,6 +365,9 @@ async fn start_raft(data: Option<&Path>) -> Vec<RaftBackend> {
                 .peers(addrs.clone());
             if let Some(data) = data {
                 config = config.data_dir(data.join(format!("n{i}")));
+            }
+            if let Some(tls) = tls {
+                config = config.tls(tls.clone());
             }
             tokio::spawn(config.connect())
         })
@@ -461,6 +475,7 @@ async fn run() {
     );
     rows.extend(round(Some(&root)).await);
     std::fs::remove_dir_all(&root).ok();
+    let tls_rows = tls_round().await;
     println!("load average at end: {}", load_average());
     println!();
     println!("| operation | dref | etcd | ops/s dref/etcd | p50 dref/etcd | target |");
@@ -468,6 +483,86 @@ async fn run() {
     for row in rows {
         println!("{row}");
     }
+    println!();
+    println!("| operation | dref, mutual TLS | dref, plain text | ops/s TLS/plain | p50 TLS/plain | target |");
+    println!("|---|---|---|---|---|---|");
+    for row in tls_rows {
+        println!("{row}");
+    }
+}
+
+/// A throw-away CA and one node certificate for 127.0.0.1, shared by the
+/// three nodes of the TLS round.
+fn throwaway_tls() -> TlsConfig {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let ca_pem = ca.self_signed(&ca_key).expect("a CA certificate").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let node = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("node names");
+    let key = KeyPair::generate().expect("a node key");
+    let cert = node.signed_by(&key, &issuer).expect("a node certificate");
+    TlsConfig::from_pem(cert.pem(), key.serialize_pem(), ca_pem)
+}
+
+/// The TLS round: two in-memory clusters side by side, one in plain text
+/// and one with mutual TLS on every connection; `set` spread over the
+/// nodes (2/3 forwarded, so most operations cross two TLS links), the two
+/// measured alternately. Target: TLS costs at most 15% of throughput at 64
+/// clients.
+async fn tls_round() -> Vec<String> {
+    let plain = start_raft(None, None).await;
+    let secure = start_raft(None, Some(&throwaway_tls())).await;
+    let mut plain_contexts = Vec::with_capacity(NODES);
+    let mut tls_contexts = Vec::with_capacity(NODES);
+    for (backends, contexts) in [(&plain, &mut plain_contexts), (&secure, &mut tls_contexts)] {
+        for backend in backends {
+            contexts.push(
+                backend
+                    .context_builder()
+                    .connect()
+                    .await
+                    .expect("a dref context on a raft node"),
+            );
+        }
+    }
+    println!(
+        "TLS round: 3 in-process raft nodes in memory with mutual TLS (TLS 1.3, ECDSA P-256) vs          3 in plain text, loopback; warm-up {WARMUP:?}, {RUN:?} per figure"
+    );
+    let mut rows = Vec::new();
+    for tasks in [1, 64] {
+        let tag = format!("tls-c{tasks}");
+        let ops = dref_ops(&plain_contexts, Kind::Set, &spread(tasks), &tag).await;
+        let plain_figures = drive(ops, WARMUP, RUN).await.finish();
+        let ops = dref_ops(&tls_contexts, Kind::Set, &spread(tasks), &tag).await;
+        let tls_figures = drive(ops, WARMUP, RUN).await.finish();
+        let rate_ratio = tls_figures.rate / plain_figures.rate.max(1e-9);
+        let p50_ratio = tls_figures.p50.as_secs_f64() / plain_figures.p50.as_secs_f64().max(1e-12);
+        let verdict = match tasks {
+            1 => "for information".to_owned(),
+            _ if rate_ratio >= 0.85 => "TLS costs ≤ 15%: met".to_owned(),
+            _ => "TLS costs ≤ 15%: **missed**".to_owned(),
+        };
+        let label = format!(
+            "set, {tasks} {}",
+            if tasks == 1 { "client" } else { "clients" }
+        );
+        println!(
+            "{label:<30} TLS {} | plain {} | ops/s {rate_ratio:.2}x p50 {p50_ratio:.2}x | \
+             errors TLS {} plain {}",
+            tls_figures.summary(),
+            plain_figures.summary(),
+            tls_figures.errors,
+            plain_figures.errors
+        );
+        rows.push(format!(
+            "| {label} | {} | {} | {rate_ratio:.2}x | {p50_ratio:.2}x | {verdict} |",
+            tls_figures.summary(),
+            plain_figures.summary(),
+        ));
+    }
+    rows
 }
 
 /// One round of cells on fresh clusters: in memory against etcd on tmpfs
@@ -480,7 +575,7 @@ async fn round(durable: Option<&Path>) -> Vec<String> {
             EtcdCluster::start_in(NODES, &parent, parent != Path::new("/dev/shm"))
         })
     };
-    let backends = start_raft(durable).await;
+    let backends = start_raft(durable, None).await;
     let etcd_cluster = etcd_cluster.await.expect("the etcd start-up task panicked");
     let mut contexts = Vec::with_capacity(NODES);
     for backend in &backends {
