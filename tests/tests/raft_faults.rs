@@ -659,3 +659,72 @@ async fn peers_reuse_one_connection_each() {
         "connections accepted by the leader: {before} before, {after} after 400 forwarded writes"
     );
 }
+
+/// A write whose revision condition this cluster has already moved past
+/// costs no log entry; the record it is answered with is as current as a
+/// linearizable read, even on a node that lags behind: it waits for the
+/// commits it is missing (or fails as unavailable), never answering with
+/// its own older copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_must_fail_takes_no_log_entry_and_answers_fresh() {
+    use bytes::Bytes;
+    use dref::engine::{Backend, Condition, FieldName, Key, Op, Write, WriteOutcome};
+
+    let nodes = start(3, |c| c.request_timeout(Duration::from_secs(2))).await;
+    let leader = leader_of(&nodes);
+    let follower = (leader + 1) % 3;
+    let key = Key::new("doomed");
+    let put = |value: &'static [u8]| {
+        Write::new(
+            key.clone(),
+            Op::Put(vec![(FieldName::from("value"), Bytes::from_static(value))]),
+        )
+    };
+    let committed = |outcome: WriteOutcome| match outcome {
+        WriteOutcome::Committed { revision, .. } => revision,
+        other => panic!("not committed: {other:?}"),
+    };
+    let through = &nodes[follower];
+    let first = committed(through.write(put(b"1")).await.expect("a write"));
+    let second = committed(through.write(put(b"2")).await.expect("a write"));
+    let target = nodes[leader].applied_index();
+    wait_until("every node to apply the writes", || {
+        nodes.iter().all(|n| n.applied_index() >= target)
+    })
+    .await;
+
+    let applied: Vec<u64> = nodes.iter().map(RaftBackend::applied_index).collect();
+    let stale = put(b"3").when(Condition::ModRevision(first));
+    match through
+        .write(stale.clone())
+        .await
+        .expect("a rejected write")
+    {
+        WriteOutcome::Rejected { current: Some(r) } => assert_eq!(r.mod_revision, second),
+        other => panic!("a stale condition was not rejected: {other:?}"),
+    }
+    let after: Vec<u64> = nodes.iter().map(RaftBackend::applied_index).collect();
+    assert_eq!(after, applied, "a write that must fail took a log entry");
+
+    // The leader stops sending to the follower; a newer write commits
+    // through the other two.
+    nodes[leader].faults().cut([through.address().to_owned()]);
+    let fourth = committed(nodes[leader].write(put(b"4")).await.expect("a write"));
+    match through.write(stale.clone()).await {
+        Ok(WriteOutcome::Rejected { current: Some(r) }) if r.mod_revision < fourth => {
+            panic!("a lagging node answered with its own older record (revision {}, the latest is {fourth})", r.mod_revision)
+        }
+        Ok(WriteOutcome::Rejected { current: Some(r) }) => assert_eq!(r.mod_revision, fourth),
+        Ok(other) => panic!("a stale condition was not rejected: {other:?}"),
+        Err(e) => assert!(e.is_transient(), "{e}"),
+    }
+    heal(&nodes);
+    let answer = eventually("the healed follower to answer", || {
+        through.write(stale.clone())
+    })
+    .await;
+    match answer {
+        WriteOutcome::Rejected { current: Some(r) } => assert_eq!(r.mod_revision, fourth),
+        other => panic!("a stale condition was not rejected: {other:?}"),
+    }
+}

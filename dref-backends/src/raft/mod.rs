@@ -44,6 +44,10 @@
 //!   id and is applied at most once. A write returns once the node it was
 //!   made through has applied it, so that node's watches and `peek` already
 //!   show it.
+//!   A write conditional on a record or field revision that the cluster has
+//!   already moved past (a lost compare-and-set race) can never succeed: it
+//!   is answered after a read barrier, with the current record, and takes no
+//!   log entry.
 //! - **Reads** are linearizable: the leader confirms its leadership with a
 //!   heartbeat round (read index), and the reading node waits until it has
 //!   applied up to that index, then reads its own copy.
@@ -575,6 +579,9 @@ impl Backend for RaftBackend {
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
         async move {
             write.check_size(self.node.config.max_write_bytes)?;
+            if let Some(rejected) = self.node.doomed(&write).await? {
+                return Ok(rejected);
+            }
             let wire = WireWrite::from_engine(&write).ok_or_else(|| {
                 Error::Config(format!(
                     "the raft backend does not support this write: {write:?}"

@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dref::engine::{Key, Record};
+use dref::engine::store::StoreAccess;
+use dref::engine::{Key, Record, Write, WriteOutcome};
 use dref::Result;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -140,6 +141,21 @@ impl Node {
     pub(super) async fn read(self: &Arc<Self>, key: Key) -> Result<Option<Record>> {
         self.read_barrier().await?;
         Ok(self.machines.get(&key))
+    }
+
+    /// A write whose condition this node's state already contradicts for
+    /// good ([`Store::doomed`](dref::engine::store::Store::doomed)) is
+    /// answered without a log entry (no disk sync, no replication, no
+    /// apply): after a read barrier, so that the record it answers with is
+    /// as current as a linearizable read (a lagging node's own copy may be
+    /// older than the call). `None`: propose it.
+    pub(super) async fn doomed(self: &Arc<Self>, write: &Write) -> Result<Option<WriteOutcome>> {
+        let doomed = || self.machines.with_store(|store| store.doomed(write));
+        if doomed().is_none() {
+            return Ok(None);
+        }
+        self.read_barrier().await?;
+        Ok(doomed())
     }
 
     /// Waits until this node has applied everything committed before the

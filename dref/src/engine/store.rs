@@ -433,6 +433,29 @@ impl Store {
         }
     }
 
+    /// The outcome of `write` if it must fail whatever commits later: its
+    /// condition names a record or field `mod_revision` that this store has
+    /// moved past (the expected revision is at most the store's, and the
+    /// record or field now has another one). Revisions only grow, so such a
+    /// condition can never hold again. `None` when the write may succeed,
+    /// or when this store cannot tell (it has not reached that revision).
+    /// A replica may use this to answer without proposing, provided its
+    /// state is current enough for the record it returns.
+    pub fn doomed(&self, write: &Write) -> Option<WriteOutcome> {
+        let current = self.get(&write.key);
+        let (expected, now) = match &write.condition {
+            Condition::ModRevision(revision) => (*revision, current.map(|r| r.mod_revision)),
+            Condition::FieldModRevision { field, revision } => (
+                *revision,
+                current.and_then(|r| r.field(field)).map(|f| f.mod_revision),
+            ),
+            _ => return None,
+        };
+        (expected <= self.revision() && now != Some(expected)).then(|| WriteOutcome::Rejected {
+            current: current.cloned(),
+        })
+    }
+
     /// A `Put` of `fields` on the record under `key`, currently attached to
     /// `old_lease`.
     fn put(
@@ -849,6 +872,60 @@ mod tests {
 
     async fn next_item(watch: &mut WatchStream) -> WatchItem {
         watch.next().await.unwrap().unwrap()
+    }
+
+    #[test]
+    fn only_conditions_on_revisions_passed_for_good_are_doomed() {
+        let mut store = Store::new(16);
+        let key = Key::new("k");
+        let value = FieldName::from("value");
+        let put = |value: &'static [u8]| Write::new(Key::new("k"), Op::Put(typed(value)));
+        store.write(put(b"1")).unwrap();
+        let first = store.get(&key).unwrap().clone();
+        store.write(put(b"2")).unwrap();
+        let second = store.get(&key).unwrap().clone();
+        let field_rev = |r: &Record| r.field(&value).unwrap().mod_revision;
+
+        let doomed = |store: &Store, condition| store.doomed(&put(b"3").when(condition));
+        let rejected = Some(WriteOutcome::Rejected {
+            current: Some(second.clone()),
+        });
+        // Passed revisions of the record and of a field: doomed, with the
+        // current record, and the same outcome as writing would give.
+        for condition in [
+            Condition::ModRevision(first.mod_revision),
+            Condition::FieldModRevision {
+                field: value.clone(),
+                revision: field_rev(&first),
+            },
+        ] {
+            assert_eq!(doomed(&store, condition.clone()), rejected);
+            let mut copy = Store::new(16);
+            copy.restore(store.export());
+            assert_eq!(copy.write(put(b"3").when(condition)).ok(), rejected);
+        }
+        // The current revisions may succeed; revisions this store has not
+        // reached cannot be judged; other conditions are never doomed
+        // (versions restart after a delete).
+        for condition in [
+            Condition::ModRevision(second.mod_revision),
+            Condition::FieldModRevision {
+                field: value.clone(),
+                revision: field_rev(&second),
+            },
+            Condition::ModRevision(store.revision() + 1),
+            Condition::Version(1),
+            Condition::Absent,
+            Condition::Any,
+        ] {
+            assert_eq!(doomed(&store, condition.clone()), None, "{condition:?}");
+        }
+        // A deleted record: every passed revision is doomed.
+        store.write(Write::new(key.clone(), Op::Delete)).unwrap();
+        assert_eq!(
+            doomed(&store, Condition::ModRevision(second.mod_revision)),
+            Some(WriteOutcome::Rejected { current: None })
+        );
     }
 
     #[tokio::test]
