@@ -96,6 +96,12 @@ impl Cluster {
         }
     }
 
+    /// Whether this node knows its cluster's id (a cheap check for every
+    /// replication call).
+    pub fn knows_id(&self) -> bool {
+        self.tag.read().id.is_some()
+    }
+
     /// The cluster as this node knows it now.
     pub fn tag(&self) -> ClusterTag {
         self.tag.read().clone()

@@ -75,6 +75,19 @@ impl Handler for Rpc {
         node.peers.cluster().tag().refuses(caller)
     }
 
+    fn replicated_by(&self, id: u64) {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let cluster = node.peers.cluster();
+        if cluster.knows_id() {
+            return;
+        }
+        if let Err(why) = cluster.adopt(id) {
+            tracing::error!(node = node.id, %why, "cannot record the cluster id learnt from the leader");
+        }
+    }
+
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {
         let node = self.node.upgrade().filter(|n| !n.is_shutting_down());
         async move {

@@ -245,6 +245,10 @@ pub trait Handler: Send + Sync + 'static {
     fn node_id(&self) -> Option<u64>;
     /// Why a caller of cluster `caller` must be refused, if it must.
     fn refuses(&self, caller: &ClusterTag) -> Option<String>;
+    /// Replication addressed to this node came from cluster `id`: a node
+    /// that does not know its cluster's id yet learns it (only a member
+    /// of this node's cluster knows its node id).
+    fn replicated_by(&self, id: u64);
 }
 
 /// The tonic service of one node.
@@ -353,6 +357,14 @@ where
                 return Box::pin(
                     async move { Ok(Status::failed_precondition(message).into_http()) },
                 );
+            }
+        }
+        if req.uri().path() == APPEND {
+            // A node whose join was answered too late to hear it (or
+            // lost) is a member that never learnt the cluster's id: its
+            // leader's appends tell it.
+            if let Some(id) = caller.as_ref().and_then(|c| c.id) {
+                h.replicated_by(id);
             }
         }
         match req.uri().path() {

@@ -67,3 +67,70 @@ fn a_damaged_identity_is_an_error_not_a_new_node() {
     let err = Identity::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("too short"), "{err}");
 }
+
+/// A member whose data directory lacks the cluster id (its join was
+/// answered too late to hear, or a crash came between joining and writing
+/// the id) learns it from its leader's replication, and keeps it: without
+/// it, nodes of another cluster of the same name would take it for one of
+/// theirs that is still joining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_the_cluster_id_learns_it_from_its_leader() {
+    use std::time::Duration;
+
+    use crate::raft::RaftConfig;
+
+    let dirs = [TempDir::new("learn-a"), TempDir::new("learn-b")];
+    let config = |i: usize, listen: std::net::SocketAddr, peers: Vec<String>| {
+        RaftConfig::new(listen)
+            .peers(peers)
+            .heartbeat(Duration::from_millis(50))
+            .election_timeout(Duration::from_millis(500), Duration::from_millis(1000))
+            .discovery_interval(Duration::from_millis(100))
+            .data_dir(dirs[i].path())
+    };
+    let a = config(0, "127.0.0.1:0".parse().unwrap(), Vec::new())
+        .connect()
+        .await
+        .expect("a one-node cluster");
+    let b = config(
+        1,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![a.address().to_owned()],
+    )
+    .connect()
+    .await
+    .expect("a second node joins");
+    let cluster_id = Identity::load(dirs[0].path()).unwrap().unwrap().cluster_id;
+    assert!(cluster_id.is_some());
+    let b_addr: std::net::SocketAddr = b.address().parse().unwrap();
+    b.kill().await;
+    drop(b);
+
+    let mut forgotten = Identity::load(dirs[1].path()).unwrap().unwrap();
+    assert_eq!(forgotten.cluster_id, cluster_id);
+    forgotten.cluster_id = None;
+    forgotten.save(dirs[1].path()).unwrap();
+    let b = config(1, b_addr, vec![a.address().to_owned()])
+        .connect()
+        .await
+        .expect("the member restarts");
+    let learnt = async {
+        while Identity::load(dirs[1].path())
+            .unwrap()
+            .unwrap()
+            .cluster_id
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), learnt)
+        .await
+        .expect("the member learns the cluster id from its leader");
+    assert_eq!(
+        Identity::load(dirs[1].path()).unwrap().unwrap().cluster_id,
+        cluster_id
+    );
+    b.kill().await;
+    a.kill().await;
+}
