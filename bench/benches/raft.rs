@@ -528,7 +528,7 @@ async fn tls_round() -> Vec<String> {
         }
     }
     println!(
-        "TLS round: 3 in-process raft nodes in memory with mutual TLS (TLS 1.3, ECDSA P-256) vs          3 in plain text, loopback; warm-up {WARMUP:?}, {RUN:?} per figure"
+        "TLS round: 3 in-process raft nodes in memory with mutual TLS (TLS 1.3, ECDSA P-256) vs 3 in plain text, loopback; warm-up {WARMUP:?}, {RUN:?} per figure"
     );
     let mut rows = Vec::new();
     for tasks in [1, 64] {
