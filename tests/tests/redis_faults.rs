@@ -861,3 +861,32 @@ async fn lock_waiters_are_granted_after_a_restart_that_loses_data() {
     granted.release().await.unwrap();
     drop(guard);
 }
+
+/// A server that has just restarted answers LOADING until it has read its
+/// data set back: `connect` waits that out (within its timeout) instead of
+/// failing, and then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_waits_while_the_server_loads_its_data() {
+    let server = RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    proxy.answer_loading(3);
+    let url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    let backend = RedisConfig::new(url)
+        .prefix("loading:")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect waits while the server loads");
+    assert_eq!(
+        proxy.loading_left(),
+        0,
+        "the server was not asked while loading"
+    );
+    let ctx = context(backend, "loading");
+    let r = ctx
+        .make(ManualId::<u64>::new("after-loading"), 1)
+        .await
+        .expect("a ref after loading");
+    r.set(2).await.expect("a write after loading");
+    assert_eq!(r.get().await.expect("a read"), 2);
+}

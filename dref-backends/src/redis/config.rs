@@ -69,7 +69,9 @@ impl RedisConfig {
         self
     }
 
-    /// How long to wait for a connection (default 5 s).
+    /// How long `connect` waits for the server to accept a connection and
+    /// answer (default 5 s): a server that refuses connections or is still
+    /// loading its data after a restart (`LOADING`) is retried until then.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

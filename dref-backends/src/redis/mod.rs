@@ -217,6 +217,9 @@ fn no_answer(doing: &str, after: Duration) -> Error {
 impl RedisBackend {
     /// Connects with `config` (see [`RedisConfig`]).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        /// Pause between attempts of a connect that the server is not
+        /// ready for.
+        const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
         let client = client(&config)?;
         // The retries are of connection attempts only: the manager never
         // sends a command twice (see "Errors" in the module docs).
@@ -224,17 +227,30 @@ impl RedisBackend {
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(2);
-        let connecting = ConnectionManager::new_with_config(client.clone(), manager_config);
         let doing = format!("connecting to {}", redact(&config.url));
-        let commands = match tokio::time::timeout(config.connect_timeout, connecting).await {
-            Ok(Ok(commands)) => commands,
-            Ok(Err(e)) => return Err(redis_error(&e, &doing)),
-            Err(_) => {
-                return Err(Error::Unavailable {
+        // A server that is not up yet (refusing connections, or loading
+        // its data after a restart) is waited for within the connect
+        // timeout, so that a service started beside its Redis does not
+        // fail for being early.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let retry =
+            |e: &Error| e.is_transient() && tokio::time::Instant::now() + CONNECT_RETRY < deadline;
+        let commands = loop {
+            let connecting =
+                ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+            let e = match tokio::time::timeout_at(deadline, connecting).await {
+                Ok(Ok(commands)) => break commands,
+                Ok(Err(e)) => redis_error(&e, &doing),
+                Err(_) => Error::Unavailable {
                     backend: "redis",
                     message: format!("{doing} timed out after {:?}", config.connect_timeout),
-                })
+                },
+            };
+            if !retry(&e) {
+                return Err(e);
             }
+            tracing::debug!(error = %e, "the Redis server is not up yet; retrying");
+            tokio::time::sleep(CONNECT_RETRY).await;
         };
         let watches = Watches::start(
             client,
@@ -252,8 +268,18 @@ impl RedisBackend {
         });
         let backend = RedisBackend { inner };
         // Proves the server answers, accepts us and runs scripts, and that
-        // watches can start without a round trip.
-        backend.run("sweep", &[]).await?;
+        // watches can start without a round trip. A server that has just
+        // restarted answers LOADING until it has read its data back.
+        loop {
+            match backend.run("sweep", &[]).await {
+                Ok(_) => break,
+                Err(e) if retry(&e) => {
+                    tracing::debug!(error = %e, "the Redis server is not ready yet; retrying");
+                    tokio::time::sleep(CONNECT_RETRY).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         backend
             .inner
             .watches

@@ -32,6 +32,9 @@ struct Faults {
     lose_reply_to: Mutex<Option<Vec<u8>>>,
     /// Replies lost that way so far.
     replies_lost: AtomicU64,
+    /// Script calls still to be answered `-LOADING`, as a server that is
+    /// reading its data set back after a restart answers.
+    loading: AtomicU64,
 }
 
 /// State shared by the two directions of one proxied connection.
@@ -60,6 +63,7 @@ impl Proxy {
             hold_subscribers: watch::channel(false).0,
             lose_reply_to: Mutex::new(None),
             replies_lost: AtomicU64::new(0),
+            loading: AtomicU64::new(0),
         });
         let task = {
             let faults = faults.clone();
@@ -110,6 +114,20 @@ impl Proxy {
         *self.faults.lose_reply_to.lock().unwrap() = Some(needle.to_vec());
     }
 
+    /// The next `calls` requests that run a script (`EVALSHA`) are
+    /// answered `-LOADING ...` by the server instead (the proxy swaps each
+    /// for a script that answers so), as while a restarted server loads its
+    /// data set.
+    pub fn answer_loading(&self, calls: u64) {
+        self.faults.loading.store(calls, Ordering::SeqCst);
+    }
+
+    /// How many of [`answer_loading`](Self::answer_loading)'s calls are
+    /// still to come.
+    pub fn loading_left(&self) -> u64 {
+        self.faults.loading.load(Ordering::SeqCst)
+    }
+
     /// How many replies [`lose_reply_to`](Self::lose_reply_to) has lost.
     pub fn replies_lost(&self) -> u64 {
         self.faults.replies_lost.load(Ordering::SeqCst)
@@ -153,6 +171,16 @@ async fn requests(
         let upper = chunk.to_ascii_uppercase();
         if contains(&upper, b"SUBSCRIBE") {
             link.subscriber.store(true, Ordering::SeqCst);
+        }
+        if contains(&upper, b"EVALSHA")
+            && faults
+                .loading
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            const LOADING: &[u8] = b"*3\r\n$4\r\nEVAL\r\n$74\r\nreturn redis.error_reply('LOADING Redis is loading the dataset in memory')\r\n$1\r\n0\r\n";
+            to.write_all(LOADING).await?;
+            continue;
         }
         {
             let mut armed = faults.lose_reply_to.lock().unwrap();
