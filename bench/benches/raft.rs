@@ -334,6 +334,33 @@ impl Setup {
     }
 }
 
+/// Prints one cell's comparison of side `a` against side `b` and returns
+/// its README table row; `verdict` judges the throughput and p50 ratios
+/// (a / b).
+fn compare(
+    label: &str,
+    (a_name, a): (&str, &Figures),
+    (b_name, b): (&str, &Figures),
+    verdict: impl FnOnce(f64, f64) -> String,
+) -> String {
+    let rate_ratio = a.rate / b.rate.max(1e-9);
+    let p50_ratio = a.p50.as_secs_f64() / b.p50.as_secs_f64().max(1e-12);
+    println!(
+        "{label:<30} {a_name} {} | {b_name} {} | ops/s {rate_ratio:.2}x p50 {p50_ratio:.2}x | \
+         errors {a_name} {} {b_name} {}",
+        a.summary(),
+        b.summary(),
+        a.errors,
+        b.errors
+    );
+    format!(
+        "| {label} | {} | {} | {rate_ratio:.2}x | {p50_ratio:.2}x | {} |",
+        a.summary(),
+        b.summary(),
+        verdict(rate_ratio, p50_ratio)
+    )
+}
+
 /// Three loopback listeners, bound before any node starts so that every
 /// node knows every address.
 fn listeners() -> (Vec<TcpListener>, Vec<String>) {
@@ -537,29 +564,19 @@ async fn tls_round() -> Vec<String> {
         let plain_figures = drive(ops, WARMUP, RUN).await.finish();
         let ops = dref_ops(&tls_contexts, Kind::Set, &spread(tasks), &tag).await;
         let tls_figures = drive(ops, WARMUP, RUN).await.finish();
-        let rate_ratio = tls_figures.rate / plain_figures.rate.max(1e-9);
-        let p50_ratio = tls_figures.p50.as_secs_f64() / plain_figures.p50.as_secs_f64().max(1e-12);
-        let verdict = match tasks {
-            1 => "for information".to_owned(),
-            _ if rate_ratio >= 0.85 => "TLS costs ≤ 15%: met".to_owned(),
-            _ => "TLS costs ≤ 15%: **missed**".to_owned(),
-        };
         let label = format!(
             "set, {tasks} {}",
             if tasks == 1 { "client" } else { "clients" }
         );
-        println!(
-            "{label:<30} TLS {} | plain {} | ops/s {rate_ratio:.2}x p50 {p50_ratio:.2}x | \
-             errors TLS {} plain {}",
-            tls_figures.summary(),
-            plain_figures.summary(),
-            tls_figures.errors,
-            plain_figures.errors
-        );
-        rows.push(format!(
-            "| {label} | {} | {} | {rate_ratio:.2}x | {p50_ratio:.2}x | {verdict} |",
-            tls_figures.summary(),
-            plain_figures.summary(),
+        rows.push(compare(
+            &label,
+            ("TLS", &tls_figures),
+            ("plain", &plain_figures),
+            |rate, _| match tasks {
+                1 => "for information".to_owned(),
+                _ if rate >= 0.85 => "TLS costs ≤ 15%: met".to_owned(),
+                _ => "TLS costs ≤ 15%: **missed**".to_owned(),
+            },
         ));
     }
     rows
@@ -651,26 +668,19 @@ async fn round(durable: Option<&Path>) -> Vec<String> {
                 Placement::Leader => ", leader only",
             }
         );
-        let rate_ratio = dref.rate / etcd.rate.max(1e-9);
-        let p50_ratio = dref.p50.as_secs_f64() / etcd.p50.as_secs_f64().max(1e-12);
         // The durable target is 1.5x etcd at 64 clients; in memory, 1x.
         let target = if durable.is_some() { 1.5 } else { 1.0 };
-        let verdict = match (placement, tasks) {
-            (Placement::Leader, _) => "for information".to_owned(),
-            (Placement::Spread, 1) if p50_ratio <= 1.0 => "p50 ≤ etcd: met".into(),
-            (Placement::Spread, 1) => "p50 ≤ etcd: **missed**".into(),
-            (Placement::Spread, _) if rate_ratio >= target => {
-                format!("ops/s ≥ {target}x etcd: met")
-            }
-            (Placement::Spread, _) => format!("ops/s ≥ {target}x etcd: **missed**"),
-        };
-        println!(
-            "{label:<30} dref {} | etcd {} | ops/s {rate_ratio:.2}x p50 {p50_ratio:.2}x | \
-             errors dref {} etcd {}",
-            dref.summary(),
-            etcd.summary(),
-            dref.errors,
-            etcd.errors
+        let row = compare(
+            &label,
+            ("dref", &dref),
+            ("etcd", &etcd),
+            |rate, p50| match (placement, tasks) {
+                (Placement::Leader, _) => "for information".to_owned(),
+                (Placement::Spread, 1) if p50 <= 1.0 => "p50 ≤ etcd: met".into(),
+                (Placement::Spread, 1) => "p50 ≤ etcd: **missed**".into(),
+                (Placement::Spread, _) if rate >= target => format!("ops/s ≥ {target}x etcd: met"),
+                (Placement::Spread, _) => format!("ops/s ≥ {target}x etcd: **missed**"),
+            },
         );
         for (side, figures) in [("dref", &dref), ("etcd", &etcd)] {
             println!(
@@ -683,11 +693,7 @@ async fn round(durable: Option<&Path>) -> Vec<String> {
                 println!("    first {side} error: {e}");
             }
         }
-        rows.push(format!(
-            "| {label} | {} | {} | {rate_ratio:.2}x | {p50_ratio:.2}x | {verdict} |",
-            dref.summary(),
-            etcd.summary(),
-        ));
+        rows.push(row);
     }
 
     if !setup.etcd[setup.etcd_leader]
