@@ -1,6 +1,5 @@
 //! The context: one node's connection to a store, its codec and session.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +41,6 @@ pub struct Context {
 
 pub(crate) struct ContextInner {
     pub(crate) backend: Arc<dyn Backend>,
-    /// The same store as `backend` when it is the in-memory one, which refs
-    /// call directly: its operations complete at once, so the boxed
-    /// futures of the [`Backend`] calls are pure overhead.
-    pub(crate) memory: Option<MemoryBackend>,
     pub(crate) codec: Codec,
     pub(crate) node_id: String,
     pub(crate) max_value_bytes: usize,
@@ -145,7 +140,6 @@ impl Drop for ContextInner {
 #[derive(Default)]
 pub struct ContextBuilder {
     backend: Option<Arc<dyn Backend>>,
-    memory: Option<MemoryBackend>,
     codec: Codec,
     node_id: Option<String>,
     session_ttl: Option<Duration>,
@@ -156,18 +150,12 @@ pub struct ContextBuilder {
 impl ContextBuilder {
     /// The store to use (default: a new in-memory store).
     pub fn backend(self, backend: impl Backend) -> Self {
-        let memory = (&backend as &dyn Any)
-            .downcast_ref::<MemoryBackend>()
-            .cloned();
-        let mut builder = self.backend_arc(Arc::new(backend));
-        builder.memory = memory;
-        builder
+        self.backend_arc(Arc::new(backend))
     }
 
     /// The store to use, already shared.
     pub fn backend_arc(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backend = Some(backend);
-        self.memory = None;
         self
     }
 
@@ -206,17 +194,12 @@ impl ContextBuilder {
     /// Builds the context without contacting the store; the session lease
     /// is granted when first needed.
     pub fn build(self) -> Context {
-        let (backend, memory) = match self.backend {
-            Some(backend) => (backend, self.memory),
-            None => {
-                let memory = MemoryBackend::new();
-                (Arc::new(memory.clone()) as Arc<dyn Backend>, Some(memory))
-            }
-        };
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Arc::new(MemoryBackend::new()));
         Context {
             inner: Arc::new(ContextInner {
                 backend,
-                memory,
                 codec: self.codec,
                 node_id: self.node_id.unwrap_or_else(random_node_id),
                 max_value_bytes: self.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),

@@ -25,13 +25,11 @@
 #![warn(missing_docs)]
 
 mod ambient;
-mod changes;
 pub mod codec;
 mod context;
 mod detach;
 pub mod engine;
 mod error;
-mod field;
 mod follow;
 mod id;
 mod leader;
@@ -40,21 +38,20 @@ pub mod memory;
 mod random;
 mod reference;
 mod session;
-mod value;
 
-pub use changes::{Change, ChangeKind, Changes, Subscription, Values};
 pub use codec::Codec;
 pub use context::{
     Context, ContextBuilder, DEFAULT_CHANGE_BUFFER, DEFAULT_MAX_VALUE_BYTES, DEFAULT_SESSION_TTL,
 };
 pub use error::{Error, Result};
-pub use field::{FieldChanges, FieldRef, FieldValue, NoFields, RefCore};
 pub use id::{AutoId, ManualId, RefId};
 pub use leader::{Leader, Leadership, Observe};
 pub use lock::{current_fencing_token, FencingToken, LockGuard};
 pub use memory::MemoryBackend;
-pub use reference::DRef;
-pub use value::Value;
+pub use reference::{
+    Change, ChangeKind, Changes, DRef, FieldChanges, FieldRef, FieldValue, NoFields, RefCore,
+    Subscription, Value, Values,
+};
 
 /// Makes a struct with named fields a distributed value stored field by
 /// field.
@@ -179,15 +176,15 @@ pub use dref_macros::lock;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{Codec, CodecError};
-    pub use crate::value::Value;
+    pub use crate::reference::Value;
     pub use std::borrow::Cow;
 
     pub use crate::ambient::{context_of, locked, ContextSource, LockMode};
     pub use crate::context::Context;
     pub use crate::error::{Error, Result};
-    pub use crate::field::{
-        assert_distributed, assert_field_value, decode_field, field_ref, no_such_field, FieldRef,
-        FieldValue, RefCore,
-    };
     pub use crate::id::ManualId;
+    pub use crate::reference::generated::{
+        assert_distributed, assert_field_value, decode_field, field_ref, no_such_field,
+    };
+    pub use crate::reference::{FieldRef, FieldValue, RefCore};
 }

@@ -150,6 +150,27 @@ impl Backend for FaultyBackend {
         .boxed()
     }
 
+    // A fault in force goes through the async forms above, which inject it.
+    fn try_read(&self, key: &Key) -> Option<Result<Option<Record>>> {
+        match self.cut() {
+            Some(e) => Some(Err(e)),
+            None => self.inner.try_read(key),
+        }
+    }
+
+    fn try_write(&self, write: Write) -> std::result::Result<Result<WriteOutcome>, Write> {
+        if let Some(e) = self.cut() {
+            return Ok(Err(e));
+        }
+        let armed = |slot: &std::sync::Mutex<Option<Duration>>| {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        };
+        if armed(&self.switches.next_send_delay) || armed(&self.switches.next_answer_delay) {
+            return Err(write);
+        }
+        self.inner.try_write(write)
+    }
+
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
         match self.cut() {
             Some(e) => Self::fail(e),

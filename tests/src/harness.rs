@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dref::engine::Backend;
+use dref::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
 use dref::{Codec, Context, MemoryBackend};
 use futures_util::future::BoxFuture;
 
@@ -23,14 +23,6 @@ pub trait Harness: Send + Sync + 'static {
     /// sessions.
     fn session_ttl(&self) -> Duration {
         Duration::from_millis(1500)
-    }
-
-    /// When `Some`, nodes' contexts are built on this in-memory store
-    /// itself, which refs call directly (the memory backend's fast path),
-    /// instead of on the fault-injecting wrapper: cases that inject faults
-    /// cannot run on such a harness.
-    fn direct_memory(&self) -> Option<MemoryBackend> {
-        None
     }
 }
 
@@ -52,11 +44,8 @@ impl Node {
     /// A new node using `codec`.
     pub async fn with_codec(harness: &dyn Harness, codec: Codec) -> Node {
         let faults = FaultyBackend::new(harness.backend().await);
-        let builder = match harness.direct_memory() {
-            Some(store) => Context::builder().backend(store),
-            None => Context::builder().backend(faults.clone()),
-        };
-        let ctx = builder
+        let ctx = Context::builder()
+            .backend(faults.clone())
             .codec(codec)
             .session_ttl(harness.session_ttl())
             .build();
@@ -67,25 +56,26 @@ impl Node {
 /// The in-memory backend: every node shares one [`MemoryBackend`].
 pub struct MemoryHarness {
     store: MemoryBackend,
-    direct: bool,
+    deferred: bool,
 }
 
 impl MemoryHarness {
-    /// A harness on a fresh store, reached through the `Backend` trait
-    /// (and the fault-injecting wrapper).
+    /// A harness on a fresh store, which answers at once as
+    /// `Context::local()` does (refs use `try_read` and `try_write`).
     pub fn new() -> Self {
         MemoryHarness {
             store: MemoryBackend::new(),
-            direct: false,
+            deferred: false,
         }
     }
 
-    /// A harness whose contexts call the store directly, as
-    /// `Context::local()` does (see [`Harness::direct_memory`]).
-    pub fn direct() -> Self {
+    /// A harness on a fresh store reached only through the async forms of
+    /// the contract, each write yielding once before it is applied, as a
+    /// remote backend's would: concurrent updates of one ref then combine.
+    pub fn deferred() -> Self {
         MemoryHarness {
             store: MemoryBackend::new(),
-            direct: true,
+            deferred: true,
         }
     }
 }
@@ -98,11 +88,47 @@ impl Default for MemoryHarness {
 
 impl Harness for MemoryHarness {
     fn backend(&self) -> BoxFuture<'_, Arc<dyn Backend>> {
-        let backend: Arc<dyn Backend> = Arc::new(self.store.clone());
+        let backend: Arc<dyn Backend> = match self.deferred {
+            true => Arc::new(Deferred(self.store.clone())),
+            false => Arc::new(self.store.clone()),
+        };
         Box::pin(async move { backend })
     }
+}
 
-    fn direct_memory(&self) -> Option<MemoryBackend> {
-        self.direct.then(|| self.store.clone())
+/// An in-memory store that declines to answer at once and lets other tasks
+/// run before each write.
+struct Deferred(MemoryBackend);
+
+impl Backend for Deferred {
+    fn name(&self) -> &'static str {
+        "memory (deferred)"
+    }
+
+    fn read(&self, key: Key) -> BoxFuture<'_, dref::Result<Option<Record>>> {
+        self.0.read(key)
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'_, dref::Result<WriteOutcome>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.0.write(write).await
+        })
+    }
+
+    fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, dref::Result<WatchStream>> {
+        self.0.watch(key, since)
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, dref::Result<LeaseId>> {
+        self.0.grant_lease(ttl)
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, dref::Result<()>> {
+        self.0.keep_alive(lease)
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, dref::Result<()>> {
+        self.0.revoke_lease(lease)
     }
 }

@@ -71,6 +71,16 @@
 //! remain the protection of last resort: a holder paused in the middle of
 //! a write cannot be stopped by anything, but its token can be rejected.
 //!
+//! # Answering at once
+//! [`Backend::try_read`] and [`Backend::try_write`] are the synchronous
+//! forms of `read` and `write`, as tokio's bounded channel pairs
+//! `send().await` with `try_send`: a backend that can complete an operation
+//! without waiting (the in-memory store, under its lock) answers there, with
+//! exactly what the async method would have answered; any other backend
+//! keeps the defaults, which decline, and callers then make the async call.
+//! Refs try the synchronous form first, so a backend gets the fast path by
+//! implementing it and nothing else in dref knows which backend it is.
+//!
 //! # Errors
 //! Backends report unreachable servers as
 //! [`Error::Unavailable`](crate::Error::Unavailable) and malformed answers as
@@ -111,7 +121,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-pub(crate) use record::{payload_size, KeyHashBuilder};
+pub(crate) use record::KeyHashBuilder;
 pub use record::{Condition, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome};
 pub use watch::{apply_event, Event, EventKind, WatchItem, WatchStream};
 
@@ -130,6 +140,23 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Atomic conditional write to one key.
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>>;
+
+    /// [`read`](Backend::read) without waiting, for a backend that can
+    /// answer at once (see [Answering at once](self#answering-at-once));
+    /// `None` declines, and the caller calls `read`. The default declines.
+    fn try_read(&self, key: &Key) -> Option<Result<Option<Record>>> {
+        let _ = key;
+        None
+    }
+
+    /// [`write`](Backend::write) without waiting, for a backend that can
+    /// commit at once (see [Answering at once](self#answering-at-once)).
+    /// Declining gives the write back unchanged, and the caller passes it
+    /// to `write`; a backend must not decline after it committed. The
+    /// default declines.
+    fn try_write(&self, write: Write) -> std::result::Result<Result<WriteOutcome>, Write> {
+        Err(write)
+    }
 
     /// Watches one key. With `since`, the stream covers every commit after
     /// that revision (replayed, or summarised by a leading `Resync`).

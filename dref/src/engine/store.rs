@@ -492,40 +492,6 @@ impl Store {
         WriteOutcome::Committed { revision, version }
     }
 
-    /// [`write`](Self::write) of a `Put` without a lease, conditional on
-    /// the record's `mod_revision`, onto a record that has exactly the
-    /// fields `names`, in this order, and no lease: the optimistic update of
-    /// an existing value. Same outcome, record and event as through
-    /// `write`, without building a [`Write`]; the new bytes are taken out of
-    /// `values`. Returns `None`, having changed nothing, when the record
-    /// does not have that shape: the caller then goes through `write`.
-    pub(crate) fn put_in_place(
-        &mut self,
-        key: &Key,
-        mod_revision: u64,
-        names: &[FieldName],
-        values: &mut [Bytes],
-    ) -> Option<WriteOutcome> {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return Some(WriteOutcome::Rejected { current: None });
-        };
-        let Some(record) = &mut slot.record else {
-            return Some(WriteOutcome::Rejected { current: None });
-        };
-        if record.mod_revision != mod_revision {
-            return Some(WriteOutcome::Rejected {
-                current: Some(record.clone()),
-            });
-        }
-        if record.lease.is_some() || names.len() != values.len() || !same_fields(record, names) {
-            return None;
-        }
-        let revision = advance(&mut self.revision, self.pinned);
-        let values = values.iter_mut().map(std::mem::take);
-        let version = overwrite(record, &mut slot.feed, values, revision, None);
-        Some(WriteOutcome::Committed { revision, version })
-    }
-
     fn patch(&mut self, key: &Key, fields: Vec<(FieldName, Bytes)>, revision: u64) -> WriteOutcome {
         let Some(record) = self.slots.get_mut(key).and_then(|s| s.record.as_mut()) else {
             // `write` checked existence before taking a revision.
@@ -926,55 +892,6 @@ mod tests {
             doomed(&store, Condition::ModRevision(second.mod_revision)),
             Some(WriteOutcome::Rejected { current: None })
         );
-    }
-
-    #[tokio::test]
-    async fn an_update_in_place_is_a_conditional_put() {
-        let key = Key::new("k");
-        let (general, fast) = (locked(16), locked(16));
-        for store in [&general, &fast] {
-            let create = Write::new(key.clone(), Op::Put(typed(b"0")));
-            store.with_store(|s| s.write(create)).unwrap();
-        }
-        let mut general_watch = watch(&general, key.clone(), None);
-        let mut fast_watch = watch(&fast, key.clone(), None);
-        let names: Vec<FieldName> = typed(b"").into_iter().map(|(n, _)| n).collect();
-        // A change, no change, a change, and a stale revision.
-        for (value, stale) in [(b"1", false), (b"1", false), (b"2", false), (b"3", true)] {
-            let mut revision = record(&general, &key).unwrap().mod_revision;
-            if stale {
-                revision -= 1;
-            }
-            let write = Write::new(key.clone(), Op::Put(typed(value)))
-                .when(Condition::ModRevision(revision));
-            let expected = general.with_store(|s| s.write(write)).unwrap();
-            let mut values: Vec<Bytes> = typed(value).into_iter().map(|(_, v)| v).collect();
-            let outcome = fast.with_store(|s| s.put_in_place(&key, revision, &names, &mut values));
-            assert_eq!(outcome, Some(expected));
-            assert_eq!(record(&fast, &key), record(&general, &key));
-        }
-        for _ in 0..3 {
-            assert_eq!(
-                next_item(&mut fast_watch).await,
-                next_item(&mut general_watch).await
-            );
-        }
-
-        // Other fields, or a lease: the caller must go through `write`.
-        let revision = record(&fast, &key).unwrap().mod_revision;
-        let mut values = vec![Bytes::from_static(b"9")];
-        let other = [FieldName::from("other")];
-        let outcome = fast.with_store(|s| s.put_in_place(&key, revision, &other, &mut values));
-        assert_eq!(outcome, None);
-        let lease = fast.with_store(|s| s.grant(Duration::from_secs(5)));
-        let leased = Write::new(key.clone(), Op::Put(typed(b"4"))).with_lease(Some(lease));
-        fast.with_store(|s| s.write(leased)).unwrap();
-        let before = record(&fast, &key);
-        let revision = before.as_ref().unwrap().mod_revision;
-        let mut values: Vec<Bytes> = typed(b"5").into_iter().map(|(_, v)| v).collect();
-        let outcome = fast.with_store(|s| s.put_in_place(&key, revision, &names, &mut values));
-        assert_eq!(outcome, None);
-        assert_eq!(record(&fast, &key), before);
     }
 
     #[tokio::test]

@@ -10,16 +10,14 @@ mod state;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::{self, BoxFuture};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::engine::payload_size;
 use crate::engine::store::{self, Store, StoreAccess};
-use crate::engine::{Backend, FieldName, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
+use crate::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
 use crate::{Error, Result};
 use state::State;
 
@@ -79,32 +77,13 @@ impl MemoryBackend {
         self.shared.state.lock().store.revision()
     }
 
-    pub(crate) fn read_now(&self, key: &Key) -> Option<Record> {
+    fn read_now(&self, key: &Key) -> Option<Record> {
         self.shared.with_store(|store| store.get(key).cloned())
     }
 
-    pub(crate) fn write_now(&self, write: Write) -> Result<WriteOutcome> {
+    fn write_now(&self, write: Write) -> Result<WriteOutcome> {
         write.check_size(self.shared.max_write_bytes)?;
         self.shared.state.lock().write(write)
-    }
-
-    /// [`Store::put_in_place`], after this backend's size check and lease
-    /// expiry; `None` when the write must go through
-    /// [`write_now`](Self::write_now) (which also reports a write that is
-    /// too large).
-    pub(crate) fn put_in_place(
-        &self,
-        key: &Key,
-        mod_revision: u64,
-        names: &[FieldName],
-        values: &mut [Bytes],
-    ) -> Option<WriteOutcome> {
-        if payload_size(names.iter().zip(values.iter())) > self.shared.max_write_bytes {
-            return None;
-        }
-        let mut st = self.shared.state.lock();
-        st.expire_due();
-        st.store.put_in_place(key, mod_revision, names, values)
     }
 
     fn watch_now(&self, key: Key, since: Option<u64>) -> WatchStream {
@@ -178,6 +157,16 @@ impl Backend for MemoryBackend {
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
         future::ready(self.write_now(write)).boxed()
+    }
+
+    // Every operation completes under the store's lock: refs call these
+    // directly, without the boxed futures.
+    fn try_read(&self, key: &Key) -> Option<Result<Option<Record>>> {
+        Some(Ok(self.read_now(key)))
+    }
+
+    fn try_write(&self, write: Write) -> std::result::Result<Result<WriteOutcome>, Write> {
+        Ok(self.write_now(write))
     }
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {

@@ -2,17 +2,23 @@
 //! and the hub that fans the watcher's commits out to subscribers.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
-use crate::changes::HubItem;
+use super::changes::HubItem;
+use super::update::{Combiner, FieldSlot, Splice};
+use super::value::Value;
 use crate::context::Context;
 use crate::engine::{Backend, Condition, FieldName, Key, Op, Record, Write, WriteOutcome};
-use crate::value::Value;
 use crate::{Error, Result};
+
+/// How long a field write waits for the ref's watcher to deliver the commit
+/// into the local cache before reading the record instead.
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Stored name of the field holding the type fingerprint of a record.
 pub(crate) const TYPE_FIELD: &str = "$type";
@@ -77,11 +83,14 @@ pub(crate) struct RefShared<T: Value> {
     pub(crate) key: Key,
     pub(crate) names: Box<[FieldName]>,
     type_field: (FieldName, Bytes),
-    /// The fields of a `Put`: the fingerprint's, then `names`.
-    put_names: Box<[FieldName]>,
     cache: RwLock<Cache<T>>,
     pub(crate) hub: broadcast::Sender<Arc<HubItem<T>>>,
     pub(crate) watcher: OnceLock<AbortHandle>,
+    /// The queue of concurrent updates of the whole value.
+    pub(crate) combiner: Combiner<T>,
+    /// Per stored field, what its updates need (made by the first field
+    /// handle).
+    field_slots: Box<[OnceLock<Arc<FieldSlot<T>>>]>,
 }
 
 impl<T: Value> Drop for RefShared<T> {
@@ -99,9 +108,6 @@ impl<T: Value> RefShared<T> {
             .map(|n| FieldName::from(*n))
             .collect();
         let type_name = FieldName::from(TYPE_FIELD);
-        let put_names = std::iter::once(type_name.clone())
-            .chain(names.iter().cloned())
-            .collect();
         let fingerprint = intern(format!("{}:{}", ctx.inner.codec.name(), T::fingerprint()));
         let (hub, _) = broadcast::channel(ctx.inner.change_buffer);
         RefShared {
@@ -109,7 +115,6 @@ impl<T: Value> RefShared<T> {
             key,
             names,
             type_field: (type_name, Bytes::from_static(fingerprint)),
-            put_names,
             cache: RwLock::new(Cache {
                 value: None,
                 mod_revision: 0,
@@ -117,28 +122,70 @@ impl<T: Value> RefShared<T> {
             }),
             hub,
             watcher: OnceLock::new(),
+            combiner: Combiner::default(),
+            field_slots: T::field_names().iter().map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    /// The update slot of stored field `index`, made with `splice` (which
+    /// copies the field from one value into another) the first time.
+    pub(crate) fn field_slot(
+        &self,
+        index: usize,
+        splice: impl FnOnce() -> Splice<T>,
+    ) -> Result<Arc<FieldSlot<T>>> {
+        let name = self
+            .names
+            .get(index)
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("no stored field #{index}")))?;
+        let slots = &self.field_slots[..];
+        let slot = slots
+            .get(index)
+            .ok_or_else(|| Error::Config(format!("no stored field #{index}")))?;
+        Ok(slot
+            .get_or_init(|| Arc::new(FieldSlot::new(index, name, splice())))
+            .clone())
     }
 
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.ctx.inner.backend
     }
 
-    /// [`Backend::read`] of this ref's key.
+    /// [`Backend::read`] of this ref's key (at once when the backend can).
     pub(crate) async fn read(&self) -> Result<Option<Record>> {
-        match &self.ctx.inner.memory {
-            Some(memory) => Ok(memory.read_now(&self.key)),
+        match self.backend().try_read(&self.key) {
+            Some(answered) => answered,
             None => self.backend().read(self.key.clone()).await,
         }
     }
 
-    /// [`Backend::write`]; on the in-memory backend, a direct call without
-    /// the boxed future.
+    /// [`Backend::write`] (at once when the backend can). A write limited
+    /// by [`patch_write`](Self::patch_write) reports a too large record by
+    /// the size of its value fields, as the limit was given.
     pub(crate) async fn write(&self, write: Write) -> Result<WriteOutcome> {
-        match &self.ctx.inner.memory {
-            Some(memory) => memory.write_now(write),
-            None => self.backend().write(write).await,
+        let limited = write.max_record_bytes.is_some();
+        let result = match self.backend().try_write(write) {
+            Ok(answered) => answered,
+            Err(write) => self.backend().write(write).await,
+        };
+        match result {
+            Err(Error::ValueTooLarge { key, size, limit }) if limited => {
+                let fingerprint = self.type_field.1.len();
+                Err(Error::ValueTooLarge {
+                    key,
+                    size: size.saturating_sub(fingerprint),
+                    limit: limit.saturating_sub(fingerprint),
+                })
+            }
+            other => other,
         }
+    }
+
+    /// Sends `item` to the ref's local subscribers.
+    pub(crate) fn publish(&self, item: HubItem<T>) {
+        // An error means nobody subscribes, which is fine.
+        drop(self.hub.send(Arc::new(item)));
     }
 
     pub(crate) fn missing(&self) -> Error {
@@ -187,63 +234,70 @@ impl<T: Value> RefShared<T> {
         Ok(fields)
     }
 
-    /// Writes `value` if the record's `mod_revision` is still `revision`:
-    /// the write of an optimistic update. Returns the outcome and the
-    /// [`put_digests`] of the written fields.
-    pub(crate) async fn put_if_revision(
-        &self,
-        value: &T,
-        revision: u64,
-    ) -> Result<(WriteOutcome, Digests)> {
-        let (fields, digests) = match (&self.ctx.inner.memory, self.names.len()) {
-            (Some(memory), 1) => {
-                // A single-field value on the in-memory store: usually no
-                // `Write` to build (see `Store::put_in_place`).
-                let bytes = self.encode_field(value, 0)?;
-                self.check_size(bytes.len())?;
-                let digests = Digests::One(digest(&bytes));
-                let mut values = [self.type_field.1.clone(), bytes];
-                if let Some(outcome) =
-                    memory.put_in_place(&self.key, revision, &self.put_names, &mut values)
-                {
-                    return Ok((outcome, digests));
-                }
-                let fields = self.put_names.iter().cloned().zip(values).collect();
-                (fields, digests)
-            }
-            _ => {
-                let fields = self.encode_put(value)?;
-                let digests = put_digests(&fields);
-                (fields, digests)
-            }
-        };
-        let write =
-            Write::new(self.key.clone(), Op::Put(fields)).when(Condition::ModRevision(revision));
-        Ok((self.write(write).await?, digests))
+    /// A `Put` of `value` under `condition`, and the [`put_digests`] of
+    /// its fields.
+    pub(crate) fn put_write(&self, value: &T, condition: Condition) -> Result<(Write, Digests)> {
+        let fields = self.encode_put(value)?;
+        let digests = put_digests(&fields);
+        let write = Write::new(self.key.clone(), Op::Put(fields)).when(condition);
+        Ok((write, digests))
     }
 
-    /// Writes one field under `condition`. The record it produces is
+    /// A `Patch` of one field under `condition`. The record it produces is
     /// limited by the store, atomically: this node does not know the
     /// current size of the fields it leaves as they are.
-    pub(crate) async fn patch(
-        &self,
-        name: FieldName,
-        bytes: Bytes,
-        condition: Condition,
-    ) -> Result<WriteOutcome> {
+    pub(crate) fn patch_write(&self, name: FieldName, bytes: Bytes, condition: Condition) -> Write {
         // The limit is on the value's fields; the store also counts the
         // fingerprint's.
         let fingerprint = self.type_field.1.len();
-        let write = Write::new(self.key.clone(), Op::Patch(vec![(name, bytes)]))
+        Write::new(self.key.clone(), Op::Patch(vec![(name, bytes)]))
             .when(condition)
-            .with_max_record_bytes(self.ctx.inner.max_value_bytes + fingerprint);
-        match self.write(write).await {
-            Err(Error::ValueTooLarge { key, size, limit }) => Err(Error::ValueTooLarge {
-                key,
-                size: size.saturating_sub(fingerprint),
-                limit: limit.saturating_sub(fingerprint),
-            }),
-            other => other,
+            .with_max_record_bytes(self.ctx.inner.max_value_bytes + fingerprint)
+    }
+
+    /// The `mod_revision` of field `name` in `record`.
+    pub(crate) fn field_revision(&self, record: &Record, name: &str) -> Result<u64> {
+        record
+            .field(name)
+            .map(|f| f.mod_revision)
+            .ok_or_else(|| self.decode_error(name, "the field is missing from the record"))
+    }
+
+    /// Waits until the ref's watcher has brought the cache to `revision`.
+    /// If it does not within [`CATCH_UP`] (a watch reconnecting, an
+    /// undecodable record), one read refreshes the cache instead. The
+    /// write is committed either way, so a failure here is only logged.
+    pub(crate) async fn catch_up(&self, revision: u64) {
+        // The watcher updates the cache before it publishes, so checking the
+        // cache after subscribing misses nothing.
+        let mut hub = self.hub.subscribe();
+        let delivered = tokio::time::timeout(CATCH_UP, async {
+            loop {
+                if self.cache_revision() >= revision {
+                    return true;
+                }
+                match hub.recv().await {
+                    Ok(item) => {
+                        if let HubItem::Error(_) = &*item {
+                            return false;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if delivered || self.cache_revision() >= revision {
+            return;
+        }
+        let refreshed = match self.read().await {
+            Ok(record) => self.observe_record(record.as_ref()).map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = refreshed {
+            tracing::debug!(key = %self.key, %error, "could not refresh the cache after a field write");
         }
     }
 
@@ -265,7 +319,7 @@ impl<T: Value> RefShared<T> {
         self.names.get(index).map_or("<unknown>", |n| n)
     }
 
-    fn decode_error(&self, field: &str, message: impl std::fmt::Display) -> Error {
+    pub(crate) fn decode_error(&self, field: &str, message: impl std::fmt::Display) -> Error {
         Error::Decode {
             key: self.key.clone(),
             field: field.to_owned(),

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::RefShared;
-use crate::changes::{ChangeKind, HubItem};
+use super::changes::{ChangeKind, HubItem};
+use super::shared::RefShared;
+use super::value::Value;
 use crate::engine::{apply_event, Event, EventKind, Record, WatchItem, WatchStream};
-use crate::value::Value;
 use crate::{Error, Result};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -23,8 +23,11 @@ pub(super) async fn spawn<T: Value>(shared: &Arc<RefShared<T>>, record: Record) 
         .watch(shared.key.clone(), Some(since))
         .await?;
     let task = tokio::spawn(run(Arc::downgrade(shared), stream, Some(record), since));
-    // `spawn` runs once per `RefShared`, right after it is built.
-    let _ = shared.watcher.set(task.abort_handle());
+    if shared.watcher.set(task.abort_handle()).is_err() {
+        // `spawn` runs once per `RefShared`, right after it is built.
+        task.abort();
+        return Err(shared.contract_broken("a second watcher"));
+    }
     Ok(())
 }
 
@@ -45,7 +48,7 @@ async fn run<T: Value>(
                 backoff = MIN_BACKOFF;
                 last_revision = last_revision.max(event.revision);
                 apply_event(&mut raw, &event);
-                ref_shared.on_event(&event, raw.as_ref());
+                on_event(&ref_shared, &event, raw.as_ref());
             }
             Some(Ok(WatchItem::Resync(record))) => {
                 backoff = MIN_BACKOFF;
@@ -53,7 +56,7 @@ async fn run<T: Value>(
                     last_revision = last_revision.max(r.mod_revision);
                 }
                 raw = record;
-                ref_shared.on_resync(raw.as_ref(), last_revision);
+                on_resync(&ref_shared, raw.as_ref(), last_revision);
             }
             Some(Err(Error::Closed)) => {
                 ref_shared.publish(HubItem::Error(Error::Closed));
@@ -86,55 +89,50 @@ async fn run<T: Value>(
     }
 }
 
-impl<T: Value> RefShared<T> {
-    pub(crate) fn publish(&self, item: HubItem<T>) {
-        // No subscribers is fine.
-        let _ = self.hub.send(Arc::new(item));
+/// Takes in one event: the cache first, then the subscribers.
+fn on_event<T: Value>(shared: &RefShared<T>, event: &Event, raw: Option<&Record>) {
+    let subscribed = shared.hub.receiver_count() > 0;
+    let newer = event.revision > shared.cache_revision();
+    if !subscribed && !newer {
+        // Our own write, already in the cache, and nobody to tell.
+        return;
     }
-
-    fn on_event(&self, event: &Event, raw: Option<&Record>) {
-        let subscribed = self.hub.receiver_count() > 0;
-        let newer = event.revision > self.cache_revision();
-        if !subscribed && !newer {
-            // Our own write, already in the cache, and nobody to tell.
-            return;
-        }
-        let decoded = match raw.map(|r| self.decode_record(r)).transpose() {
-            Ok(decoded) => decoded,
-            Err(e) => return self.publish(HubItem::Error(e)),
-        };
-        let value = decoded.as_ref().map(|(v, _)| v.clone());
-        if newer {
-            self.commit_seen(event.revision, decoded);
-        }
-        if !subscribed {
-            return;
-        }
-        let mut changes = Vec::new();
-        match &event.kind {
-            EventKind::Put { changed, .. } => {
-                for (name, bytes) in changed {
-                    match self.decode_change(name, bytes) {
-                        Some(Ok(change)) => changes.push(ChangeKind::Updated(change)),
-                        Some(Err(e)) => return self.publish(HubItem::Error(e)),
-                        None => {}
-                    }
+    let decoded = match raw.map(|r| shared.decode_record(r)).transpose() {
+        Ok(decoded) => decoded,
+        Err(e) => return shared.publish(HubItem::Error(e)),
+    };
+    let value = decoded.as_ref().map(|(v, _)| v.clone());
+    if newer {
+        shared.commit_seen(event.revision, decoded);
+    }
+    if !subscribed {
+        return;
+    }
+    let mut changes = Vec::new();
+    match &event.kind {
+        EventKind::Put { changed, .. } => {
+            for (name, bytes) in changed {
+                match shared.decode_change(name, bytes) {
+                    Some(Ok(change)) => changes.push(ChangeKind::Updated(change)),
+                    Some(Err(e)) => return shared.publish(HubItem::Error(e)),
+                    None => {}
                 }
             }
-            EventKind::Deleted => changes.push(ChangeKind::Deleted),
-            EventKind::Expired => changes.push(ChangeKind::Expired),
         }
-        self.publish(HubItem::Commit {
-            revision: event.revision,
-            changes,
-            value,
-        });
+        EventKind::Deleted => changes.push(ChangeKind::Deleted),
+        EventKind::Expired => changes.push(ChangeKind::Expired),
     }
+    shared.publish(HubItem::Commit {
+        revision: event.revision,
+        changes,
+        value,
+    });
+}
 
-    fn on_resync(&self, raw: Option<&Record>, revision: u64) {
-        match self.observe_record(raw) {
-            Ok(value) => self.publish(HubItem::Resync { revision, value }),
-            Err(e) => self.publish(HubItem::Error(e)),
-        }
+/// Takes in a resync: the current record, at `revision`.
+fn on_resync<T: Value>(shared: &RefShared<T>, raw: Option<&Record>, revision: u64) {
+    match shared.observe_record(raw) {
+        Ok(value) => shared.publish(HubItem::Resync { revision, value }),
+        Err(e) => shared.publish(HubItem::Error(e)),
     }
 }

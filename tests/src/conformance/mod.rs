@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cancellation;
+mod combining;
 mod engine;
 mod leader;
 mod leases;
@@ -14,6 +15,7 @@ mod streams;
 
 pub use bad_input::*;
 pub use cancellation::*;
+pub use combining::*;
 pub use engine::*;
 pub use leader::*;
 pub use leases::*;
@@ -25,24 +27,16 @@ pub use streams::*;
 /// Generates one `#[tokio::test]` per conformance case for a backend.
 ///
 /// The argument is a closure returning a future of a fresh
-/// [`Harness`](crate::Harness) for each test. `conformance_suite!(@no_faults
-/// ...)` generates every case except those that inject faults through the
-/// wrapper of [`Node`](crate::Node), for a harness whose contexts bypass it
-/// (see [`Harness::direct_memory`](crate::Harness::direct_memory)).
+/// [`Harness`](crate::Harness) for each test.
 #[macro_export]
 macro_rules! conformance_suite {
     ($harness:expr) => {
-        $crate::conformance_suite!(@no_faults $harness);
         $crate::conformance_suite!(@cases $harness;
             // cases that cut a node off through its fault-injecting wrapper
             lost_session_fails_holder_and_frees_lock,
             a_grant_that_arrives_too_late_is_not_used,
             a_dropped_release_still_frees_the_lock,
             leader_failover_on_silent_death,
-        );
-    };
-    (@no_faults $harness:expr) => {
-        $crate::conformance_suite!(@cases $harness;
             // engine contract
             engine_conditions_and_rejections,
             engine_revisions_increase,
@@ -59,6 +53,8 @@ macro_rules! conformance_suite {
             failing_closure_aborts_update,
             concurrent_updates_are_atomic,
             concurrent_history_is_linearizable,
+            combined_updates_get_their_own_results,
+            combined_field_updates_get_their_own_results,
             peek_follows_remote_writes,
             codecs_round_trip,
             // change streams

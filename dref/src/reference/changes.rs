@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
-use crate::reference::RefShared;
-use crate::value::Value;
+use super::shared::RefShared;
+use super::value::Value;
 use crate::{Error, Result};
 
 /// One committed change seen by [`DRef::changes`](crate::DRef::changes).

@@ -2,106 +2,26 @@
 
 use std::fmt;
 use std::future::Future;
-use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::sync::broadcast;
 
-use crate::changes::{Change, ChangeKind, Changes, HubItem};
+use super::changes::{Change, ChangeKind, Changes};
+use super::shared::RefShared;
+use super::update::{update, FieldSlot, Splice, Target};
+use super::value::{FieldValue, RefCore, Value};
 use crate::codec::{Codec, CodecError};
-use crate::engine::{Condition, FieldName, Record, WriteOutcome};
-use crate::reference::{DRef, RefShared};
-use crate::value::Value;
+use crate::engine::{Condition, WriteOutcome};
 use crate::{Error, Result};
 
-/// What the type of a stored field of a `#[distributed]` struct must be.
-///
-/// Implemented for every type that is `Serialize + DeserializeOwned + Clone
-/// + PartialEq + Send + Sync + 'static`: primitives, strings, collections
-/// (`Vec`, `HashMap`, `Option`, ...) and serde structs nested inside.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be the type of a stored `#[distributed]` field",
-    note = "a stored field's type must be `Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static`; mark a local-only field `#[dref(skip)]`"
-)]
-pub trait FieldValue:
-    Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static
-{
-}
-
-impl<F> FieldValue for F where
-    F: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static
-{
-}
-
-/// The field handles of a ref whose value has no per-field handles (every
-/// type that is not a `#[distributed]` struct): an empty struct.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NoFields;
-
-/// The shared state of one ref, handed to [`Value::fields`] so that the
-/// generated field accessors of a `#[distributed]` struct can build their
-/// [`FieldRef`] handles. Cheap to clone.
-pub struct RefCore<T: Value> {
-    shared: Arc<RefShared<T>>,
-}
-
-impl<T: Value> Clone for RefCore<T> {
-    fn clone(&self) -> Self {
-        RefCore {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl<T: Value> fmt::Debug for RefCore<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefCore")
-            .field("key", &self.shared.key)
-            .finish()
-    }
-}
-
-impl<T: Value> DRef<T> {
-    pub(crate) fn from_shared(shared: Arc<RefShared<T>>) -> Self {
-        let fields = T::fields(&RefCore {
-            shared: shared.clone(),
-        });
-        DRef { shared, fields }
-    }
-
-    /// The per-field handles of this ref (for a `#[distributed]` struct
-    /// `Flags`, the generated `FlagsFields`). `DRef<T>` also dereferences to
-    /// them, so `flags.rollout()` works directly; call
-    /// `flags.fields().get()` for a field whose name collides with a method
-    /// of `DRef` such as `get`, `set` or `key`.
-    pub fn fields(&self) -> &T::Fields {
-        &self.fields
-    }
-}
-
-impl<T: Value> Deref for DRef<T> {
-    type Target = T::Fields;
-
-    fn deref(&self) -> &T::Fields {
-        &self.fields
-    }
-}
-
-/// How long a field write waits for the ref's watcher to deliver the commit
-/// into the local cache before reading the record instead.
-const CATCH_UP: Duration = Duration::from_secs(2);
-
 /// A handle on one stored field of a `#[distributed]` struct held in a
-/// [`DRef`], returned by the generated accessors.
+/// [`DRef`](crate::DRef), returned by the generated accessors.
 ///
 /// For `#[distributed] struct Flags { beta_feature: bool, rollout: u8 }`,
 /// a `DRef<Flags>` dereferences to the generated `FlagsFields`, whose
@@ -109,13 +29,13 @@ const CATCH_UP: Duration = Duration::from_secs(2);
 /// `FieldRef`: a handle that reads, writes and watches that one field.
 ///
 /// [`get`](FieldRef::get) is linearizable and [`peek`](FieldRef::peek) is
-/// this node's latest view, as for [`DRef`]. A write is a `Patch` of that
+/// this node's latest view, as for [`DRef`](crate::DRef). A write is a `Patch` of that
 /// one stored field, so it sends and stores only that field and yields one
 /// change event. Updates are optimistic compare-and-set writes conditional
 /// on that field's own revision only: two nodes updating *different* fields
 /// of one struct concurrently both succeed without a retry, while updates
 /// of the *same* field are serialized (the loser retries with the record
-/// the store returned). An update of the whole struct through [`DRef`]
+/// the store returned). An update of the whole struct through [`DRef`](crate::DRef)
 /// stays conditional on the whole record.
 ///
 /// ```
@@ -142,6 +62,9 @@ const CATCH_UP: Duration = Duration::from_secs(2);
 pub struct FieldRef<T: Value, F> {
     shared: Arc<RefShared<T>>,
     index: usize,
+    /// `None` for an index the value type does not have (a hand-written
+    /// `Value` impl): every operation then fails with `Config`.
+    slot: Option<Arc<FieldSlot<T>>>,
     get: fn(&T) -> &F,
     get_mut: fn(&mut T) -> &mut F,
     change: fn(T::Change) -> Option<F>,
@@ -152,6 +75,7 @@ impl<T: Value, F> Clone for FieldRef<T, F> {
         FieldRef {
             shared: self.shared.clone(),
             index: self.index,
+            slot: self.slot.clone(),
             get: self.get,
             get_mut: self.get_mut,
             change: self.change,
@@ -177,9 +101,13 @@ pub fn field_ref<T: Value, F: FieldValue>(
     get_mut: fn(&mut T) -> &mut F,
     change: fn(T::Change) -> Option<F>,
 ) -> FieldRef<T, F> {
+    let splice = move || -> Splice<T> {
+        Box::new(move |into: &mut T, from: &T| *get_mut(into) = get(from).clone())
+    };
     FieldRef {
         shared: core.shared.clone(),
         index,
+        slot: core.shared.field_slot(index, splice).ok(),
         get,
         get_mut,
         change,
@@ -192,11 +120,9 @@ impl<T: Value, F> FieldRef<T, F> {
         self.shared.names.get(self.index).map_or("", |n| n)
     }
 
-    fn field_name(&self) -> Result<FieldName> {
-        self.shared
-            .names
-            .get(self.index)
-            .cloned()
+    fn slot(&self) -> Result<&Arc<FieldSlot<T>>> {
+        self.slot
+            .as_ref()
             .ok_or_else(|| Error::Config(format!("no stored field #{}", self.index)))
     }
 }
@@ -214,7 +140,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
     }
 
     /// The latest value of the field this node has observed, without a
-    /// round trip (see [`DRef::peek`]).
+    /// round trip (see [`DRef::peek`](crate::DRef::peek)).
     pub fn peek(&self) -> Option<F> {
         self.shared.peek().map(|v| (self.get)(&v).clone())
     }
@@ -222,16 +148,18 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
     /// Replaces the field's value, leaving the other fields untouched.
     /// Fails with [`Error::Missing`] if the record was deleted.
     pub async fn set(&self, value: F) -> Result<()> {
-        let name = self.field_name()?;
-        let bytes = self.encode(&name, &value)?;
-        let before = self.shared.cached();
-        match self
+        let slot = self.slot()?;
+        let bytes = self.encode(&value)?;
+        let write = self
             .shared
-            .patch(name, bytes.clone(), Condition::Any)
-            .await?
-        {
+            .patch_write(slot.name.clone(), bytes.clone(), Condition::Any);
+        let before = self.shared.cached();
+        match self.shared.write(write).await? {
             WriteOutcome::Committed { revision, .. } => {
-                self.committed(before, revision, value, &bytes).await;
+                let get_mut = self.get_mut;
+                let apply = |into: &mut T| *get_mut(into) = value;
+                slot.committed(&self.shared, before, revision, &bytes, apply)
+                    .await;
                 Ok(())
             }
             WriteOutcome::Rejected { current: None } => {
@@ -336,7 +264,7 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
         }
     }
 
-    fn encode(&self, name: &FieldName, value: &F) -> Result<Bytes> {
+    fn encode(&self, value: &F) -> Result<Bytes> {
         let codec: Codec = self.shared.ctx.inner.codec;
         let bytes = codec
             .encode(value)
@@ -344,134 +272,34 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
             .map_err(|e| Error::Encode {
                 key: self.shared.key.clone(),
                 codec: codec.name(),
-                message: format!("field `{name}`: {e}"),
+                message: format!("field `{}`: {e}", self.name()),
             })?;
         self.shared.check_size(bytes.len())?;
         Ok(bytes)
     }
 
-    /// The field's value and `mod_revision` in `record`.
-    fn in_record(&self, record: &Record, name: &str) -> Result<(F, u64)> {
-        let value = self
-            .shared
-            .observe_record(Some(record))?
-            .ok_or_else(|| self.shared.missing())?;
-        let revision = record
-            .field(name)
-            .map(|f| f.mod_revision)
-            .ok_or_else(|| Error::Decode {
-                key: self.shared.key.clone(),
-                field: name.to_owned(),
-                codec: self.shared.ctx.inner.codec.name(),
-                message: "the field is missing from the record".into(),
-            })?;
-        Ok(((self.get)(&value).clone(), revision))
-    }
-
-    /// The optimistic update loop of a field: compute from the freshest
-    /// known value of the field, patch it conditional on the field's
-    /// `mod_revision`, and on rejection retry with the returned record.
+    /// The update loop of a field (see `update.rs`): `f` is applied to
+    /// the field of the freshest known value, and the write is conditional
+    /// on that field's `mod_revision` only.
     async fn field_loop<B, E, Fun, Fut>(&self, mut f: Fun) -> Result<(B, F, F), E>
     where
         Fun: FnMut(F) -> Fut,
         Fut: Future<Output = Result<(B, F), E>>,
         E: From<Error>,
     {
-        let shared = &self.shared;
-        let name = self.field_name()?;
-        let (mut current, mut revision) = match shared.cached_field(self.index) {
-            Some((value, revision)) => ((self.get)(&value).clone(), revision),
-            None => {
-                // Deleted as far as we know: confirm with a read.
-                let record = shared.read().await?;
-                match record {
-                    Some(record) => self.in_record(&record, &name)?,
-                    None => {
-                        shared.observe_record(None)?;
-                        return Err(shared.missing().into());
-                    }
-                }
+        let target = Target::Field(self.slot()?.clone());
+        let (get, get_mut) = (self.get, self.get_mut);
+        let whole = |mut value: T| {
+            let old = get(&value).clone();
+            let made = f(old.clone());
+            async move {
+                let (b, new) = made.await?;
+                *get_mut(&mut value) = new.clone();
+                Ok::<_, E>(((b, old, new), value))
             }
         };
-        loop {
-            let (b, new) = f(current.clone()).await?;
-            let bytes = self.encode(&name, &new)?;
-            let before = shared.cached();
-            let condition = Condition::FieldModRevision {
-                field: name.clone(),
-                revision,
-            };
-            match shared.patch(name.clone(), bytes.clone(), condition).await? {
-                WriteOutcome::Committed { revision, .. } => {
-                    self.committed(before, revision, new.clone(), &bytes).await;
-                    return Ok((b, current, new));
-                }
-                WriteOutcome::Rejected {
-                    current: Some(record),
-                } => (current, revision) = self.in_record(&record, &name)?,
-                WriteOutcome::Rejected { current: None } => {
-                    shared.observe_record(None)?;
-                    return Err(shared.missing().into());
-                }
-            }
-        }
-    }
-
-    /// Brings the ref's cache up to our patch of this field, committed at
-    /// `revision`, given the cached value and its revision from just before
-    /// the write.
-    ///
-    /// A patch changes one field of a record that other nodes may have
-    /// changed since this node last saw it, so the cache may be patched in
-    /// place only when nothing else can have been committed in between:
-    /// when our commit took the revision right after the cached one
-    /// (revisions are store-wide and strictly increasing). Otherwise a
-    /// stale view of the other fields could be cached at our revision, and
-    /// a later whole-struct update would write it back. In that case the
-    /// ref's watcher, which decodes the whole record at each revision,
-    /// delivers the commit; see [`catch_up`](Self::catch_up).
-    async fn committed(&self, before: Option<(T, u64)>, revision: u64, new: F, bytes: &[u8]) {
-        match before {
-            Some((mut value, cached)) if cached.checked_add(1) == Some(revision) => {
-                *(self.get_mut)(&mut value) = new;
-                self.shared.commit_field(revision, self.index, value, bytes);
-            }
-            _ => self.catch_up(revision).await,
-        }
-    }
-
-    /// Waits until the ref's watcher has brought the cache to `revision`.
-    /// If it does not within [`CATCH_UP`] (a watch reconnecting, an
-    /// undecodable record), one read refreshes the cache instead. The
-    /// write is committed either way, so failures here are not reported.
-    async fn catch_up(&self, revision: u64) {
-        let shared = &self.shared;
-        // The watcher updates the cache before it publishes, so checking the
-        // cache after subscribing misses nothing.
-        let mut hub = shared.hub.subscribe();
-        let delivered = tokio::time::timeout(CATCH_UP, async {
-            loop {
-                if shared.cache_revision() >= revision {
-                    return true;
-                }
-                match hub.recv().await {
-                    Ok(item) => {
-                        if let HubItem::Error(_) = &*item {
-                            return false;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return false,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if !delivered && shared.cache_revision() < revision {
-            if let Ok(record) = shared.read().await {
-                let _ = shared.observe_record(record.as_ref());
-            }
-        }
+        let (field, _, _) = update(&self.shared, &target, whole).await?;
+        Ok(field)
     }
 }
 

@@ -1,12 +1,14 @@
 //! How a Rust type maps onto the fields of a record.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::shared::RefShared;
 use crate::codec::{Codec, CodecError};
-use crate::field::{NoFields, RefCore};
 
 /// A type that can live in a [`DRef`](crate::DRef).
 ///
@@ -82,5 +84,52 @@ where
 
     fn decode_change(_index: usize, bytes: &[u8], codec: Codec) -> Result<T, CodecError> {
         codec.decode(bytes)
+    }
+}
+
+/// What the type of a stored field of a `#[distributed]` struct must be.
+///
+/// Implemented for every type that is `Serialize + DeserializeOwned + Clone
+/// + PartialEq + Send + Sync + 'static`: primitives, strings, collections
+/// (`Vec`, `HashMap`, `Option`, ...) and serde structs nested inside.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the type of a stored `#[distributed]` field",
+    note = "a stored field's type must be `Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static`; mark a local-only field `#[dref(skip)]`"
+)]
+pub trait FieldValue:
+    Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static
+{
+}
+
+impl<F> FieldValue for F where
+    F: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static
+{
+}
+
+/// The field handles of a ref whose value has no per-field handles (every
+/// type that is not a `#[distributed]` struct): an empty struct.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoFields;
+
+/// The shared state of one ref, handed to [`Value::fields`] so that the
+/// generated field accessors of a `#[distributed]` struct can build their
+/// [`FieldRef`](crate::FieldRef) handles. Cheap to clone.
+pub struct RefCore<T: Value> {
+    pub(super) shared: Arc<RefShared<T>>,
+}
+
+impl<T: Value> Clone for RefCore<T> {
+    fn clone(&self) -> Self {
+        RefCore {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T: Value> fmt::Debug for RefCore<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefCore")
+            .field("key", &self.shared.key)
+            .finish()
     }
 }

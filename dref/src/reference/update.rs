@@ -1,0 +1,765 @@
+//! The one optimistic update loop of refs and fields, and the combining of
+//! concurrent updates of one target.
+//!
+//! An update computes a new value from the freshest one this node knows,
+//! writes it conditional on the revision it was computed from, and on a
+//! rejection goes again from the record the store returned. On a backend
+//! that answers at once ([`Backend::try_write`](crate::engine::Backend))
+//! that is all. On any other, while one update of a target (the whole
+//! record, or one field) has its write in flight, later updates of that
+//! target queue; the next *round* applies the queued closures in arrival
+//! order, each to its predecessor's result, starting from the freshest
+//! value, and commits the last result with one conditional write. Every
+//! caller gets the outcome it would have had alone at its place in that
+//! order, and all of a round's updates take effect at its commit, so the
+//! result stays linearizable. A rejected round applies the batch again to
+//! the record the store returned; a closure that fails leaves the batch
+//! with its error and the rest go on.
+//!
+//! Each caller's closure runs in the caller's own task (closures borrow
+//! from their callers and need not be `'static`): the round is driven by a
+//! spawned task that hands each caller the value to apply its closure to
+//! and collects the result. A caller dropped at any point simply drops out
+//! of the batch; its contribution stays if it had already given it, as a
+//! write whose caller went away may or may not have committed.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use super::shared::{Digests, RefShared};
+use super::value::Value;
+use crate::engine::{Condition, FieldName, Write, WriteOutcome};
+use crate::{Error, Result};
+
+/// At most this many queued updates share one round; the rest wait for the
+/// next, so that one round's closures do not hold up its write for long.
+const MAX_ROUND: usize = 256;
+
+/// What an update writes: the whole record, or one stored field.
+pub(crate) enum Target<T: Value> {
+    Whole,
+    Field(Arc<FieldSlot<T>>),
+}
+
+impl<T: Value> Clone for Target<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Target::Whole => Target::Whole,
+            Target::Field(slot) => Target::Field(slot.clone()),
+        }
+    }
+}
+
+/// Copies one field from the second value into the first.
+pub(crate) type Splice<T> = Box<dyn Fn(&mut T, &T) + Send + Sync>;
+
+/// One stored field of a ref, as its updates need it. Made once per field
+/// by the field handles (see [`RefShared::field_slot`]).
+pub(crate) struct FieldSlot<T: Value> {
+    pub(crate) index: usize,
+    pub(crate) name: FieldName,
+    /// Copies this field from the second value into the first.
+    splice: Splice<T>,
+    combiner: Combiner<T>,
+}
+
+impl<T: Value> FieldSlot<T> {
+    pub(crate) fn new(index: usize, name: FieldName, splice: Splice<T>) -> Self {
+        FieldSlot {
+            index,
+            name,
+            splice,
+            combiner: Combiner::default(),
+        }
+    }
+
+    /// Brings the ref's cache up to a commit of this field at `revision`,
+    /// given the cached value and its revision from just before the write,
+    /// the written bytes, and how the write changes a value.
+    ///
+    /// A patch changes one field of a record that other nodes may have
+    /// changed since this node last saw it, so the cache may be patched in
+    /// place only when nothing else can have been committed in between:
+    /// when our commit took the revision right after the cached one
+    /// (revisions are store-wide and strictly increasing). Otherwise a
+    /// stale view of the other fields could be cached at our revision, and
+    /// a later whole-struct update would write it back; then the ref's
+    /// watcher, which decodes the whole record at each revision, delivers
+    /// the commit (see [`RefShared::catch_up`]).
+    pub(crate) async fn committed(
+        &self,
+        shared: &RefShared<T>,
+        before: Option<(T, u64)>,
+        revision: u64,
+        bytes: &[u8],
+        apply: impl FnOnce(&mut T),
+    ) {
+        match before {
+            Some((mut value, cached)) if cached.checked_add(1) == Some(revision) => {
+                apply(&mut value);
+                shared.commit_field(revision, self.index, value, bytes);
+            }
+            _ => shared.catch_up(revision).await,
+        }
+    }
+}
+
+/// The queue of one target's updates waiting for a round.
+pub(crate) struct Combiner<T: Value> {
+    /// Whether an update's write is in flight or a round is being driven.
+    /// Changed only under `queue`'s lock; read without it as a hint.
+    busy: AtomicBool,
+    queue: Mutex<VecDeque<mpsc::UnboundedSender<Turn<T>>>>,
+}
+
+/// What a round's driver tells a queued caller.
+enum Turn<T> {
+    /// Apply your closure to this value and answer with the result, or
+    /// `None` when the closure failed.
+    Apply {
+        value: T,
+        reply: oneshot::Sender<Option<T>>,
+    },
+    /// The round ended: committed (`Ok`), or failed for every caller in it.
+    Done(Result<()>),
+}
+
+impl<T: Value> Default for Combiner<T> {
+    fn default() -> Self {
+        Combiner {
+            busy: AtomicBool::new(false),
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl<T: Value> Combiner<T> {
+    /// Takes the target for one update's write, unless it is busy.
+    fn claim(&self) -> bool {
+        let _queue = self.queue.lock();
+        !self.busy.swap(true, Ordering::Relaxed)
+    }
+
+    /// Queues a caller, unless the target became free meanwhile (then the
+    /// caller goes on by itself).
+    fn enqueue(&self) -> Option<mpsc::UnboundedReceiver<Turn<T>>> {
+        let mut queue = self.queue.lock();
+        if !self.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (turns, receiver) = mpsc::unbounded_channel();
+        queue.push_back(turns);
+        Some(receiver)
+    }
+
+    /// The next round's callers, or `None` (and the target is free) when
+    /// nobody waits.
+    fn next_round(&self) -> Option<Vec<mpsc::UnboundedSender<Turn<T>>>> {
+        let mut queue = self.queue.lock();
+        if queue.is_empty() {
+            self.busy.store(false, Ordering::Relaxed);
+            return None;
+        }
+        let take = queue.len().min(MAX_ROUND);
+        Some(queue.drain(..take).collect())
+    }
+}
+
+/// The right to write a busy target, held by the update whose write is in
+/// flight. Dropping it (the update ended, or its future was dropped) hands
+/// the target to the queued callers.
+struct Claim<T: Value> {
+    shared: Arc<RefShared<T>>,
+    target: Target<T>,
+}
+
+impl<T: Value> Drop for Claim<T> {
+    fn drop(&mut self) {
+        let Some(round) = self.target.combiner(&self.shared).next_round() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(drive(self.shared.clone(), self.target.clone(), round));
+            }
+            Err(_) => {
+                // No runtime to drive a round on: dropping the queued
+                // callers' channels tells them to go on by themselves.
+                tracing::debug!(key = %self.shared.key, "no runtime for an update round");
+                drop(round);
+                self.target.combiner(&self.shared).release();
+            }
+        }
+    }
+}
+
+impl<T: Value> Combiner<T> {
+    /// Frees the target, ending the queue (its callers go on by
+    /// themselves).
+    fn release(&self) {
+        let mut queue = self.queue.lock();
+        queue.clear();
+        self.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+/// What a write needs to know to record its commit.
+enum Written<T> {
+    Put(Digests),
+    Field {
+        bytes: Bytes,
+        before: Option<(T, u64)>,
+    },
+}
+
+/// Where an attempt ended.
+enum Settled<T> {
+    Done,
+    /// Rejected: go again from this value, current at this revision.
+    Retry(T, u64),
+}
+
+impl<T: Value> Target<T> {
+    fn combiner<'a>(&'a self, shared: &'a RefShared<T>) -> &'a Combiner<T> {
+        match self {
+            Target::Whole => &shared.combiner,
+            Target::Field(slot) => &slot.combiner,
+        }
+    }
+
+    /// The freshest value this node knows and the revision a write of the
+    /// target must be conditional on; a read when the cache has none.
+    async fn current(&self, shared: &RefShared<T>) -> Result<(T, u64)> {
+        let cached = match self {
+            Target::Whole => shared.cached(),
+            Target::Field(slot) => shared.cached_field(slot.index),
+        };
+        if let Some(known) = cached {
+            return Ok(known);
+        }
+        // Deleted as far as we know: confirm with a read.
+        let record = shared.read().await?;
+        let value = shared
+            .observe_record(record.as_ref())?
+            .ok_or_else(|| shared.missing())?;
+        let revision = match (self, &record) {
+            (Target::Field(slot), Some(record)) => shared.field_revision(record, &slot.name)?,
+            (_, record) => record.as_ref().map_or(0, |r| r.mod_revision),
+        };
+        Ok((value, revision))
+    }
+
+    /// The conditional write of `new`, computed from the value current at
+    /// `revision`.
+    fn prepare(
+        &self,
+        shared: &RefShared<T>,
+        new: &T,
+        revision: u64,
+    ) -> Result<(Write, Written<T>)> {
+        match self {
+            Target::Whole => {
+                let (write, digests) = shared.put_write(new, Condition::ModRevision(revision))?;
+                Ok((write, Written::Put(digests)))
+            }
+            Target::Field(slot) => {
+                let bytes = shared.encode_field(new, slot.index)?;
+                shared.check_size(bytes.len())?;
+                let condition = Condition::FieldModRevision {
+                    field: slot.name.clone(),
+                    revision,
+                };
+                let write = shared.patch_write(slot.name.clone(), bytes.clone(), condition);
+                let before = shared.cached();
+                Ok((write, Written::Field { bytes, before }))
+            }
+        }
+    }
+
+    /// Records the outcome of a write of `new`.
+    async fn settle(
+        &self,
+        shared: &RefShared<T>,
+        outcome: WriteOutcome,
+        new: &T,
+        written: Written<T>,
+    ) -> Result<Settled<T>> {
+        match (self, outcome, written) {
+            (Target::Whole, WriteOutcome::Committed { revision, .. }, Written::Put(digests)) => {
+                shared.commit_put(revision, new.clone(), &digests);
+                Ok(Settled::Done)
+            }
+            (
+                Target::Field(slot),
+                WriteOutcome::Committed { revision, .. },
+                Written::Field { bytes, before },
+            ) => {
+                let splice = |into: &mut T| (slot.splice)(into, new);
+                slot.committed(shared, before, revision, &bytes, splice)
+                    .await;
+                Ok(Settled::Done)
+            }
+            (_, WriteOutcome::Committed { .. }, _) => {
+                Err(shared.contract_broken("the record of a write"))
+            }
+            (target, WriteOutcome::Rejected { current }, _) => {
+                let value = shared.observe_record(current.as_ref())?;
+                match (value, current) {
+                    (Some(value), Some(record)) => {
+                        let revision = match target {
+                            Target::Whole => record.mod_revision,
+                            Target::Field(slot) => shared.field_revision(&record, &slot.name)?,
+                        };
+                        Ok(Settled::Retry(value, revision))
+                    }
+                    _ => Err(shared.missing()),
+                }
+            }
+        }
+    }
+}
+
+/// Updates `target` of the ref with `f`: returns the closure's result with
+/// the value it was given and the value it made.
+pub(crate) async fn update<T, B, E, F, Fut>(
+    shared: &Arc<RefShared<T>>,
+    target: &Target<T>,
+    mut f: F,
+) -> Result<(B, T, T), E>
+where
+    T: Value,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = Result<(B, T), E>>,
+    E: From<Error>,
+{
+    let combiner = target.combiner(shared);
+    let mut claim: Option<Claim<T>> = None;
+    'attempt: loop {
+        if claim.is_none() && combiner.busy.load(Ordering::Relaxed) {
+            if let Some(turns) = combiner.enqueue() {
+                match take_turns(turns, &mut f).await {
+                    Some(result) => return result,
+                    // No round took us in: go on by ourselves.
+                    None => continue 'attempt,
+                }
+            }
+        }
+        let (mut current, mut revision) = target.current(shared).await?;
+        loop {
+            let (b, new) = f(current.clone()).await?;
+            let (write, written) = target.prepare(shared, &new, revision)?;
+            let outcome = match shared.backend().try_write(write) {
+                Ok(answered) => answered?,
+                Err(write) => {
+                    if claim.is_none() {
+                        if !combiner.claim() {
+                            // Another update's write went out meanwhile:
+                            // join the next round instead.
+                            continue 'attempt;
+                        }
+                        claim = Some(Claim {
+                            shared: shared.clone(),
+                            target: target.clone(),
+                        });
+                    }
+                    shared.write(write).await?
+                }
+            };
+            match target.settle(shared, outcome, &new, written).await? {
+                Settled::Done => return Ok((b, current, new)),
+                Settled::Retry(value, at) => (current, revision) = (value, at),
+            }
+        }
+    }
+}
+
+/// A queued caller's side of the rounds: applies its closure to each value
+/// a driver hands it until its round ends. `None` when no round took it in
+/// before the queue ended.
+async fn take_turns<T, B, E, F, Fut>(
+    mut turns: mpsc::UnboundedReceiver<Turn<T>>,
+    f: &mut F,
+) -> Option<Result<(B, T, T), E>>
+where
+    T: Value,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = Result<(B, T), E>>,
+    E: From<Error>,
+{
+    let mut mine = None;
+    loop {
+        match turns.recv().await {
+            Some(Turn::Apply { value, reply }) => {
+                let old = value.clone();
+                match f(value).await {
+                    Ok((b, new)) => {
+                        // A driver that is gone closes `turns` too, which
+                        // the next `recv` reports.
+                        if reply.send(Some(new.clone())).is_ok() {
+                            mine = Some((b, old, new));
+                        }
+                    }
+                    Err(e) => {
+                        // Out of the batch either way.
+                        drop(reply.send(None));
+                        return Some(Err(e));
+                    }
+                }
+            }
+            Some(Turn::Done(Ok(()))) => return mine.map(Ok),
+            Some(Turn::Done(Err(e))) => return Some(Err(e.into())),
+            // The driver went away (its runtime is shutting down) after
+            // our closure's result went into a write whose outcome we will
+            // never know.
+            None if mine.is_some() => return Some(Err(Error::Closed.into())),
+            None => return None,
+        }
+    }
+}
+
+/// Drives rounds of the queued updates of `target` until nobody waits.
+async fn drive<T: Value>(
+    shared: Arc<RefShared<T>>,
+    target: Target<T>,
+    mut round: Vec<mpsc::UnboundedSender<Turn<T>>>,
+) {
+    loop {
+        match run_round(&shared, &target, &mut round).await {
+            Err(Error::ValueTooLarge { .. } | Error::Encode { .. }) if round.len() > 1 => {
+                // The combined value could not be written (too large, or
+                // not encodable): find whose closure made it so by running
+                // each caller's update on its own.
+                for caller in std::mem::take(&mut round) {
+                    let mut alone = vec![caller];
+                    let result = run_round(&shared, &target, &mut alone).await;
+                    finish(alone, result);
+                }
+            }
+            result => finish(std::mem::take(&mut round), result),
+        }
+        match target.combiner(&shared).next_round() {
+            Some(next) => round = next,
+            None => return,
+        }
+    }
+}
+
+/// Tells the callers of a round how it ended.
+fn finish<T>(round: Vec<mpsc::UnboundedSender<Turn<T>>>, result: Result<()>) {
+    for caller in round {
+        // A caller that is gone has nobody left to tell.
+        drop(caller.send(Turn::Done(result.clone())));
+    }
+}
+
+/// One round: applies the callers' closures in order to the freshest value
+/// and writes the result, again from the returned record while rejected.
+/// Callers whose closure failed or who went away leave `round`.
+async fn run_round<T: Value>(
+    shared: &RefShared<T>,
+    target: &Target<T>,
+    round: &mut Vec<mpsc::UnboundedSender<Turn<T>>>,
+) -> Result<()> {
+    let (mut value, mut revision) = target.current(shared).await?;
+    loop {
+        let mut new = value;
+        let mut applied = Vec::with_capacity(round.len());
+        for caller in round.drain(..) {
+            let (reply, answer) = oneshot::channel();
+            let turn = Turn::Apply {
+                value: new.clone(),
+                reply,
+            };
+            if caller.send(turn).is_err() {
+                continue;
+            }
+            if let Ok(Some(next)) = answer.await {
+                new = next;
+                applied.push(caller);
+            }
+        }
+        *round = applied;
+        if round.is_empty() {
+            return Ok(());
+        }
+        let (write, written) = target.prepare(shared, &new, revision)?;
+        let outcome = shared.write(write).await?;
+        match target.settle(shared, outcome, &new, written).await? {
+            Settled::Done => return Ok(()),
+            Settled::Retry(current, at) => (value, revision) = (current, at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Combining, made visible with a backend whose writes wait at a gate.
+
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use futures_util::future::BoxFuture;
+    use futures_util::FutureExt;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::engine::{Backend, Key, LeaseId, Record, WatchStream};
+    use crate::{Context, DRef, ManualId, MemoryBackend};
+
+    /// The in-memory store behind writes that each wait for a permit, and
+    /// no synchronous answers: a write stays in flight until the test
+    /// lets it through.
+    #[derive(Clone)]
+    struct Gated {
+        store: MemoryBackend,
+        gate: Arc<Semaphore>,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Gated {
+                store: MemoryBackend::new(),
+                gate: Arc::new(Semaphore::new(0)),
+                writes: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        fn open(&self, writes: usize) {
+            self.gate.add_permits(writes);
+        }
+
+        fn writes(&self) -> usize {
+            self.writes.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Backend for Gated {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+
+        fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
+            self.store.read(key)
+        }
+
+        fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
+            async move {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                let permit = self.gate.acquire().await.map_err(|_| Error::Closed)?;
+                permit.forget();
+                self.store.write(write).await
+            }
+            .boxed()
+        }
+
+        fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
+            self.store.watch(key, since)
+        }
+
+        fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
+            self.store.grant_lease(ttl)
+        }
+
+        fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+            self.store.keep_alive(lease)
+        }
+
+        fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+            self.store.revoke_lease(lease)
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(30), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting for {what}");
+    }
+
+    fn queued<T: Value>(r: &DRef<T>) -> usize {
+        r.shared.combiner.queue.lock().len()
+    }
+
+    async fn counter(gated: &Gated) -> DRef<u64> {
+        let ctx = Context::builder().backend(gated.clone()).build();
+        gated.open(1);
+        ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap()
+    }
+
+    /// Starts `n` increments that queue behind the write in flight,
+    /// returning each one's old value.
+    async fn queue_increments(
+        r: &DRef<u64>,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<u64>>> {
+        let before = queued(r);
+        let tasks = (0..n)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move { r.get_and_update(|v| v + 1).await })
+            })
+            .collect();
+        until("the increments to queue", || queued(r) == before + n).await;
+        tasks
+    }
+
+    async fn olds(tasks: Vec<tokio::task::JoinHandle<Result<u64>>>) -> Vec<u64> {
+        let mut olds = Vec::new();
+        for task in tasks {
+            let done = tokio::time::timeout(Duration::from_secs(30), task).await;
+            olds.push(done.expect("an update to finish").unwrap().unwrap());
+        }
+        olds.sort_unstable();
+        olds
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn updates_queued_behind_a_write_share_the_next_one() {
+        let gated = Gated::new();
+        let r = counter(&gated).await;
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.get_and_update(|v| v + 1).await }
+        });
+        until("the first write", || gated.writes() == 2).await;
+        let rest = queue_increments(&r, 10).await;
+        gated.open(2);
+        assert_eq!(first.await.unwrap().unwrap(), 0);
+        // Each caller saw the value as if it had run alone in its place.
+        assert_eq!(olds(rest).await, (1..=10).collect::<Vec<_>>());
+        assert_eq!(r.get().await.unwrap(), 11);
+        // The creation, the first update, and one write for the ten.
+        assert_eq!(gated.writes(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_closure_leaves_the_round_and_the_rest_commit() {
+        #[derive(Debug, PartialEq)]
+        enum Refused {
+            Odd(u64),
+            Dref,
+        }
+        impl From<Error> for Refused {
+            fn from(_: Error) -> Self {
+                Refused::Dref
+            }
+        }
+        let gated = Gated::new();
+        let r = counter(&gated).await;
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.update(|v| v + 1).await }
+        });
+        until("the first write", || gated.writes() == 2).await;
+        let refusing = tokio::spawn({
+            let r = r.clone();
+            async move {
+                r.update_async(|v| async move { Err::<u64, _>(Refused::Odd(v)) })
+                    .await
+            }
+        });
+        until("the refusing update to queue", || queued(&r) == 1).await;
+        let rest = queue_increments(&r, 4).await;
+        gated.open(2);
+        first.await.unwrap().unwrap();
+        assert_eq!(refusing.await.unwrap(), Err(Refused::Odd(1)));
+        assert_eq!(olds(rest).await, vec![1, 2, 3, 4]);
+        assert_eq!(r.get().await.unwrap(), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rejected_round_applies_its_batch_again_to_the_stored_value() {
+        let gated = Gated::new();
+        let r = counter(&gated).await;
+        let other = Context::builder().backend(gated.store.clone()).build();
+        let theirs = other.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.get_and_update(|v| v + 1).await }
+        });
+        until("the first write", || gated.writes() == 2).await;
+        let rest = queue_increments(&r, 5).await;
+        gated.open(1);
+        assert_eq!(first.await.unwrap().unwrap(), 0);
+        until("the round's write", || gated.writes() == 3).await;
+        // Another node writes while the round's write is in flight.
+        theirs.set(100).await.unwrap();
+        gated.open(2);
+        assert_eq!(olds(rest).await, vec![100, 101, 102, 103, 104]);
+        assert_eq!(r.get().await.unwrap(), 105);
+        assert_eq!(gated.writes(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_callers_leave_the_queue_and_a_dropped_writer_hands_it_on() {
+        let gated = Gated::new();
+        let r = counter(&gated).await;
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.get_and_update(|v| v + 1).await }
+        });
+        until("the first write", || gated.writes() == 2).await;
+        let mut rest = queue_increments(&r, 5).await;
+        let dropped = rest.remove(2);
+        dropped.abort();
+        assert!(dropped.await.unwrap_err().is_cancelled());
+        // The update whose write is in flight goes away before its write
+        // was let through: the queue still gets its round.
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        gated.open(1);
+        assert_eq!(olds(rest).await, vec![0, 1, 2, 3]);
+        assert_eq!(r.get().await.unwrap(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_combined_value_over_the_limit_fails_only_the_update_that_made_it() {
+        let gated = Gated::new();
+        let ctx = Context::builder()
+            .backend(gated.clone())
+            .max_value_bytes(64)
+            .build();
+        gated.open(1);
+        let r = ctx
+            .make(ManualId::<Vec<u8>>::new("bytes"), Vec::new())
+            .await
+            .unwrap();
+        let push = |n: usize| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.update(move |mut v| {
+                    v.extend(std::iter::repeat_n(1, n));
+                    v
+                })
+                .await
+            })
+        };
+        let first = push(1);
+        until("the first write", || gated.writes() == 2).await;
+        let small = [push(1), push(1)];
+        until("two updates to queue", || queued(&r) == 2).await;
+        let large = push(100);
+        until("the large update to queue", || queued(&r) == 3).await;
+        let last = push(1);
+        until("the last update to queue", || queued(&r) == 4).await;
+        gated.open(8);
+        first.await.unwrap().unwrap();
+        for task in small {
+            task.await.unwrap().unwrap();
+        }
+        let refused = large.await.unwrap().unwrap_err();
+        assert!(matches!(refused, Error::ValueTooLarge { .. }), "{refused}");
+        last.await.unwrap().unwrap();
+        assert_eq!(r.get().await.unwrap(), vec![1; 4]);
+    }
+}
