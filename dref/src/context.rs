@@ -45,6 +45,8 @@ pub(crate) struct ContextInner {
     pub(crate) node_id: String,
     pub(crate) max_value_bytes: usize,
     pub(crate) change_buffer: usize,
+    /// Whether concurrent updates of one target share writes.
+    pub(crate) combine_updates: bool,
     pub(crate) sessions: Sessions,
 }
 
@@ -145,6 +147,7 @@ pub struct ContextBuilder {
     session_ttl: Option<Duration>,
     max_value_bytes: Option<usize>,
     change_buffer: Option<usize>,
+    separate_updates: bool,
 }
 
 impl ContextBuilder {
@@ -191,6 +194,18 @@ impl ContextBuilder {
         self
     }
 
+    /// Whether concurrent updates of one ref (or of one field) through
+    /// this context are combined (default `true`): while one update's
+    /// write is in flight, later ones queue, and the next write carries
+    /// all their results (see [`DRef`](crate::DRef)). With `false`, every
+    /// update is its own conditional write, retried on conflict, so under
+    /// contention most writes are rejected and retried; the setting is
+    /// there to compare the two. Results are linearizable either way.
+    pub fn combine_updates(mut self, combine: bool) -> Self {
+        self.separate_updates = !combine;
+        self
+    }
+
     /// Builds the context without contacting the store; the session lease
     /// is granted when first needed.
     pub fn build(self) -> Context {
@@ -204,6 +219,7 @@ impl ContextBuilder {
                 node_id: self.node_id.unwrap_or_else(random_node_id),
                 max_value_bytes: self.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
                 change_buffer: self.change_buffer.unwrap_or(DEFAULT_CHANGE_BUFFER).max(1),
+                combine_updates: !self.separate_updates,
                 sessions: Sessions::new(self.session_ttl.unwrap_or(DEFAULT_SESSION_TTL)),
             }),
         }

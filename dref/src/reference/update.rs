@@ -339,9 +339,10 @@ where
     E: From<Error>,
 {
     let combiner = target.combiner(shared);
+    let combine = shared.ctx.inner.combine_updates;
     let mut claim: Option<Claim<T>> = None;
     'attempt: loop {
-        if claim.is_none() && combiner.busy.load(Ordering::Relaxed) {
+        if combine && claim.is_none() && combiner.busy.load(Ordering::Relaxed) {
             if let Some(turns) = combiner.enqueue() {
                 match take_turns(turns, &mut f).await {
                     Some(result) => return result,
@@ -357,7 +358,7 @@ where
             let outcome = match shared.backend().try_write(write) {
                 Ok(answered) => answered?,
                 Err(write) => {
-                    if claim.is_none() {
+                    if combine && claim.is_none() {
                         if !combiner.claim() {
                             // Another update's write went out meanwhile:
                             // join the next round instead.
