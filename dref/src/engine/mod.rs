@@ -144,8 +144,7 @@ pub trait Backend: Send + Sync + 'static {
     /// [`read`](Backend::read) without waiting, for a backend that can
     /// answer at once (see [Answering at once](self#answering-at-once));
     /// `None` declines, and the caller calls `read`. The default declines.
-    fn try_read(&self, key: &Key) -> Option<Result<Option<Record>>> {
-        let _ = key;
+    fn try_read(&self, _key: &Key) -> Option<Result<Option<Record>>> {
         None
     }
 

@@ -88,6 +88,12 @@ pub(crate) struct RefShared<T: Value> {
     pub(crate) watcher: OnceLock<AbortHandle>,
     /// The queue of concurrent updates of the whole value.
     pub(crate) combiner: Combiner<T>,
+    /// Serializes updates of the whole value on a backend that answers at
+    /// once (see `update.rs`). Reentrant, so that an update whose closure
+    /// updates this ref again (in its first poll) does not deadlock.
+    pub(crate) lane: parking_lot::ReentrantMutex<()>,
+    /// Whether the backend answered a write of this ref at once.
+    pub(crate) answers_at_once: std::sync::atomic::AtomicBool,
     /// Per stored field, what its updates need (made by the first field
     /// handle).
     field_slots: Box<[OnceLock<Arc<FieldSlot<T>>>]>,
@@ -123,6 +129,8 @@ impl<T: Value> RefShared<T> {
             hub,
             watcher: OnceLock::new(),
             combiner: Combiner::default(),
+            lane: parking_lot::ReentrantMutex::new(()),
+            answers_at_once: std::sync::atomic::AtomicBool::new(false),
             field_slots: T::field_names().iter().map(|_| OnceLock::new()).collect(),
         }
     }

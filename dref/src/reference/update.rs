@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -341,6 +342,15 @@ where
     let combiner = target.combiner(shared);
     let combine = shared.ctx.inner.combine_updates;
     let mut claim: Option<Claim<T>> = None;
+    let mut from_lane = None;
+    if combine && matches!(target, Target::Whole) && shared.answers_at_once.load(Ordering::Relaxed)
+    {
+        match in_lane(shared, &mut f).await? {
+            Lane::Done(result) => return Ok(result),
+            Lane::Retry(value, revision) => from_lane = Some((value, revision)),
+            Lane::Declined => {}
+        }
+    }
     'attempt: loop {
         if combine && claim.is_none() && combiner.busy.load(Ordering::Relaxed) {
             if let Some(turns) = combiner.enqueue() {
@@ -351,12 +361,18 @@ where
                 }
             }
         }
-        let (mut current, mut revision) = target.current(shared).await?;
+        let (mut current, mut revision) = match from_lane.take() {
+            Some(known) => known,
+            None => target.current(shared).await?,
+        };
         loop {
             let (b, new) = f(current.clone()).await?;
             let (write, written) = target.prepare(shared, &new, revision)?;
             let outcome = match shared.backend().try_write(write) {
-                Ok(answered) => answered?,
+                Ok(answered) => {
+                    shared.answers_at_once.store(true, Ordering::Relaxed);
+                    answered?
+                }
                 Err(write) => {
                     if combine && claim.is_none() {
                         if !combiner.claim() {
@@ -377,6 +393,78 @@ where
                 Settled::Retry(value, at) => (current, revision) = (value, at),
             }
         }
+    }
+}
+
+/// Where an update through the lane ended.
+enum Lane<B, T> {
+    Done((B, T, T)),
+    /// Rejected: go on from this value, current at this revision.
+    Retry(T, u64),
+    /// Not done in the lane (the closure did not finish at once, the cache
+    /// holds no value, or the backend declined to answer at once).
+    Declined,
+}
+
+/// One attempt at an update of the whole value on a backend that answers
+/// at once, serialized with the other updates of this ref through this
+/// context: the cached value, the closure, the write and the cache update
+/// as one step under the ref's lane lock. Concurrent callers on other
+/// threads then wait for the lane, a short critical section, instead of
+/// each computing from the same cached revision and all but one being
+/// rejected by the store (which is what made many tasks on one in-memory
+/// ref slow). Only a closure whose future is ready at its first poll runs
+/// here; any other is dropped unpolled further and runs again outside,
+/// as closures may. (The lane is reentrant: a closure that updates the
+/// same ref runs that update at once, and its own write is then rejected
+/// and retried, as if another node had written.)
+async fn in_lane<T, B, E, F, Fut>(shared: &RefShared<T>, f: &mut F) -> Result<Lane<B, T>, E>
+where
+    T: Value,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = Result<(B, T), E>>,
+    E: From<Error>,
+{
+    std::future::poll_fn(|cx| {
+        let _lane = shared.lane.lock();
+        let Some((current, revision)) = shared.cached() else {
+            return Poll::Ready(Ok(Lane::Declined));
+        };
+        let made = std::pin::pin!(f(current.clone()));
+        let (b, new) = match made.poll(cx) {
+            Poll::Ready(Ok(made)) => made,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Ready(Ok(Lane::Declined)),
+        };
+        Poll::Ready(write_in_lane(shared, current, revision, b, new).map_err(E::from))
+    })
+    .await
+}
+
+/// The write of an update in the lane (see [`in_lane`]).
+fn write_in_lane<T: Value, B>(
+    shared: &RefShared<T>,
+    current: T,
+    revision: u64,
+    b: B,
+    new: T,
+) -> Result<Lane<B, T>> {
+    let (write, digests) = shared.put_write(&new, Condition::ModRevision(revision))?;
+    match shared.backend().try_write(write) {
+        Err(_declined) => Ok(Lane::Declined),
+        Ok(answered) => match answered? {
+            WriteOutcome::Committed { revision, .. } => {
+                shared.commit_put(revision, new.clone(), &digests);
+                Ok(Lane::Done((b, current, new)))
+            }
+            WriteOutcome::Rejected { current: record } => {
+                let value = shared.observe_record(record.as_ref())?;
+                match (value, record) {
+                    (Some(value), Some(record)) => Ok(Lane::Retry(value, record.mod_revision)),
+                    _ => Err(shared.missing()),
+                }
+            }
+        },
     }
 }
 
@@ -721,6 +809,72 @@ mod tests {
         gated.open(1);
         assert_eq!(olds(rest).await, vec![0, 1, 2, 3]);
         assert_eq!(r.get().await.unwrap(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_whose_closure_updates_the_same_ref_does_not_deadlock() {
+        let r = Context::local()
+            .make(ManualId::<u64>::new("n"), 0)
+            .await
+            .unwrap();
+        // The first update teaches the ref that the store answers at once.
+        r.update(|v| v + 1).await.unwrap();
+        let inner = r.clone();
+        let mut runs = 0;
+        // Its first run updates the ref itself (which can only make its
+        // own write rejected: a closure that always did would never
+        // succeed, with or without the lane).
+        let outer = r.update_async(|v| {
+            runs += 1;
+            let nested = (runs == 1).then(|| inner.clone());
+            async move {
+                if let Some(inner) = nested {
+                    inner.update(|w| w + 10).await?;
+                }
+                Ok::<_, Error>(v + 100)
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), outer)
+            .await
+            .expect("a nested update deadlocked")
+            .unwrap();
+        assert_eq!(runs, 2);
+        assert_eq!(r.get().await.unwrap(), 111);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_tasks_on_one_ref_of_a_store_that_answers_at_once() {
+        let r = Context::local()
+            .make(ManualId::<u64>::new("n"), 0)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut olds = Vec::new();
+                    for _ in 0..500 {
+                        olds.push(r.get_and_update(|v| v + 1).await.unwrap());
+                        // And an async closure that is not ready at once.
+                        r.update_async(|v| async move {
+                            tokio::task::yield_now().await;
+                            Ok::<_, Error>(v + 1)
+                        })
+                        .await
+                        .unwrap();
+                    }
+                    olds
+                })
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for task in tasks {
+            for old in task.await.unwrap() {
+                assert!(seen.insert(old), "two updates saw {old}");
+            }
+        }
+        assert_eq!(seen.len(), 16 * 500);
+        assert_eq!(r.get().await.unwrap(), 2 * 16 * 500);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
