@@ -685,6 +685,17 @@ mod tests {
         ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap()
     }
 
+    /// Starts an increment and waits until its write is in flight (the
+    /// second write, after the creation); it returns the old value.
+    async fn in_flight(gated: &Gated, r: &DRef<u64>) -> tokio::task::JoinHandle<Result<u64>> {
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.get_and_update(|v| v + 1).await }
+        });
+        until("the first write", || gated.writes() == 2).await;
+        first
+    }
+
     /// Starts `n` increments that queue behind the write in flight,
     /// returning each one's old value.
     async fn queue_increments(
@@ -716,11 +727,7 @@ mod tests {
     async fn updates_queued_behind_a_write_share_the_next_one() {
         let gated = Gated::new();
         let r = counter(&gated).await;
-        let first = tokio::spawn({
-            let r = r.clone();
-            async move { r.get_and_update(|v| v + 1).await }
-        });
-        until("the first write", || gated.writes() == 2).await;
+        let first = in_flight(&gated, &r).await;
         let rest = queue_increments(&r, 10).await;
         gated.open(2);
         assert_eq!(first.await.unwrap().unwrap(), 0);
@@ -745,11 +752,7 @@ mod tests {
         }
         let gated = Gated::new();
         let r = counter(&gated).await;
-        let first = tokio::spawn({
-            let r = r.clone();
-            async move { r.update(|v| v + 1).await }
-        });
-        until("the first write", || gated.writes() == 2).await;
+        let first = in_flight(&gated, &r).await;
         let refusing = tokio::spawn({
             let r = r.clone();
             async move {
@@ -760,7 +763,7 @@ mod tests {
         until("the refusing update to queue", || queued(&r) == 1).await;
         let rest = queue_increments(&r, 4).await;
         gated.open(2);
-        first.await.unwrap().unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 0);
         assert_eq!(refusing.await.unwrap(), Err(Refused::Odd(1)));
         assert_eq!(olds(rest).await, vec![1, 2, 3, 4]);
         assert_eq!(r.get().await.unwrap(), 5);
@@ -772,11 +775,7 @@ mod tests {
         let r = counter(&gated).await;
         let other = Context::builder().backend(gated.store.clone()).build();
         let theirs = other.make(ManualId::<u64>::new("n"), 0).await.unwrap();
-        let first = tokio::spawn({
-            let r = r.clone();
-            async move { r.get_and_update(|v| v + 1).await }
-        });
-        until("the first write", || gated.writes() == 2).await;
+        let first = in_flight(&gated, &r).await;
         let rest = queue_increments(&r, 5).await;
         gated.open(1);
         assert_eq!(first.await.unwrap().unwrap(), 0);
@@ -793,11 +792,7 @@ mod tests {
     async fn dropped_callers_leave_the_queue_and_a_dropped_writer_hands_it_on() {
         let gated = Gated::new();
         let r = counter(&gated).await;
-        let first = tokio::spawn({
-            let r = r.clone();
-            async move { r.get_and_update(|v| v + 1).await }
-        });
-        until("the first write", || gated.writes() == 2).await;
+        let first = in_flight(&gated, &r).await;
         let mut rest = queue_increments(&r, 5).await;
         let dropped = rest.remove(2);
         dropped.abort();
