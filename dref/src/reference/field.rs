@@ -12,9 +12,11 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use super::changes::{Change, ChangeKind, Changes};
+use super::change::{Change, ChangeKind};
+use super::changes::Changes;
+use super::combiner::{FieldSlot, Splice};
 use super::shared::RefShared;
-use super::update::{update, FieldSlot, Splice, Target};
+use super::update::{update, Target};
 use super::value::{FieldValue, RefCore, Value};
 use crate::codec::{Codec, CodecError};
 use crate::engine::{Condition, WriteOutcome};
@@ -158,7 +160,8 @@ impl<T: Value, F: FieldValue> FieldRef<T, F> {
             WriteOutcome::Committed { revision, .. } => {
                 let get_mut = self.get_mut;
                 let apply = |into: &mut T| *get_mut(into) = value;
-                slot.committed(&self.shared, before, revision, &bytes, apply)
+                self.shared
+                    .field_committed(slot.index, before, revision, &bytes, apply)
                     .await;
                 Ok(())
             }

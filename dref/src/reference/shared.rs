@@ -9,8 +9,8 @@ use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
-use super::changes::HubItem;
-use super::update::{Combiner, FieldSlot, Splice};
+use super::change::HubItem;
+use super::combiner::{Combiner, FieldSlot, Splice};
 use super::value::Value;
 use crate::context::Context;
 use crate::engine::{Backend, Condition, FieldName, Key, Op, Record, Write, WriteOutcome};
@@ -269,6 +269,36 @@ impl<T: Value> RefShared<T> {
             .field(name)
             .map(|f| f.mod_revision)
             .ok_or_else(|| self.decode_error(name, "the field is missing from the record"))
+    }
+
+    /// Brings the cache up to a commit of field `index` at `revision`,
+    /// given the cached value and its revision from just before the write,
+    /// the written bytes, and how the write changes a value.
+    ///
+    /// A patch changes one field of a record that other nodes may have
+    /// changed since this node last saw it, so the cache may be patched in
+    /// place only when nothing else can have been committed in between:
+    /// when our commit took the revision right after the cached one
+    /// (revisions are store-wide and strictly increasing). Otherwise a
+    /// stale view of the other fields could be cached at our revision, and
+    /// a later whole-struct update would write it back; then the ref's
+    /// watcher, which decodes the whole record at each revision, delivers
+    /// the commit (see [`catch_up`](Self::catch_up)).
+    pub(crate) async fn field_committed(
+        &self,
+        index: usize,
+        before: Option<(T, u64)>,
+        revision: u64,
+        bytes: &[u8],
+        apply: impl FnOnce(&mut T),
+    ) {
+        match before {
+            Some((mut value, cached)) if cached.checked_add(1) == Some(revision) => {
+                apply(&mut value);
+                self.commit_field(revision, index, value, bytes);
+            }
+            _ => self.catch_up(revision).await,
+        }
     }
 
     /// Waits until the ref's watcher has brought the cache to `revision`.

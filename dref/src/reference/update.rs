@@ -23,24 +23,19 @@
 //! of the batch; its contribution stays if it had already given it, as a
 //! write whose caller went away may or may not have committed.
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use super::combiner::{Combiner, FieldSlot, Turn};
 use super::shared::{Digests, RefShared};
 use super::value::Value;
-use crate::engine::{Condition, FieldName, Write, WriteOutcome};
+use crate::engine::{Condition, Write, WriteOutcome};
 use crate::{Error, Result};
-
-/// At most this many queued updates share one round; the rest wait for the
-/// next, so that one round's closures do not hold up its write for long.
-const MAX_ROUND: usize = 256;
 
 /// What an update writes: the whole record, or one stored field.
 pub(crate) enum Target<T: Value> {
@@ -54,121 +49,6 @@ impl<T: Value> Clone for Target<T> {
             Target::Whole => Target::Whole,
             Target::Field(slot) => Target::Field(slot.clone()),
         }
-    }
-}
-
-/// Copies one field from the second value into the first.
-pub(crate) type Splice<T> = Box<dyn Fn(&mut T, &T) + Send + Sync>;
-
-/// One stored field of a ref, as its updates need it. Made once per field
-/// by the field handles (see [`RefShared::field_slot`]).
-pub(crate) struct FieldSlot<T: Value> {
-    pub(crate) index: usize,
-    pub(crate) name: FieldName,
-    /// Copies this field from the second value into the first.
-    splice: Splice<T>,
-    combiner: Combiner<T>,
-}
-
-impl<T: Value> FieldSlot<T> {
-    pub(crate) fn new(index: usize, name: FieldName, splice: Splice<T>) -> Self {
-        FieldSlot {
-            index,
-            name,
-            splice,
-            combiner: Combiner::default(),
-        }
-    }
-
-    /// Brings the ref's cache up to a commit of this field at `revision`,
-    /// given the cached value and its revision from just before the write,
-    /// the written bytes, and how the write changes a value.
-    ///
-    /// A patch changes one field of a record that other nodes may have
-    /// changed since this node last saw it, so the cache may be patched in
-    /// place only when nothing else can have been committed in between:
-    /// when our commit took the revision right after the cached one
-    /// (revisions are store-wide and strictly increasing). Otherwise a
-    /// stale view of the other fields could be cached at our revision, and
-    /// a later whole-struct update would write it back; then the ref's
-    /// watcher, which decodes the whole record at each revision, delivers
-    /// the commit (see [`RefShared::catch_up`]).
-    pub(crate) async fn committed(
-        &self,
-        shared: &RefShared<T>,
-        before: Option<(T, u64)>,
-        revision: u64,
-        bytes: &[u8],
-        apply: impl FnOnce(&mut T),
-    ) {
-        match before {
-            Some((mut value, cached)) if cached.checked_add(1) == Some(revision) => {
-                apply(&mut value);
-                shared.commit_field(revision, self.index, value, bytes);
-            }
-            _ => shared.catch_up(revision).await,
-        }
-    }
-}
-
-/// The queue of one target's updates waiting for a round.
-pub(crate) struct Combiner<T: Value> {
-    /// Whether an update's write is in flight or a round is being driven.
-    /// Changed only under `queue`'s lock; read without it as a hint.
-    busy: AtomicBool,
-    queue: Mutex<VecDeque<mpsc::UnboundedSender<Turn<T>>>>,
-}
-
-/// What a round's driver tells a queued caller.
-enum Turn<T> {
-    /// Apply your closure to this value and answer with the result, or
-    /// `None` when the closure failed.
-    Apply {
-        value: T,
-        reply: oneshot::Sender<Option<T>>,
-    },
-    /// The round ended: committed (`Ok`), or failed for every caller in it.
-    Done(Result<()>),
-}
-
-impl<T: Value> Default for Combiner<T> {
-    fn default() -> Self {
-        Combiner {
-            busy: AtomicBool::new(false),
-            queue: Mutex::new(VecDeque::new()),
-        }
-    }
-}
-
-impl<T: Value> Combiner<T> {
-    /// Takes the target for one update's write, unless it is busy.
-    fn claim(&self) -> bool {
-        let _queue = self.queue.lock();
-        !self.busy.swap(true, Ordering::Relaxed)
-    }
-
-    /// Queues a caller, unless the target became free meanwhile (then the
-    /// caller goes on by itself).
-    fn enqueue(&self) -> Option<mpsc::UnboundedReceiver<Turn<T>>> {
-        let mut queue = self.queue.lock();
-        if !self.busy.load(Ordering::Relaxed) {
-            return None;
-        }
-        let (turns, receiver) = mpsc::unbounded_channel();
-        queue.push_back(turns);
-        Some(receiver)
-    }
-
-    /// The next round's callers, or `None` (and the target is free) when
-    /// nobody waits.
-    fn next_round(&self) -> Option<Vec<mpsc::UnboundedSender<Turn<T>>>> {
-        let mut queue = self.queue.lock();
-        if queue.is_empty() {
-            self.busy.store(false, Ordering::Relaxed);
-            return None;
-        }
-        let take = queue.len().min(MAX_ROUND);
-        Some(queue.drain(..take).collect())
     }
 }
 
@@ -197,16 +77,6 @@ impl<T: Value> Drop for Claim<T> {
                 self.target.combiner(&self.shared).release();
             }
         }
-    }
-}
-
-impl<T: Value> Combiner<T> {
-    /// Frees the target, ending the queue (its callers go on by
-    /// themselves).
-    fn release(&self) {
-        let mut queue = self.queue.lock();
-        queue.clear();
-        self.busy.store(false, Ordering::Relaxed);
     }
 }
 
@@ -302,7 +172,8 @@ impl<T: Value> Target<T> {
                 Written::Field { bytes, before },
             ) => {
                 let splice = |into: &mut T| (slot.splice)(into, new);
-                slot.committed(shared, before, revision, &bytes, splice)
+                shared
+                    .field_committed(slot.index, before, revision, &bytes, splice)
                     .await;
                 Ok(Settled::Done)
             }
@@ -352,7 +223,7 @@ where
         }
     }
     'attempt: loop {
-        if combine && claim.is_none() && combiner.busy.load(Ordering::Relaxed) {
+        if combine && claim.is_none() && combiner.is_busy() {
             if let Some(turns) = combiner.enqueue() {
                 match take_turns(turns, &mut f).await {
                     Some(result) => return result,
@@ -676,7 +547,7 @@ mod tests {
     }
 
     fn queued<T: Value>(r: &DRef<T>) -> usize {
-        r.shared.combiner.queue.lock().len()
+        r.shared.combiner.queued()
     }
 
     async fn counter(gated: &Gated) -> DRef<u64> {

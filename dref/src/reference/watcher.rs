@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::changes::{ChangeKind, HubItem};
+use super::change::{ChangeKind, HubItem};
 use super::shared::RefShared;
 use super::value::Value;
 use crate::engine::{apply_event, Event, EventKind, Record, WatchItem, WatchStream};
