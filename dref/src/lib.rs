@@ -35,6 +35,7 @@ mod id;
 mod leader;
 mod lock;
 pub mod memory;
+pub mod metrics;
 mod random;
 mod reference;
 mod session;

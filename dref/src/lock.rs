@@ -233,6 +233,7 @@ impl Held {
 
     fn lost(&self, reason: String) -> Error {
         tracing::warn!(lock = %self.name, token = %self.token, %reason, "lock lost");
+        crate::metrics::lock_lost(self.backend.name());
         Error::lock_lost(&self.name, reason)
     }
 
@@ -474,6 +475,15 @@ pub(crate) async fn run_locked<F: Future>(guard: LockGuard, body: F) -> Result<F
 }
 
 pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> Result<LockGuard> {
+    let asked = Instant::now();
+    let acquired = acquire_loop(ctx, key, name, wait).await;
+    if acquired.is_ok() {
+        crate::metrics::lock_acquired(ctx.inner.backend.name(), asked.elapsed());
+    }
+    acquired
+}
+
+async fn acquire_loop(ctx: &Context, key: Key, name: &str, wait: Wait) -> Result<LockGuard> {
     let backend = ctx.inner.backend.clone();
     let claim = Claim::new(&ctx.inner.node_id);
     loop {

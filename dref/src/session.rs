@@ -214,6 +214,7 @@ async fn keep_alive(
     granted: Instant,
     state: watch::Sender<SessionState>,
 ) {
+    let _alive = crate::metrics::SessionAlive::new(backend.name());
     let interval = ttl / 3;
     let margin = safety_margin(ttl);
     // The lease is certainly alive until `proven_until`: the store restarted
@@ -241,6 +242,7 @@ async fn keep_alive(
         match attempt {
             Ok(Ok(())) => {
                 if sent > next_send + interval {
+                    crate::metrics::session_renewed_late(backend.name());
                     tracing::info!(
                         %lease,
                         late = ?(sent - next_send),

@@ -177,6 +177,12 @@ impl<T: Value> RefShared<T> {
             Ok(answered) => answered,
             Err(write) => self.backend().write(write).await,
         };
+        let outcome = match &result {
+            Ok(WriteOutcome::Committed { .. }) => "committed",
+            Ok(WriteOutcome::Rejected { .. }) => "rejected",
+            Err(_) => "failed",
+        };
+        crate::metrics::ref_write(self.backend().name(), outcome);
         match result {
             Err(Error::ValueTooLarge { key, size, limit }) if limited => {
                 let fingerprint = self.type_field.1.len();
@@ -190,8 +196,19 @@ impl<T: Value> RefShared<T> {
         }
     }
 
-    /// Sends `item` to the ref's local subscribers.
+    /// Sends `item` to the ref's local subscribers. Errors are counted and
+    /// logged here, so that none goes unnoticed without subscribers.
     pub(crate) fn publish(&self, item: HubItem<T>) {
+        match &item {
+            HubItem::Error(Error::Closed) => {
+                tracing::debug!(key = %self.key, "the store closed a ref's watch")
+            }
+            HubItem::Error(error) => {
+                crate::metrics::watch_error(self.backend().name());
+                tracing::warn!(key = %self.key, %error, "a ref's change watch failed or saw an undecodable commit");
+            }
+            _ => {}
+        }
         // An error means nobody subscribes, which is fine.
         drop(self.hub.send(Arc::new(item)));
     }

@@ -218,7 +218,10 @@ where
     {
         match in_lane(shared, &mut f).await? {
             Lane::Done(result) => return Ok(result),
-            Lane::Retry(value, revision) => from_lane = Some((value, revision)),
+            Lane::Retry(value, revision) => {
+                crate::metrics::update_retry(shared.backend().name());
+                from_lane = Some((value, revision));
+            }
             Lane::Declined => {}
         }
     }
@@ -261,7 +264,10 @@ where
             };
             match target.settle(shared, outcome, &new, written).await? {
                 Settled::Done => return Ok((b, current, new)),
-                Settled::Retry(value, at) => (current, revision) = (value, at),
+                Settled::Retry(value, at) => {
+                    crate::metrics::update_retry(shared.backend().name());
+                    (current, revision) = (value, at);
+                }
             }
         }
     }
@@ -451,8 +457,14 @@ async fn run_round<T: Value>(
         let (write, written) = target.prepare(shared, &new, revision)?;
         let outcome = shared.write(write).await?;
         match target.settle(shared, outcome, &new, written).await? {
-            Settled::Done => return Ok(()),
-            Settled::Retry(current, at) => (value, revision) = (current, at),
+            Settled::Done => {
+                crate::metrics::update_round(shared.backend().name(), round.len());
+                return Ok(());
+            }
+            Settled::Retry(current, at) => {
+                crate::metrics::update_retry(shared.backend().name());
+                (value, revision) = (current, at);
+            }
         }
     }
 }

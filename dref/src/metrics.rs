@@ -1,0 +1,130 @@
+//! The metrics dref records, through the [`metrics`] facade crate: the
+//! library records, the application installs the recorder it wants (a
+//! Prometheus exporter, for example) and gets them. Without a recorder
+//! each costs about one atomic load.
+//!
+//! Every name and label dref records (call [`describe`] after installing a
+//! recorder to give them their descriptions and units):
+//!
+//! | name | kind | labels | what it counts |
+//! |---|---|---|---|
+//! | `dref_ref_writes_total` | counter | `backend`, `outcome` | writes of refs and fields: `outcome` is `committed`, `rejected` (a condition failed) or `failed` (an error) |
+//! | `dref_update_retries_total` | counter | `backend` | update attempts rejected because the record had changed; each runs the closures again |
+//! | `dref_update_rounds_total` | counter | `backend` | combined writes of queued updates (see [`DRef`](crate::DRef)) |
+//! | `dref_update_round_size` | histogram | `backend` | updates carried by one combined write |
+//! | `dref_watch_resyncs_total` | counter | `backend` | resyncs delivered to refs' watchers (the store could not replay every event) |
+//! | `dref_watch_errors_total` | counter | `backend` | commits a ref's watcher could not decode, and failed watches |
+//! | `dref_locks_acquired_total` | counter | `backend` | locks acquired, including campaigns won |
+//! | `dref_lock_wait_seconds` | histogram | `backend` | time from asking for a lock to holding it |
+//! | `dref_locks_lost_total` | counter | `backend` | locks (and leaderships) whose holder was told [`LockLost`](crate::Error::LockLost) by `lock`, `run_locked` or a release |
+//! | `dref_sessions_alive` | gauge | `backend` | session leases this process keeps alive |
+//! | `dref_session_renewals_late_total` | counter | `backend` | session keep-alives sent later than due (a paused or overloaded process) |
+//!
+//! `backend` is the backend's [`name`](crate::engine::Backend::name).
+
+use std::time::Duration;
+
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+
+/// Registers the description and unit of every metric dref records with
+/// the installed recorder.
+pub fn describe() {
+    describe_counter!(
+        "dref_ref_writes_total",
+        "Writes of refs and fields, by outcome (committed, rejected, failed)"
+    );
+    describe_counter!(
+        "dref_update_retries_total",
+        "Update attempts rejected because the record had changed"
+    );
+    describe_counter!(
+        "dref_update_rounds_total",
+        "Combined writes of queued updates"
+    );
+    describe_histogram!(
+        "dref_update_round_size",
+        Unit::Count,
+        "Updates carried by one combined write"
+    );
+    describe_counter!(
+        "dref_watch_resyncs_total",
+        "Resyncs delivered to refs' watchers"
+    );
+    describe_counter!(
+        "dref_watch_errors_total",
+        "Undecodable commits and failed watches seen by refs' watchers"
+    );
+    describe_counter!(
+        "dref_locks_acquired_total",
+        "Locks acquired, including campaigns won"
+    );
+    describe_histogram!(
+        "dref_lock_wait_seconds",
+        Unit::Seconds,
+        "Time from asking for a lock to holding it"
+    );
+    describe_counter!(
+        "dref_locks_lost_total",
+        "Locks and leaderships whose holder was told LockLost"
+    );
+    describe_gauge!(
+        "dref_sessions_alive",
+        "Session leases this process keeps alive"
+    );
+    describe_counter!(
+        "dref_session_renewals_late_total",
+        "Session keep-alives sent later than due"
+    );
+}
+
+/// How a write of a ref ended, for `dref_ref_writes_total`.
+pub(crate) fn ref_write(backend: &'static str, outcome: &'static str) {
+    counter!("dref_ref_writes_total", "backend" => backend, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn update_retry(backend: &'static str) {
+    counter!("dref_update_retries_total", "backend" => backend).increment(1);
+}
+
+pub(crate) fn update_round(backend: &'static str, size: usize) {
+    counter!("dref_update_rounds_total", "backend" => backend).increment(1);
+    ::metrics::histogram!("dref_update_round_size", "backend" => backend).record(size as f64);
+}
+
+pub(crate) fn watch_resync(backend: &'static str) {
+    counter!("dref_watch_resyncs_total", "backend" => backend).increment(1);
+}
+
+pub(crate) fn watch_error(backend: &'static str) {
+    counter!("dref_watch_errors_total", "backend" => backend).increment(1);
+}
+
+pub(crate) fn lock_acquired(backend: &'static str, waited: Duration) {
+    counter!("dref_locks_acquired_total", "backend" => backend).increment(1);
+    ::metrics::histogram!("dref_lock_wait_seconds", "backend" => backend)
+        .record(waited.as_secs_f64());
+}
+
+pub(crate) fn lock_lost(backend: &'static str) {
+    counter!("dref_locks_lost_total", "backend" => backend).increment(1);
+}
+
+pub(crate) fn session_renewed_late(backend: &'static str) {
+    counter!("dref_session_renewals_late_total", "backend" => backend).increment(1);
+}
+
+/// Counts one session in `dref_sessions_alive` while it lives.
+pub(crate) struct SessionAlive(&'static str);
+
+impl SessionAlive {
+    pub(crate) fn new(backend: &'static str) -> Self {
+        gauge!("dref_sessions_alive", "backend" => backend).increment(1.0);
+        SessionAlive(backend)
+    }
+}
+
+impl Drop for SessionAlive {
+    fn drop(&mut self) {
+        gauge!("dref_sessions_alive", "backend" => self.0).decrement(1.0);
+    }
+}
