@@ -8,6 +8,7 @@ use crate::codec::Codec;
 use crate::detach::detach;
 use crate::engine::Backend;
 use crate::memory::MemoryBackend;
+use crate::metrics::RefMetrics;
 use crate::session::{Session, Sessions};
 use crate::Result;
 
@@ -47,6 +48,7 @@ pub(crate) struct ContextInner {
     pub(crate) change_buffer: usize,
     /// Whether concurrent updates of one target share writes.
     pub(crate) combine_updates: bool,
+    pub(crate) metrics: RefMetrics,
     pub(crate) sessions: Sessions,
 }
 
@@ -212,8 +214,10 @@ impl ContextBuilder {
         let backend = self
             .backend
             .unwrap_or_else(|| Arc::new(MemoryBackend::new()));
+        let metrics = RefMetrics::new(backend.name());
         Context {
             inner: Arc::new(ContextInner {
+                metrics,
                 backend,
                 codec: self.codec,
                 node_id: self.node_id.unwrap_or_else(random_node_id),

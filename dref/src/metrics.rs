@@ -21,10 +21,18 @@
 //! | `dref_session_renewals_late_total` | counter | `backend` | session keep-alives sent later than due (a paused or overloaded process) |
 //!
 //! `backend` is the backend's [`name`](crate::engine::Backend::name).
+//! Install the recorder before building contexts: a context registers the
+//! metrics of its refs' writes once, when it is built, so that recording
+//! them costs no allocation on the write path.
 
 use std::time::Duration;
 
-use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Histogram, Unit,
+};
+
+use crate::engine::WriteOutcome;
+use crate::Error;
 
 /// Registers the description and unit of every metric dref records with
 /// the installed recorder.
@@ -77,18 +85,46 @@ pub fn describe() {
     );
 }
 
-/// How a write of a ref ended, for `dref_ref_writes_total`.
-pub(crate) fn ref_write(backend: &'static str, outcome: &'static str) {
-    counter!("dref_ref_writes_total", "backend" => backend, "outcome" => outcome).increment(1);
+/// The metrics of a context's ref writes, registered once.
+pub(crate) struct RefMetrics {
+    committed: Counter,
+    rejected: Counter,
+    failed: Counter,
+    retries: Counter,
+    rounds: Counter,
+    round_size: Histogram,
 }
 
-pub(crate) fn update_retry(backend: &'static str) {
-    counter!("dref_update_retries_total", "backend" => backend).increment(1);
-}
+impl RefMetrics {
+    pub(crate) fn new(backend: &'static str) -> Self {
+        let writes = |outcome: &'static str| counter!("dref_ref_writes_total", "backend" => backend, "outcome" => outcome);
+        RefMetrics {
+            committed: writes("committed"),
+            rejected: writes("rejected"),
+            failed: writes("failed"),
+            retries: counter!("dref_update_retries_total", "backend" => backend),
+            rounds: counter!("dref_update_rounds_total", "backend" => backend),
+            round_size: ::metrics::histogram!("dref_update_round_size", "backend" => backend),
+        }
+    }
 
-pub(crate) fn update_round(backend: &'static str, size: usize) {
-    counter!("dref_update_rounds_total", "backend" => backend).increment(1);
-    ::metrics::histogram!("dref_update_round_size", "backend" => backend).record(size as f64);
+    /// How a write of a ref ended.
+    pub(crate) fn write(&self, outcome: Result<&WriteOutcome, &Error>) {
+        match outcome {
+            Ok(WriteOutcome::Committed { .. }) => self.committed.increment(1),
+            Ok(WriteOutcome::Rejected { .. }) => self.rejected.increment(1),
+            Err(_) => self.failed.increment(1),
+        }
+    }
+
+    pub(crate) fn retry(&self) {
+        self.retries.increment(1);
+    }
+
+    pub(crate) fn round(&self, size: usize) {
+        self.rounds.increment(1);
+        self.round_size.record(size as f64);
+    }
 }
 
 pub(crate) fn watch_resync(backend: &'static str) {

@@ -177,12 +177,7 @@ impl<T: Value> RefShared<T> {
             Ok(answered) => answered,
             Err(write) => self.backend().write(write).await,
         };
-        let outcome = match &result {
-            Ok(WriteOutcome::Committed { .. }) => "committed",
-            Ok(WriteOutcome::Rejected { .. }) => "rejected",
-            Err(_) => "failed",
-        };
-        crate::metrics::ref_write(self.backend().name(), outcome);
+        self.ctx.inner.metrics.write(result.as_ref());
         match result {
             Err(Error::ValueTooLarge { key, size, limit }) if limited => {
                 let fingerprint = self.type_field.1.len();

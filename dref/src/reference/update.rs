@@ -219,7 +219,7 @@ where
         match in_lane(shared, &mut f).await? {
             Lane::Done(result) => return Ok(result),
             Lane::Retry(value, revision) => {
-                crate::metrics::update_retry(shared.backend().name());
+                shared.ctx.inner.metrics.retry();
                 from_lane = Some((value, revision));
             }
             Lane::Declined => {}
@@ -265,7 +265,7 @@ where
             match target.settle(shared, outcome, &new, written).await? {
                 Settled::Done => return Ok((b, current, new)),
                 Settled::Retry(value, at) => {
-                    crate::metrics::update_retry(shared.backend().name());
+                    shared.ctx.inner.metrics.retry();
                     (current, revision) = (value, at);
                 }
             }
@@ -458,11 +458,11 @@ async fn run_round<T: Value>(
         let outcome = shared.write(write).await?;
         match target.settle(shared, outcome, &new, written).await? {
             Settled::Done => {
-                crate::metrics::update_round(shared.backend().name(), round.len());
+                shared.ctx.inner.metrics.round(round.len());
                 return Ok(());
             }
             Settled::Retry(current, at) => {
-                crate::metrics::update_retry(shared.backend().name());
+                shared.ctx.inner.metrics.retry();
                 (value, revision) = (current, at);
             }
         }
