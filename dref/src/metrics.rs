@@ -20,6 +20,24 @@
 //! | `dref_sessions_alive` | gauge | `backend` | session leases this process keeps alive |
 //! | `dref_session_renewals_late_total` | counter | `backend` | session keep-alives sent later than due (a paused or overloaded process) |
 //!
+//!
+//! The Raft backend (`dref-backends`, `raft` feature) records, per node
+//! (`node` is its Raft node id):
+//!
+//! | name | kind | labels | what it counts |
+//! |---|---|---|---|
+//! | `dref_raft_leader` | gauge | `node` | 1 while this node leads, else 0 |
+//! | `dref_raft_term` | gauge | `node` | the current Raft term |
+//! | `dref_raft_last_log_index` | gauge | `node` | the index of the last entry in this node's log |
+//! | `dref_raft_applied_index` | gauge | `node` | the index of the last entry applied to its state |
+//! | `dref_raft_apply_lag` | gauge | `node` | entries logged but not yet applied |
+//! | `dref_raft_voters` | gauge | `node` | voters in the membership this node knows |
+//! | `dref_raft_replication_lag` | gauge | `node`, `peer` | on the leader: entries a peer has not acknowledged |
+//! | `dref_raft_leader_changes_total` | counter | `node` | changes of the leader this node knows (including to none) |
+//! | `dref_raft_request_seconds` | histogram | `node`, `op` | latency of `read`, `write` and `keep_alive` requests through this node, failures included |
+//! | `dref_raft_snapshot_bytes` | gauge | | size of the last snapshot this process built |
+//! | `dref_raft_snapshot_seconds` | histogram | | time to encode and store a snapshot |
+//!
 //! `backend` is the backend's [`name`](crate::engine::Backend::name).
 //! Install the recorder before building contexts: a context registers the
 //! metrics of its refs' writes once, when it is built, so that recording
@@ -82,6 +100,44 @@ pub fn describe() {
     describe_counter!(
         "dref_session_renewals_late_total",
         "Session keep-alives sent later than due"
+    );
+    describe_gauge!("dref_raft_leader", "1 while this Raft node leads, else 0");
+    describe_gauge!("dref_raft_term", "The current Raft term");
+    describe_gauge!(
+        "dref_raft_last_log_index",
+        "Index of the last entry in this node's log"
+    );
+    describe_gauge!(
+        "dref_raft_applied_index",
+        "Index of the last entry applied to this node's state"
+    );
+    describe_gauge!("dref_raft_apply_lag", "Entries logged but not yet applied");
+    describe_gauge!(
+        "dref_raft_voters",
+        "Voters in the membership this node knows"
+    );
+    describe_gauge!(
+        "dref_raft_replication_lag",
+        "On the leader: entries a peer has not acknowledged"
+    );
+    describe_counter!(
+        "dref_raft_leader_changes_total",
+        "Changes of the Raft leader this node knows"
+    );
+    describe_histogram!(
+        "dref_raft_request_seconds",
+        Unit::Seconds,
+        "Latency of read, write and keep-alive requests through this node"
+    );
+    describe_gauge!(
+        "dref_raft_snapshot_bytes",
+        Unit::Bytes,
+        "Size of the last Raft snapshot this process built"
+    );
+    describe_histogram!(
+        "dref_raft_snapshot_seconds",
+        Unit::Seconds,
+        "Time to encode and store a Raft snapshot"
     );
 }
 

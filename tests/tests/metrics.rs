@@ -2,6 +2,8 @@
 //! installed by the application sees every name of the table in
 //! `dref::metrics`, with the figures the operations imply.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,6 +133,21 @@ const NAMES: [&str; 11] = [
     "dref_session_renewals_late_total",
 ];
 
+/// The Raft backend's, recorded by its nodes (and described too).
+const RAFT_NAMES: [&str; 11] = [
+    "dref_raft_leader",
+    "dref_raft_term",
+    "dref_raft_last_log_index",
+    "dref_raft_applied_index",
+    "dref_raft_apply_lag",
+    "dref_raft_voters",
+    "dref_raft_replication_lag",
+    "dref_raft_leader_changes_total",
+    "dref_raft_snapshot_bytes",
+    "dref_raft_snapshot_seconds",
+    "dref_raft_request_seconds",
+];
+
 // One thread: the raw writes below run without the watcher in between.
 #[tokio::test(flavor = "current_thread")]
 async fn every_metric_of_the_table_is_recorded() {
@@ -139,7 +156,11 @@ async fn every_metric_of_the_table_is_recorded() {
     dref::metrics::describe();
     let mut described = tally.described.lock().unwrap().clone();
     described.sort();
-    let mut names = NAMES.map(str::to_owned).to_vec();
+    let mut names: Vec<String> = NAMES
+        .iter()
+        .chain(&RAFT_NAMES)
+        .map(|n| n.to_string())
+        .collect();
     names.sort();
     assert_eq!(described, names);
 
@@ -180,7 +201,10 @@ async fn every_metric_of_the_table_is_recorded() {
     assert_eq!(runs, 2);
     assert!(tally.value("dref_update_retries_total", &[]) >= 1.0);
     // Fewer writes than updates: they combined.
-    let committed = tally.value("dref_ref_writes_total", &["outcome=committed"]);
+    let committed = tally.value(
+        "dref_ref_writes_total",
+        &["backend=memory (deferred)", "outcome=committed"],
+    );
     assert!((3.0..17.0).contains(&committed), "{committed}");
     assert!(tally.value("dref_ref_writes_total", &["outcome=rejected"]) >= 1.0);
 
@@ -235,4 +259,42 @@ async fn every_metric_of_the_table_is_recorded() {
     })
     .await;
     assert_eq!(tally.value("dref_session_renewals_late_total", &[]), 0.0);
+
+    // Raft: two nodes (one follower to replicate to), a write, a read and
+    // a snapshot.
+    let nodes = support::raft_cluster::start(2, |c| c).await;
+    support::raft_cluster::wait_for_voters(&nodes, 2).await;
+    let leader = &nodes[support::raft_cluster::leader_of(&nodes)];
+    let ctx = support::raft_cluster::context(leader, None).await;
+    let r = ctx
+        .make(ManualId::<u64>::new("raft-counted"), 0)
+        .await
+        .unwrap();
+    r.update(|n| n + 1).await.unwrap();
+    assert_eq!(r.get().await.unwrap(), 1);
+    leader.snapshot_now().await.unwrap();
+    let node = format!("node={}", leader.node_id());
+    wait_until("the raft gauges", || {
+        tally.value("dref_raft_leader", &[&node]) == 1.0
+            && tally.value("dref_raft_voters", &[&node]) == 2.0
+            && tally.value("dref_raft_term", &[&node]) >= 1.0
+            && tally.value("dref_raft_applied_index", &[&node]) >= 3.0
+            && tally.value("dref_raft_last_log_index", &[&node]) >= 3.0
+            && tally.value("dref_raft_leader_changes_total", &[&node]) >= 1.0
+            && !tally
+                .matching("dref_raft_apply_lag", &[&node])
+                .collect::<Vec<_>>()
+                .is_empty()
+            && !tally
+                .matching("dref_raft_replication_lag", &[&node])
+                .collect::<Vec<_>>()
+                .is_empty()
+    })
+    .await;
+    assert!(tally.records("dref_raft_request_seconds") >= 2);
+    wait_until("the snapshot's metrics", || {
+        tally.records("dref_raft_snapshot_seconds") >= 1
+            && tally.value("dref_raft_snapshot_bytes", &[]) > 0.0
+    })
+    .await;
 }

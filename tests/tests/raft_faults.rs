@@ -728,3 +728,17 @@ async fn a_write_that_must_fail_takes_no_log_entry_and_answers_fresh() {
         other => panic!("a stale condition was not rejected: {other:?}"),
     }
 }
+
+/// A stopped node has closed its listening socket by the time `kill` (or
+/// `shutdown`) returns, so a restart at the same address can bind it at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_frees_its_address_before_kill_returns() {
+    for _ in 0..10 {
+        let nodes = start(1, |c| c).await;
+        let port = port(&nodes[0]);
+        nodes[0].kill().await;
+        let rebound = std::net::TcpListener::bind(("127.0.0.1", port));
+        assert!(rebound.is_ok(), "port {port} still taken: {rebound:?}");
+    }
+}

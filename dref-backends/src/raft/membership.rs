@@ -245,7 +245,7 @@ impl Node {
             }
         }
         self.stop.send_replace(true);
-        self.stop_server();
+        self.stop_server_and_wait().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node = self.id, error = %e, "openraft did not shut down cleanly");
         }

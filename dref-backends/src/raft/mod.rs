@@ -118,6 +118,7 @@ mod leases;
 mod membership;
 mod network;
 mod node;
+mod observe;
 mod proposer;
 mod routing;
 mod rpc;
@@ -128,6 +129,7 @@ mod transport;
 mod types;
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -364,23 +366,25 @@ impl RaftBackend {
         if let Some(tls) = &tls {
             tokio::spawn(tls::reload_on_change(tls.clone(), node.stop_signal()));
         }
+        let (incoming, accepting) = transport::incoming(listener, tls, node.stop_signal());
         let server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
             service,
-            transport::incoming(listener, tls, node.stop_signal()),
+            incoming,
             async move {
                 // Also ends when the node is gone (the sender dropped).
                 stopped.wait_for(|s| *s).await.ok();
             },
         );
-        node.set_server(tokio::spawn(async move {
+        let serving = tokio::spawn(async move {
             // The error (the listener failed) leaves the node unreachable,
             // which peers handle like a dead node.
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "the raft RPC server failed: this node is unreachable");
             }
-        }));
+        });
+        node.set_server([serving, accepting]);
         tokio::spawn(leases::expire_leases(Arc::downgrade(&node), heartbeat));
-        tokio::spawn(node::report_changes(node.raft.clone(), id));
+        tokio::spawn(observe::report_changes(node.raft.clone(), id));
         tokio::spawn(node::snapshot_when_large(
             Arc::downgrade(&node),
             Duration::from_millis(200),
@@ -573,11 +577,11 @@ impl Backend for RaftBackend {
     }
 
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
-        async move { self.node.read(key).await }.boxed()
+        timed(self.node.id, "read", self.node.read(key)).boxed()
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
-        async move {
+        let written = async move {
             write.check_size(self.node.config.max_write_bytes)?;
             if let Some(rejected) = self.node.doomed(&write).await? {
                 return Ok(rejected);
@@ -591,8 +595,8 @@ impl Backend for RaftBackend {
                 .propose(CommandOp::Write(wire))
                 .await?
                 .into_write_outcome(&write.key)
-        }
-        .boxed()
+        };
+        timed(self.node.id, "write", written).boxed()
     }
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
@@ -618,7 +622,7 @@ impl Backend for RaftBackend {
     }
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
-        async move { self.node.keep_alive(lease).await }.boxed()
+        timed(self.node.id, "keep_alive", self.node.keep_alive(lease)).boxed()
     }
 
     fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
@@ -630,4 +634,14 @@ impl Backend for RaftBackend {
         }
         .boxed()
     }
+}
+
+/// Runs `request` and records its latency in `dref_raft_request_seconds`
+/// (failures too: an operator wants to see slow errors).
+async fn timed<T>(node: u64, op: &'static str, request: impl Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let answer = request.await;
+    metrics::histogram!("dref_raft_request_seconds", "node" => node.to_string(), "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    answer
 }

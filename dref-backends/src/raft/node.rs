@@ -49,7 +49,8 @@ pub(super) struct Node {
     pub(super) membership_lock: tokio::sync::Mutex<()>,
     pub(super) stop: watch::Sender<bool>,
     pub(super) stopped: AtomicBool,
-    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The gRPC server's task and the task that owns the listener.
+    server: Mutex<Option<[tokio::task::JoinHandle<()>; 2]>>,
     /// Who this node expects to initialize the cluster (see `discovery`).
     pub(super) initializer: Mutex<Option<String>>,
 }
@@ -163,7 +164,7 @@ impl Node {
     }
 
     /// Hands the RPC server's task to the node, which ends it on stop.
-    pub(super) fn set_server(&self, server: tokio::task::JoinHandle<()>) {
+    pub(super) fn set_server(&self, server: [tokio::task::JoinHandle<()>; 2]) {
         *self.server.lock() = Some(server);
     }
 
@@ -171,8 +172,26 @@ impl Node {
     /// connections instead of accepting them into a server that no longer
     /// serves (peers would wait for a timeout on each call).
     pub(super) fn stop_server(&self) {
-        if let Some(server) = self.server.lock().take() {
-            server.abort();
+        for task in self.server.lock().take().into_iter().flatten() {
+            task.abort();
+        }
+    }
+
+    /// [`stop_server`](Self::stop_server), returning once the socket is
+    /// closed (an abort only asks; the task drops the listener when it
+    /// next runs), so that the address is free for a restart at once.
+    pub(super) async fn stop_server_and_wait(&self) {
+        let Some(tasks) = self.server.lock().take() else {
+            return;
+        };
+        for task in tasks {
+            task.abort();
+            match task.await {
+                Err(e) if e.is_panic() => {
+                    tracing::warn!(node = self.id, error = %e, "a raft server task panicked")
+                }
+                _ => {}
+            }
         }
     }
 
@@ -242,48 +261,6 @@ pub(super) async fn snapshot_when_large(node: Weak<Node>, interval: Duration) {
             if let Err(e) = node.raft.trigger().snapshot().await {
                 tracing::warn!(node = node.id, error = %e, "cannot start a snapshot");
             }
-        }
-    }
-}
-
-/// Logs what an operator must know of the cluster as this node sees it:
-/// a change of leader or term, and of membership.
-pub(super) async fn report_changes(raft: Raft<TypeConfig>, id: u64) {
-    let mut metrics = raft.metrics();
-    let mut leader = None;
-    let mut membership = None;
-    // Ends when openraft stops (the metrics' sender is dropped).
-    while metrics.changed().await.is_ok() {
-        let m = metrics.borrow_and_update().clone();
-        if m.current_leader != leader {
-            leader = m.current_leader;
-            match leader {
-                Some(l) if l == id => {
-                    tracing::info!(
-                        node = id,
-                        term = m.current_term,
-                        "this node leads the raft cluster"
-                    )
-                }
-                Some(l) => tracing::info!(
-                    node = id,
-                    leader = l,
-                    term = m.current_term,
-                    "raft leader changed"
-                ),
-                None => tracing::warn!(node = id, term = m.current_term, "no raft leader known"),
-            }
-        }
-        let config = m.membership_config.log_id().map(|l| l.index);
-        if config != membership {
-            membership = config;
-            let members = m.membership_config.membership();
-            tracing::info!(
-                node = id,
-                voters = ?members.voter_ids().collect::<Vec<_>>(),
-                learners = ?members.learner_ids().collect::<Vec<_>>(),
-                "raft membership changed"
-            );
         }
     }
 }

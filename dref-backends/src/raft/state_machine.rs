@@ -311,6 +311,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // before openraft hears of the snapshot (and purges the log).
         let store = self.snapshots.clone();
         let file_meta = meta.clone();
+        let started = std::time::Instant::now();
         let data = tokio::task::spawn_blocking(move || {
             let data = postcard::to_allocvec(&snapshot_image(image, dedup))
                 .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
@@ -321,6 +322,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, &e))??;
+        let took = started.elapsed();
+        metrics::histogram!("dref_raft_snapshot_seconds").record(took.as_secs_f64());
+        metrics::gauge!("dref_raft_snapshot_bytes").set(data.len() as f64);
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), ?took, "raft snapshot taken");
         let mut m = self.shared.machine.lock();
         let last = meta.last_log_id;
         // An installed snapshot may have overtaken this one meanwhile.

@@ -237,12 +237,16 @@ impl AsyncWrite for Conn {
 /// The connections `listener` accepts until `stopped`, handshaken when
 /// `tls` is given. A client that fails the handshake (no certificate, one
 /// of another CA, an expired one, plain text, garbage) is logged and
-/// dropped; it never reaches the gRPC service.
+/// dropped; it never reaches the gRPC service. Also returns the task that
+/// owns the listener: the socket is closed once it has ended.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+) -> (
+    impl Stream<Item = io::Result<Conn>> + Send + 'static,
+    tokio::task::JoinHandle<()>,
+) {
     let (ready, accepted) = tokio::sync::mpsc::channel::<Conn>(64);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let refusals = Arc::new(RefusalLog {
@@ -251,7 +255,7 @@ pub fn incoming(
             .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string()),
         seen: Mutex::default(),
     });
-    tokio::spawn(async move {
+    let accepting = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
                 () = until_stopped(&mut stopped) => return,
@@ -307,9 +311,10 @@ pub fn incoming(
             }
         }
     });
-    futures_util::stream::unfold(accepted, |mut accepted| async move {
+    let stream = futures_util::stream::unfold(accepted, |mut accepted| async move {
         accepted.recv().await.map(|conn| (Ok(conn), accepted))
-    })
+    });
+    (stream, accepting)
 }
 
 /// Returns once the node stops (or is gone).
