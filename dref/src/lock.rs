@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::context::Context;
 use crate::detach::detach;
@@ -476,7 +477,14 @@ pub(crate) async fn run_locked<F: Future>(guard: LockGuard, body: F) -> Result<F
 
 pub(crate) async fn acquire(ctx: &Context, key: Key, name: &str, wait: Wait) -> Result<LockGuard> {
     let asked = Instant::now();
-    let acquired = acquire_loop(ctx, key, name, wait).await;
+    let span = tracing::debug_span!(
+        "dref",
+        op = "acquire",
+        lock = name,
+        backend = ctx.inner.backend.name(),
+        node = ctx.node_id()
+    );
+    let acquired = acquire_loop(ctx, key, name, wait).instrument(span).await;
     if acquired.is_ok() {
         crate::metrics::lock_acquired(ctx.inner.backend.name(), asked.elapsed());
     }

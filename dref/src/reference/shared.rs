@@ -8,6 +8,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::change::HubItem;
 use super::combiner::{Combiner, FieldSlot, Splice};
@@ -160,11 +161,26 @@ impl<T: Value> RefShared<T> {
         &self.ctx.inner.backend
     }
 
+    /// A span for operation `op` on this ref (trace level: with no
+    /// subscriber for it, it costs a check of the level).
+    pub(crate) fn span(&self, op: &'static str) -> tracing::Span {
+        tracing::trace_span!(
+            "dref",
+            op,
+            key = %self.key,
+            backend = self.backend().name(),
+            node = self.ctx.node_id()
+        )
+    }
+
     /// [`Backend::read`] of this ref's key (at once when the backend can).
     pub(crate) async fn read(&self) -> Result<Option<Record>> {
         match self.backend().try_read(&self.key) {
             Some(answered) => answered,
-            None => self.backend().read(self.key.clone()).await,
+            None => {
+                let read = self.backend().read(self.key.clone());
+                read.instrument(self.span("read")).await
+            }
         }
     }
 
@@ -175,7 +191,10 @@ impl<T: Value> RefShared<T> {
         let limited = write.max_record_bytes.is_some();
         let result = match self.backend().try_write(write) {
             Ok(answered) => answered,
-            Err(write) => self.backend().write(write).await,
+            Err(write) => {
+                let written = self.backend().write(write);
+                written.instrument(self.span("write")).await
+            }
         };
         self.ctx.inner.metrics.write(result.as_ref());
         match result {

@@ -30,6 +30,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::combiner::{Combiner, FieldSlot, Turn};
 use super::shared::{Digests, RefShared};
@@ -200,6 +201,21 @@ impl<T: Value> Target<T> {
 /// Updates `target` of the ref with `f`: returns the closure's result with
 /// the value it was given and the value it made.
 pub(crate) async fn update<T, B, E, F, Fut>(
+    shared: &Arc<RefShared<T>>,
+    target: &Target<T>,
+    f: F,
+) -> Result<(B, T, T), E>
+where
+    T: Value,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = Result<(B, T), E>>,
+    E: From<Error>,
+{
+    let span = shared.span("update");
+    update_in_span(shared, target, f).instrument(span).await
+}
+
+async fn update_in_span<T, B, E, F, Fut>(
     shared: &Arc<RefShared<T>>,
     target: &Target<T>,
     mut f: F,
