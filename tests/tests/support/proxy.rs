@@ -162,38 +162,90 @@ async fn requests(
     faults: &Faults,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
+    // Bytes of a command that has not arrived whole yet.
+    let mut pending = Vec::new();
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
         }
-        let chunk = &buf[..n];
-        let upper = chunk.to_ascii_uppercase();
-        if contains(&upper, b"SUBSCRIBE") {
-            link.subscriber.store(true, Ordering::SeqCst);
+        pending.extend_from_slice(&buf[..n]);
+        // Commands one by one: a client pipelines several into one chunk
+        // (more so on a loaded machine), and each must get its own answer.
+        while let Some(len) = command_len(&pending) {
+            let command: Vec<u8> = pending.drain(..len).collect();
+            relay_command(&command, &mut to, link, faults).await?;
         }
-        if contains(&upper, b"EVALSHA")
-            && faults
-                .loading
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            const LOADING: &[u8] = b"*3\r\n$4\r\nEVAL\r\n$74\r\nreturn redis.error_reply('LOADING Redis is loading the dataset in memory')\r\n$1\r\n0\r\n";
-            to.write_all(LOADING).await?;
-            continue;
-        }
-        {
-            let mut armed = faults.lose_reply_to.lock().unwrap();
-            if armed
-                .as_deref()
-                .is_some_and(|needle| contains(chunk, needle))
-            {
-                *armed = None;
-                link.lose_next_reply.store(true, Ordering::SeqCst);
-            }
-        }
-        to.write_all(chunk).await?;
     }
+}
+
+/// Passes one whole command on to the server, or answers it in the
+/// server's place.
+async fn relay_command(
+    command: &[u8],
+    to: &mut OwnedWriteHalf,
+    link: &Link,
+    faults: &Faults,
+) -> std::io::Result<()> {
+    let upper = command.to_ascii_uppercase();
+    if contains(&upper, b"SUBSCRIBE") {
+        link.subscriber.store(true, Ordering::SeqCst);
+    }
+    if contains(&upper, b"EVALSHA")
+        && faults
+            .loading
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        // The server answers this script in place of the real call.
+        const LOADING: &[u8] = b"*3\r\n$4\r\nEVAL\r\n$74\r\nreturn redis.error_reply('LOADING Redis is loading the dataset in memory')\r\n$1\r\n0\r\n";
+        return to.write_all(LOADING).await;
+    }
+    {
+        let mut armed = faults.lose_reply_to.lock().unwrap();
+        if armed
+            .as_deref()
+            .is_some_and(|needle| contains(command, needle))
+        {
+            *armed = None;
+            link.lose_next_reply.store(true, Ordering::SeqCst);
+        }
+    }
+    to.write_all(command).await
+}
+
+/// The length of the first whole command in `bytes` (a RESP array of bulk
+/// strings, as clients send them, or an inline command line), or `None`
+/// while it is incomplete.
+fn command_len(bytes: &[u8]) -> Option<usize> {
+    let line = |from: usize| {
+        bytes[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|at| (from + at, from + at + 2))
+    };
+    let number = |from: usize, to: usize| -> Option<usize> {
+        std::str::from_utf8(&bytes[from..to]).ok()?.parse().ok()
+    };
+    if bytes.first() != Some(&b'*') {
+        // An inline command: up to the end of its line.
+        return line(0).map(|(_, next)| next);
+    }
+    let (end, mut at) = line(0)?;
+    let items = number(1, end)?;
+    for _ in 0..items {
+        if bytes.get(at) != Some(&b'$') {
+            // Not a bulk string: pass the rest on as it is.
+            return Some(bytes.len());
+        }
+        let (end, next) = line(at)?;
+        let len = number(at + 1, end)?;
+        at = next + len + 2;
+        if at > bytes.len() {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 /// Server to client.
