@@ -5,7 +5,11 @@
 //! - lock acquire + release vs `SET NX PX` + a compare-and-delete script.
 //!
 //! Each task works on its own key (the contended case is printed too), at
-//! concurrency 1 and 64. Run with `cargo bench -p dref-bench --bench redis`.
+//! concurrency 1 and 64. Each cell also prints the CPU time per operation
+//! of the benchmark process (the client) and of the server, which depend
+//! less than the rates on what else the machine runs (they still grow on a
+//! loaded machine: caches and context switches). Run with
+//! `cargo bench -p dref-bench --bench redis`.
 
 #[path = "../../tests/tests/support/redis_server.rs"]
 mod redis_server;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use dref::{Context, ManualId};
 use dref_backends::redis::RedisConfig;
+use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
 /// Length of one measured round.
@@ -25,14 +30,58 @@ const RUN: Duration = Duration::from_secs(1);
 /// drift in the machine's speed hits both, and the medians are reported.
 const ROUNDS: usize = 5;
 
-/// Operations per second of `tasks` tasks each running `op(task)` in a loop
-/// for one round.
-async fn rate<F, Fut>(tasks: usize, op: &Arc<F>) -> f64
+/// One round's figures.
+#[derive(Clone, Copy)]
+struct Round {
+    /// Operations per second.
+    rate: f64,
+    /// CPU time per operation of this process, in microseconds.
+    client_us: f64,
+    /// CPU time per operation of the server, in microseconds.
+    server_us: f64,
+}
+
+/// CPU time used so far by this process (utime + stime in
+/// `/proc/self/stat`, clock ticks of 10 ms) and by the server (`INFO cpu`),
+/// in seconds.
+async fn cpu(server: &mut MultiplexedConnection) -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name in parentheses start with the
+    // third (state): utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let client = (ticks(11) + ticks(12)) / 100.0;
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(server)
+        .await
+        .expect("INFO cpu");
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (client, field("used_cpu_user:") + field("used_cpu_sys:"))
+}
+
+/// The figures of `tasks` tasks each running `op(task)` in a loop for one
+/// round; `server` reads the server's CPU time.
+async fn rate<F, Fut>(tasks: usize, op: &Arc<F>, server: &mut MultiplexedConnection) -> Round
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let done = Arc::new(AtomicU64::new(0));
+    let (client_before, server_before) = cpu(server).await;
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
@@ -48,7 +97,14 @@ where
     for h in handles {
         h.await.expect("bench task");
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed().as_secs_f64();
+    let (client_after, server_after) = cpu(server).await;
+    let ops = done.load(Ordering::Relaxed) as f64;
+    Round {
+        rate: ops / elapsed,
+        client_us: (client_after - client_before) * 1e6 / ops,
+        server_us: (server_after - server_before) * 1e6 / ops,
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -56,9 +112,14 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Median rates of `dref` and `raw` over alternating rounds, and the
-/// median of the per-round ratios.
-async fn compare<D, DF, R, RF>(tasks: usize, dref: D, raw: R) -> (f64, f64, f64)
+/// Medians of alternating rounds of `dref` and `raw`: of each one's
+/// figures, and of the per-round ratios of their rates.
+async fn compare<D, DF, R, RF>(
+    tasks: usize,
+    dref: D,
+    raw: R,
+    server: &mut MultiplexedConnection,
+) -> Comparison
 where
     D: Fn(usize) -> DF + Send + Sync + 'static,
     DF: Future<Output = ()> + Send,
@@ -66,21 +127,90 @@ where
     RF: Future<Output = ()> + Send,
 {
     let (dref, raw) = (Arc::new(dref), Arc::new(raw));
-    let (mut d, mut r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d, mut r) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let dref_rate = rate(tasks, &dref).await;
-        let raw_rate = rate(tasks, &raw).await;
-        d.push(dref_rate);
-        r.push(raw_rate);
-        ratios.push(dref_rate / raw_rate);
+        d.push(rate(tasks, &dref, server).await);
+        r.push(rate(tasks, &raw, server).await);
     }
-    (median(d), median(r), median(ratios))
+    Comparison::of(&d, &r)
 }
 
-fn report(what: &str, (dref, raw, ratio): (f64, f64, f64), raw_name: &str, target: f64) {
-    let verdict = if ratio >= target { "meets" } else { "MISSES" };
+/// As [`compare`], with a third op in every round: `off`, the same as
+/// `dref` on a handle whose writes do not share script calls. Returns the
+/// comparisons of `dref` and of `off` with `raw`, and the median of the
+/// per-round ratios of `dref`'s rate to `off`'s.
+async fn compare_batching<D, DF, O, OF, R, RF>(
+    tasks: usize,
+    dref: D,
+    off: O,
+    raw: R,
+    server: &mut MultiplexedConnection,
+) -> (Comparison, Comparison, f64)
+where
+    D: Fn(usize) -> DF + Send + Sync + 'static,
+    DF: Future<Output = ()> + Send,
+    O: Fn(usize) -> OF + Send + Sync + 'static,
+    OF: Future<Output = ()> + Send,
+    R: Fn(usize) -> RF + Send + Sync + 'static,
+    RF: Future<Output = ()> + Send,
+{
+    let (dref, off, raw) = (Arc::new(dref), Arc::new(off), Arc::new(raw));
+    let (mut d, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        d.push(rate(tasks, &dref, server).await);
+        o.push(rate(tasks, &off, server).await);
+        r.push(rate(tasks, &raw, server).await);
+    }
+    let gain = median(d.iter().zip(&o).map(|(d, o)| d.rate / o.rate).collect());
+    (Comparison::of(&d, &r), Comparison::of(&o, &r), gain)
+}
+
+/// A cell's medians.
+struct Comparison {
+    dref: Round,
+    raw: Round,
+    ratio: f64,
+}
+
+impl Comparison {
+    /// The medians of rounds `d` of dref and `r` of the baseline, taken in
+    /// turn.
+    fn of(d: &[Round], r: &[Round]) -> Comparison {
+        let medians = |rounds: &[Round]| Round {
+            rate: median(rounds.iter().map(|r| r.rate).collect()),
+            client_us: median(rounds.iter().map(|r| r.client_us).collect()),
+            server_us: median(rounds.iter().map(|r| r.server_us).collect()),
+        };
+        Comparison {
+            dref: medians(d),
+            raw: medians(r),
+            ratio: median(d.iter().zip(r).map(|(d, r)| d.rate / r.rate).collect()),
+        }
+    }
+}
+
+fn report(what: &str, c: Comparison, raw_name: &str, target: f64) {
+    let verdict = if c.ratio >= target { "meets" } else { "MISSES" };
+    let (dref, raw, ratio) = (c.dref.rate, c.raw.rate, c.ratio);
     println!(
         "{what:<30} dref {dref:>9.0} ops/s   {raw_name:<26} {raw:>9.0} ops/s   ratio {ratio:>4.2}x ({verdict} target {target:.2}x)"
+    );
+    println!(
+        "{:<30} CPU per op: dref client {:>5.1} µs, server {:>5.1} µs; {raw_name} client {:>5.1} µs, server {:>5.1} µs",
+        "", c.dref.client_us, c.dref.server_us, c.raw.client_us, c.raw.server_us
+    );
+}
+
+/// A cell's figures on the handle whose writes do not share calls, and
+/// `gain`, the rate with batching over the rate without.
+fn report_off(what: &str, c: Comparison, raw_name: &str, gain: f64) {
+    let (dref, raw, ratio) = (c.dref.rate, c.raw.rate, c.ratio);
+    println!(
+        "{what:<30} dref {dref:>9.0} ops/s   {raw_name:<26} {raw:>9.0} ops/s   ratio {ratio:>4.2}x (batching on: {gain:.2}x this)"
+    );
+    println!(
+        "{:<30} CPU per op: dref client {:>5.1} µs, server {:>5.1} µs",
+        "", c.dref.client_us, c.dref.server_us
     );
 }
 
@@ -103,11 +233,27 @@ async fn run(url: String) {
         .connect()
         .await
         .expect("context");
+    // The same on a handle whose writes each make a call of their own (as
+    // before writes were batched), for the 64-task cells; in a namespace of
+    // its own, so that neither handle receives the other's events.
+    let unbatched = RedisConfig::new(&url)
+        .prefix("unbatched:")
+        .batch_writes(false)
+        .connect()
+        .await
+        .expect("connect");
+    let off = Context::builder()
+        .backend(unbatched)
+        .connect()
+        .await
+        .expect("context");
     let raw = redis::Client::open(url.as_str())
         .expect("url")
         .get_multiplexed_async_connection()
         .await
         .expect("raw connection");
+    // Reads the server's CPU time between rounds.
+    let mut probe = raw.clone();
     let release = redis::Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
     );
@@ -118,81 +264,87 @@ async fn run(url: String) {
 
     for tasks in [1usize, 64] {
         let mut refs = Vec::new();
+        let mut off_refs = Vec::new();
         for t in 0..tasks {
-            refs.push(
-                ctx.make(ManualId::<u64>::new(format!("n{t}")), 0)
-                    .await
-                    .expect("make"),
-            );
+            let id = format!("n{t}");
+            refs.push(ctx.make(ManualId::<u64>::new(&id), 0).await.expect("make"));
+            let id = format!("m{t}");
+            off_refs.push(off.make(ManualId::<u64>::new(&id), 0).await.expect("make"));
         }
-        let refs = Arc::new(refs);
-        let update = compare(
-            tasks,
-            {
-                let refs = refs.clone();
-                move |t| {
-                    let r = refs[t].clone();
-                    async move { r.update(|n| n + 1).await.expect("update") }
+        let update = |refs: Vec<dref::DRef<u64>>| {
+            let refs = Arc::new(refs);
+            move |t: usize| {
+                let r = refs[t].clone();
+                async move { r.update(|n| n + 1).await.expect("update") }
+            }
+        };
+        let incr = {
+            let raw = raw.clone();
+            move |t| {
+                let mut raw = raw.clone();
+                async move {
+                    let _: u64 = raw.incr(format!("raw:n{t}"), 1).await.expect("incr");
                 }
-            },
-            {
-                let raw = raw.clone();
-                move |t| {
-                    let mut raw = raw.clone();
-                    async move {
-                        let _: u64 = raw.incr(format!("raw:n{t}"), 1).await.expect("incr");
-                    }
-                }
-            },
-        )
-        .await;
-        report(&format!("update, {tasks} tasks"), update, "INCR", 0.7);
+            }
+        };
+        let what = format!("update, {tasks} tasks");
+        if tasks == 1 {
+            // A lone write makes its own call, batching or not.
+            let c = compare(tasks, update(refs), incr, &mut probe).await;
+            report(&what, c, "INCR", 0.7);
+        } else {
+            let (on, unbatched, gain) =
+                compare_batching(tasks, update(refs), update(off_refs), incr, &mut probe).await;
+            report(&what, on, "INCR", 0.7);
+            report_off(&format!("{what}, batching off"), unbatched, "INCR", gain);
+        }
 
-        let lock = compare(
-            tasks,
-            {
+        let lock = |ctx: &Context, names: &'static str| {
+            let ctx = ctx.clone();
+            move |t: usize| {
                 let ctx = ctx.clone();
-                move |t| {
-                    let ctx = ctx.clone();
-                    async move {
-                        let guard = ctx.acquire(&format!("l{t}")).await.expect("acquire");
-                        guard.release().await.expect("release");
-                    }
+                async move {
+                    let guard = ctx.acquire(&format!("{names}{t}")).await.expect("acquire");
+                    guard.release().await.expect("release");
                 }
-            },
-            {
-                let (raw, release) = (raw.clone(), release.clone());
-                move |t| {
-                    let (mut raw, release) = (raw.clone(), release.clone());
-                    async move {
-                        let key = format!("raw:l{t}");
-                        let set: Option<String> = redis::cmd("SET")
-                            .arg(&key)
-                            .arg("holder")
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(5000)
-                            .query_async(&mut raw)
-                            .await
-                            .expect("set nx");
-                        assert!(set.is_some());
-                        let _: i64 = release
-                            .key(&key)
-                            .arg("holder")
-                            .invoke_async(&mut raw)
-                            .await
-                            .expect("release");
-                    }
+            }
+        };
+        let set_nx = {
+            let (raw, release) = (raw.clone(), release.clone());
+            move |t| {
+                let (mut raw, release) = (raw.clone(), release.clone());
+                async move {
+                    let key = format!("raw:l{t}");
+                    let set: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg("holder")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(5000)
+                        .query_async(&mut raw)
+                        .await
+                        .expect("set nx");
+                    assert!(set.is_some());
+                    let _: i64 = release
+                        .key(&key)
+                        .arg("holder")
+                        .invoke_async(&mut raw)
+                        .await
+                        .expect("release");
                 }
-            },
-        )
-        .await;
-        report(
-            &format!("lock+release, {tasks} tasks"),
-            lock,
-            "SET NX PX + CAS-delete",
-            1.0 / 1.2,
-        );
+            }
+        };
+        let what = format!("lock+release, {tasks} tasks");
+        let baseline = "SET NX PX + CAS-delete";
+        if tasks == 1 {
+            let c = compare(tasks, lock(&ctx, "l"), set_nx, &mut probe).await;
+            report(&what, c, baseline, 1.0 / 1.2);
+        } else {
+            let (on, unbatched, gain) =
+                compare_batching(tasks, lock(&ctx, "l"), lock(&off, "k"), set_nx, &mut probe).await;
+            report(&what, on, baseline, 1.0 / 1.2);
+            report_off(&format!("{what}, batching off"), unbatched, baseline, gain);
+        }
     }
 
     // For information: 64 tasks contending on one counter (INCR never
@@ -205,10 +357,10 @@ async fn run(url: String) {
         let r = shared.clone();
         async move { r.update(|n| n + 1).await.expect("update") }
     });
-    let contended = median(vec![
-        rate(64, &contended).await,
-        rate(64, &contended).await,
-        rate(64, &contended).await,
-    ]);
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        rounds.push(rate(64, &contended, &mut probe).await.rate);
+    }
+    let contended = median(rounds);
     println!("update, 64 tasks on one key     dref {contended:>9.0} ops/s   (contended; for information)");
 }

@@ -13,6 +13,7 @@ use dref::engine::{
 use dref::{ChangeKind, Codec, Context, Error, ManualId};
 use dref_backends::redis::{RedisBackend, RedisConfig};
 use dref_tests::{eventually, within};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -338,26 +339,19 @@ async fn acl_users_with_their_own_database() {
     assert!(matches!(err, Error::Config(_)), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_server_times_out_with_a_typed_error() {
-    let server = RedisServer::start(&["--enable-debug-command", "yes"]);
-    let backend = RedisConfig::new(server.url())
-        .command_timeout(Duration::from_millis(300))
-        .connect()
-        .await
-        .unwrap();
-    let ctx = context(backend, "a");
-    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
-    let mut conn = raw(&server).await;
-    let mut probe = raw(&server).await;
+/// Stalls the server for `seconds` (`DEBUG SLEEP` on a connection of its
+/// own; the server needs `--enable-debug-command yes`), and returns once it
+/// is seen stalled: a `PING` goes unanswered. The task ends with the stall.
+async fn stall(server: &RedisServer, seconds: f64) -> tokio::task::JoinHandle<()> {
+    let mut conn = raw(server).await;
+    let mut probe = raw(server).await;
     let stall = tokio::spawn(async move {
         let _: redis::RedisResult<()> = redis::cmd("DEBUG")
             .arg("SLEEP")
-            .arg(3)
+            .arg(seconds)
             .query_async(&mut conn)
             .await;
     });
-    // Wait until the server is seen stalled: a PING goes unanswered.
     within("the server to stall", async {
         loop {
             let ping_cmd = redis::cmd("PING");
@@ -371,6 +365,20 @@ async fn a_stalled_server_times_out_with_a_typed_error() {
         }
     })
     .await;
+    stall
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_times_out_with_a_typed_error() {
+    let server = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let backend = RedisConfig::new(server.url())
+        .command_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let ctx = context(backend, "a");
+    let r = ctx.make(ManualId::<u64>::new("n"), 0).await.unwrap();
+    let stall = stall(&server, 3.0).await;
     let started = std::time::Instant::now();
     let err = r.update(|n| n + 1).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
@@ -889,4 +897,538 @@ async fn connect_waits_while_the_server_loads_its_data() {
         .expect("a ref after loading");
     r.set(2).await.expect("a write after loading");
     assert_eq!(r.get().await.expect("a read"), 2);
+}
+
+// ---------------------------------------------------------------------
+// Batched writes: writes issued concurrently through one handle share
+// script calls, each with its own condition, outcome and event.
+
+/// A handle for the batching tests: no periodic sweeps (so that the only
+/// script calls are the test's writes), and a command timeout longer than
+/// the stalls below.
+async fn batching_backend(server: &RedisServer, prefix: &str) -> RedisBackend {
+    RedisConfig::new(server.url())
+        .prefix(prefix)
+        .command_timeout(Duration::from_secs(20))
+        .sweep_interval(Duration::from_secs(3600))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// How many script calls (`EVALSHA`) the server has run since its
+/// statistics were reset.
+async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// The number of writes each call of the script's `write` operation
+/// carried, oldest first, from the slow log (a server started with
+/// `--slowlog-log-slower-than 0` logs every command, with its first
+/// arguments: the count of writes is the sixth).
+async fn write_calls(conn: &mut redis::aio::MultiplexedConnection) -> Vec<usize> {
+    type Entry = (u64, u64, u64, Vec<Vec<u8>>, String, String);
+    let entries: Vec<Entry> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut calls: Vec<(u64, usize)> = entries
+        .into_iter()
+        .filter(|(_, _, _, args, _, _)| {
+            args.len() > 5 && args[0].eq_ignore_ascii_case(b"EVALSHA") && args[3] == b"write"
+        })
+        .filter_map(|(id, _, _, args, _, _)| {
+            let count = std::str::from_utf8(&args[5]).ok()?.parse().ok()?;
+            Some((id, count))
+        })
+        .collect();
+    calls.sort_unstable();
+    calls.into_iter().map(|(_, count)| count).collect()
+}
+
+/// Polls `fut` once, so that a write is sent or queued; it must not be
+/// done yet.
+async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) {
+    let polled =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx)))
+            .await;
+    assert!(polled.is_pending(), "a write finished at its first poll");
+}
+
+/// How many writes [`fill_calls`] issues.
+const FILLERS: usize = 4;
+
+/// Issues writes one by one, each left time to take a call of its own,
+/// until every call the handle keeps in flight is taken (the first write
+/// makes its own call, the next two take the two calls of its batching
+/// task; the fourth queues): while the server sleeps, every later write of
+/// the handle waits in its queue. Returns the writes, to be awaited.
+async fn fill_calls(b: &RedisBackend) -> Vec<BoxFuture<'_, dref::Result<WriteOutcome>>> {
+    let mut fillers = Vec::new();
+    for i in 0..FILLERS {
+        let mut write = b.write(put(&Key::new(format!("ref/filler{i}")), "f"));
+        poll_once(&mut write).await;
+        fillers.push(write);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fillers
+}
+
+fn put_event(item: Option<dref::Result<WatchItem>>) -> (u64, u64, Vec<(FieldName, Bytes)>) {
+    match item {
+        Some(Ok(WatchItem::Event(dref::engine::Event {
+            revision,
+            kind: dref::engine::EventKind::Put {
+                version, changed, ..
+            },
+        }))) => (revision, version, changed),
+        other => panic!("expected a put event, got {other:?}"),
+    }
+}
+
+fn field(value: &str) -> Vec<(FieldName, Bytes)> {
+    vec![(
+        FieldName::from("v"),
+        Bytes::copy_from_slice(value.as_bytes()),
+    )]
+}
+
+/// Writes to one key issued concurrently through one handle, while the
+/// server is busy (so that they queue behind the call in flight), take far
+/// fewer script calls than writes; each gets its own outcome and event, in
+/// the order the writes were issued, and each versioned write is checked
+/// against the record the writes before it in the same call made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_one_key_share_script_calls() {
+    let server = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let b = batching_backend(&server, "b1:").await;
+    let mut conn = raw(&server).await;
+    let key = Key::new("ref/one");
+    let created = committed(b.write(put(&key, "start")).await.unwrap());
+    let mut watch = b.watch(key.clone(), Some(created)).await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let stalled = stall(&server, 1.0).await;
+    let values: Vec<String> = (0..64).map(|i| format!("value {i}")).collect();
+    let writes = values.iter().map(|v| b.write(put(&key, v)));
+    let outcomes = futures_util::future::join_all(writes).await;
+    stalled.await.unwrap();
+    // Unbatched, each write is a call. Batched: the calls in flight when
+    // the server stalled (at most two made by writes themselves and two by
+    // the handle's batching task), then one with the rest.
+    let calls = script_calls(&mut conn).await;
+    assert!(calls <= 5, "64 concurrent writes took {calls} script calls");
+    let mut last = created;
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let WriteOutcome::Committed { revision, version } = outcome.unwrap() else {
+            panic!("write {i} was rejected")
+        };
+        assert!(
+            revision > last,
+            "write {i} committed at {revision}, after {last}"
+        );
+        assert_eq!(version, i as u64 + 2, "write {i}");
+        last = revision;
+        let event = put_event(within("the write's event", watch.next()).await);
+        assert_eq!(event, (revision, version, field(&values[i])), "write {i}");
+    }
+
+    // Versioned writes, all on the version the record has now: the first
+    // commits, and each of the others is rejected with the record the
+    // first made.
+    let stalled = stall(&server, 1.0).await;
+    let writes =
+        (0..16).map(|i| b.write(put(&key, &format!("cas {i}")).when(Condition::Version(65))));
+    let mut outcomes = futures_util::future::join_all(writes).await.into_iter();
+    stalled.await.unwrap();
+    let first = outcomes.next().unwrap().unwrap();
+    let WriteOutcome::Committed { revision, version } = first else {
+        panic!("the first versioned write was rejected: {first:?}")
+    };
+    assert_eq!(version, 66);
+    for (i, outcome) in outcomes.enumerate() {
+        match outcome.unwrap() {
+            WriteOutcome::Rejected {
+                current: Some(record),
+            } => {
+                assert_eq!(
+                    (record.version, record.mod_revision),
+                    (66, revision),
+                    "write {}",
+                    i + 1
+                );
+                assert_eq!(&record.field("v").unwrap().value[..], b"cas 0");
+            }
+            other => panic!("versioned write {} on a changed record: {other:?}", i + 1),
+        }
+    }
+    let event = put_event(within("the versioned write's event", watch.next()).await);
+    assert_eq!(event, (revision, 66, field("cas 0")));
+}
+
+/// With batching off, concurrent writes each make a call of their own (on
+/// the pipelined command connection), as before writes shared calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_batching_every_write_makes_its_own_call() {
+    let server = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let b = RedisConfig::new(server.url())
+        .prefix("b6:")
+        .command_timeout(Duration::from_secs(20))
+        .sweep_interval(Duration::from_secs(3600))
+        .batch_writes(false)
+        .connect()
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stalled = stall(&server, 1.0).await;
+    let writes = (0..16).map(|i| b.write(put(&Key::new(format!("ref/own{i}")), "1")));
+    for outcome in futures_util::future::join_all(writes).await {
+        committed(outcome.unwrap());
+    }
+    stalled.await.unwrap();
+    assert_eq!(script_calls(&mut conn).await, 16);
+}
+
+/// Writes to many keys issued concurrently through one handle share calls
+/// too, and a write that fails does so alone: in a call with others, a
+/// write that meets malformed data gets `Protocol` naming the key and
+/// field, one under a lease that is gone `LeaseExpired`, one above its size
+/// limit `ValueTooLarge`; none changes anything (nor takes a revision),
+/// while the writes before and after them in the same call commit, with
+/// consecutive revisions and their events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_malformed_data_fails_alone_in_its_call() {
+    let server = RedisServer::start(&[
+        "--enable-debug-command",
+        "yes",
+        "--slowlog-log-slower-than",
+        "0",
+        "--slowlog-max-len",
+        "10000",
+    ]);
+    let b = batching_backend(&server, "b2:").await;
+    let mut conn = raw(&server).await;
+    let keys: Vec<Key> = (0..33).map(|i| Key::new(format!("ref/k{i}"))).collect();
+    let (gone, bad, big) = (8, 16, 24);
+    let lease = b.grant_lease(Duration::from_secs(600)).await.unwrap();
+    b.revoke_lease(lease).await.unwrap();
+    let mut watches = Vec::new();
+    for key in &keys {
+        let revision = committed(b.write(put(key, "0")).await.unwrap());
+        watches.push(b.watch(key.clone(), Some(revision)).await.unwrap());
+    }
+    let bad_key = format!("b2:r:{}", keys[bad].as_str());
+    let _: () = conn.hset(&bad_key, "m:ver", "garbage").await.unwrap();
+    let bad_before: std::collections::HashMap<String, Vec<u8>> =
+        conn.hgetall(&bad_key).await.unwrap();
+    let revision_before: u64 = conn.get("b2:rev").await.unwrap();
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let stalled = stall(&server, 1.0).await;
+    // Writes that take every call the handle makes while the server sleeps
+    // (one the write makes itself, two of its batching task), issued one by
+    // one so that each takes a call: the writes below queue behind them.
+    let fillers = fill_calls(&b).await;
+    let writes = keys.iter().enumerate().map(|(i, key)| {
+        let write = put(key, "1").when(Condition::Version(1));
+        b.write(match i {
+            _ if i == gone => write.with_lease(Some(lease)),
+            _ if i == big => write.with_max_record_bytes(0),
+            _ => write,
+        })
+    });
+    let (outcomes, fillers) = futures_util::future::join(
+        futures_util::future::join_all(writes),
+        futures_util::future::join_all(fillers),
+    )
+    .await;
+    stalled.await.unwrap();
+    for outcome in fillers {
+        committed(outcome.unwrap());
+    }
+
+    // Each call takes the writes at the head of the queue, in the order
+    // they were issued (the fillers first): the calls that carried the
+    // failing ones follow from the counts.
+    let calls = write_calls(&mut conn).await;
+    assert_eq!(
+        calls.iter().sum::<usize>(),
+        FILLERS + keys.len(),
+        "{calls:?}"
+    );
+    assert!(
+        calls.len() <= 5,
+        "33 concurrent writes took calls {calls:?}"
+    );
+    for failing in [gone, bad, big] {
+        let mut end = 0;
+        let carrier = calls.iter().find(|n| {
+            end += **n;
+            end > FILLERS + failing
+        });
+        assert!(
+            carrier.is_some_and(|n| *n > 1),
+            "write {failing} went alone: {calls:?}"
+        );
+    }
+    let mut revision = revision_before + FILLERS as u64;
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match i {
+            _ if i == bad => {
+                let err = outcome.unwrap_err();
+                assert_malformed(&err, &bad_key, "m:ver", "the write on malformed data");
+                continue;
+            }
+            _ if i == gone => {
+                let err = outcome.unwrap_err();
+                assert!(
+                    matches!(err, Error::LeaseExpired { lease: l } if l == lease),
+                    "{err}"
+                );
+                continue;
+            }
+            _ if i == big => {
+                let err = outcome.unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        Error::ValueTooLarge {
+                            size: 1,
+                            limit: 0,
+                            ..
+                        }
+                    ),
+                    "{err}"
+                );
+                continue;
+            }
+            _ => {}
+        }
+        revision += 1;
+        let expected = WriteOutcome::Committed {
+            revision,
+            version: 2,
+        };
+        assert_eq!(outcome.unwrap(), expected, "write {i}");
+        let event = put_event(within("the write's event", watches[i].next()).await);
+        assert_eq!(event, (revision, 2, field("1")), "write {i}");
+    }
+    let bad_after: std::collections::HashMap<String, Vec<u8>> =
+        conn.hgetall(&bad_key).await.unwrap();
+    assert_eq!(bad_after, bad_before, "the malformed record changed");
+    let revision_after: u64 = conn.get("b2:rev").await.unwrap();
+    assert_eq!(revision_after, revision);
+}
+
+/// A write whose future is dropped while it waits for its call is not
+/// sent, and the writes queued around it get their own outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_write_is_not_sent_and_disturbs_no_other() {
+    let server = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let b = batching_backend(&server, "b3:").await;
+    let mut conn = raw(&server).await;
+    let stalled = stall(&server, 1.5).await;
+    // Writes that take every call the handle makes while the server
+    // sleeps: the writes below wait in its queue.
+    let fillers = fill_calls(&b).await;
+    let mut kept = Vec::new();
+    for i in 0..16 {
+        let dropped = Key::new(format!("ref/dropped{i}"));
+        let mut write = b.write(put(&dropped, "d"));
+        poll_once(&mut write).await;
+        drop(write);
+        let key = Key::new(format!("ref/kept{i}"));
+        let mut write = b.write(put(&key, &i.to_string()));
+        poll_once(&mut write).await;
+        kept.push((key, write));
+    }
+    let (keys, writes): (Vec<Key>, Vec<_>) = kept.into_iter().unzip();
+    let (outcomes, fillers) = futures_util::future::join(
+        futures_util::future::join_all(writes),
+        futures_util::future::join_all(fillers),
+    )
+    .await;
+    for outcome in fillers {
+        committed(outcome.unwrap());
+    }
+    stalled.await.unwrap();
+    for (i, (key, outcome)) in keys.iter().zip(outcomes).enumerate() {
+        let revision = committed(outcome.unwrap());
+        let record = b
+            .read(key.clone())
+            .await
+            .unwrap()
+            .expect("a kept write's record");
+        assert_eq!(record.mod_revision, revision, "{key}");
+        assert_eq!(
+            &record.field("v").unwrap().value[..],
+            i.to_string().as_bytes()
+        );
+    }
+    let sent: Vec<String> = conn.keys("b3:r:ref/dropped*").await.unwrap();
+    assert!(sent.is_empty(), "dropped writes were sent: {sent:?}");
+}
+
+/// Writes whose futures are polled once and then left alone hold up no
+/// other write of the handle: neither the first, which makes its own call,
+/// nor those queued behind it, whose calls the handle's batching task
+/// makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_left_unpolled_hold_up_no_other() {
+    let server = RedisServer::start(&[]);
+    let b = batching_backend(&server, "b4:").await;
+    let mut idle = Vec::new();
+    for i in 0..4 {
+        let mut write = b.write(put(&Key::new(format!("ref/idle{i}")), "1"));
+        // (On a loaded machine the answer may come back within the first
+        // poll: then that write holds nothing.)
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
+        })
+        .await;
+        match polled {
+            std::task::Poll::Ready(outcome) => {
+                committed(outcome.unwrap());
+            }
+            std::task::Poll::Pending => idle.push(write),
+        }
+    }
+    let writes = (0..64).map(|i| b.write(put(&Key::new(format!("ref/busy{i}")), "1")));
+    for outcome in within("the other writes", futures_util::future::join_all(writes)).await {
+        committed(outcome.unwrap());
+    }
+    for outcome in futures_util::future::join_all(idle).await {
+        committed(outcome.unwrap());
+    }
+}
+
+/// A write queued behind a call to a stalled server gets `Unavailable`
+/// within the command timeout of its start, as a lone write does: the
+/// time it waits for a call counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_behind_a_stalled_call_times_out_on_time() {
+    let server = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let timeout = Duration::from_secs(1);
+    let b = RedisConfig::new(server.url())
+        .command_timeout(timeout)
+        .connect()
+        .await
+        .unwrap();
+    let stalled = stall(&server, 5.0).await;
+    let started = std::time::Instant::now();
+    // More than fit in the calls in flight: the last ones queue.
+    let writes = (0..16).map(|i| {
+        let b = b.clone();
+        async move {
+            let outcome = b.write(put(&Key::new(format!("ref/q{i}")), "1")).await;
+            (outcome, started.elapsed())
+        }
+    });
+    for (outcome, elapsed) in futures_util::future::join_all(writes).await {
+        let err = outcome.unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+        // A queued write that waited for the calls before it to time out
+        // and then for its own would take two timeouts.
+        assert!(elapsed < timeout * 8 / 5, "answered after {elapsed:?}");
+    }
+    stalled.await.unwrap();
+}
+
+/// A server restart while calls carrying many writes are in flight: every
+/// write of a lost call gets `Unavailable` and no other error, none gets a
+/// wrong outcome (each counter ends between the updates acknowledged and
+/// those attempted), and the writes go on after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_call_fails_its_writes_as_unavailable() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut server = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let b = RedisConfig::new(server.url())
+        .prefix("b5:")
+        .command_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let ctx = context(b, "a");
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let r = ctx
+            .make(ManualId::<u64>::new(format!("n{t}")), 0)
+            .await
+            .unwrap();
+        let (stop, restarted) = (stop.clone(), restarted.clone());
+        tasks.push(tokio::spawn(async move {
+            // Updates acknowledged (and since the restart), updates whose
+            // outcome is unknown, and the last value an acknowledged update
+            // made.
+            let (mut acknowledged, mut since, mut unknown, mut last) = (0u64, 0u64, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match r.update_and_get(|n| n + 1).await {
+                    Ok(n) => {
+                        acknowledged += 1;
+                        since += u64::from(restarted.load(Ordering::Relaxed));
+                        // Only this task writes the key.
+                        assert!(
+                            n > last && n <= acknowledged + unknown,
+                            "task {t}: {n} after {last}, {acknowledged} acknowledged, {unknown} unknown"
+                        );
+                        last = n;
+                    }
+                    Err(Error::Unavailable { .. }) => {
+                        unknown += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => panic!("task {t}: {e}"),
+                }
+            }
+            (r, acknowledged, since, unknown, last)
+        }));
+    }
+    // Every task writes in a loop: the handle has calls in flight nearly
+    // all the time, each carrying several writes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    server.launch();
+    restarted.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut failed, mut after) = (0, 0);
+    for task in tasks {
+        let (r, acknowledged, since, unknown, last) = within("a writer", task).await.unwrap();
+        let stored = eventually("the stored count", || r.get()).await;
+        assert!(
+            last <= stored && acknowledged <= stored && stored <= acknowledged + unknown,
+            "{acknowledged} acknowledged and {unknown} unknown updates left {stored} (last {last})"
+        );
+        failed += unknown;
+        after += since;
+    }
+    assert!(failed > 0, "the restart failed no write");
+    assert!(after > 0, "no write committed after the restart");
 }

@@ -32,6 +32,7 @@ pub struct RedisConfig {
     pub(super) connect_timeout: Duration,
     pub(super) command_timeout: Duration,
     pub(super) sweep_interval: Duration,
+    pub(super) batch_writes: bool,
     #[cfg_attr(not(feature = "redis-tls"), allow(dead_code))]
     pub(super) tls_ca: Option<Vec<u8>>,
 }
@@ -47,6 +48,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             sweep_interval: Duration::from_millis(100),
+            batch_writes: true,
             tls_ca: None,
         }
     }
@@ -77,7 +79,9 @@ impl RedisConfig {
         self
     }
 
-    /// How long to wait for the answer to one command (default 5 s).
+    /// How long to wait for the answer to one command (default 5 s). A
+    /// write's wait includes the time it is queued behind the script calls
+    /// in flight (see "How it works" in the [module docs](super)).
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
@@ -88,6 +92,17 @@ impl RedisConfig {
     /// most this long after a lease's deadline, plus one round trip.
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether writes issued concurrently through this handle share script
+    /// calls (default on; see "How it works" in the
+    /// [module docs](super)). Off, every write makes a call of its own,
+    /// pipelined on the command connection with the others: for
+    /// comparisons, or where one call per write matters more than the
+    /// server's time.
+    pub fn batch_writes(mut self, on: bool) -> Self {
+        self.batch_writes = on;
         self
     }
 

@@ -32,7 +32,9 @@
 -- (one anchored string.find each), and converted only to compute with.
 -- Every `local function` below is a new closure on every run (about 65 ns
 -- each): a read defines none, and each helper is defined only before the
--- operations that use it.
+-- operations that use it. A `write` call carries one or more writes (the
+-- client batches those issued concurrently), so the call's own cost (the
+-- EVALSHA, ARGV, this prologue) is shared by all of them.
 
 local OP = ARGV[1]
 local P = ARGV[2]
@@ -119,262 +121,308 @@ local function next_value(key)
 end
 
 if OP == 'write' then
-  local key, cond, carg, cfield = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-  local op, lease, nfields = ARGV[7], ARGV[8], tonumber(ARGV[9])
-  local rkey = P .. 'r:' .. key
-  -- One read of everything this write needs: the metadata, then the
-  -- bytes of each named field, then their revisions, then the revision
-  -- the condition names.
-  local want = {'m:ver', 'm:crev', 'm:mrev', 'm:lease', 'm:n'}
-  for i = 0, nfields - 1 do
-    local name = ARGV[10 + 2 * i]
-    want[6 + i] = 'f:' .. name
-    want[6 + nfields + i] = 'r:' .. name
-  end
-  local cond_rev = 6 + 2 * nfields
-  if cond == 'frev' then
-    want[cond_rev] = 'r:' .. cfield
-  end
-  local got = redis.pcall('HMGET', rkey, unpack(want))
-  if got.err then
-    if find(got.err, '^WRONGTYPE') then
-      return malformed(rkey, 'is not a hash: not a dref record')
+  -- ARGV[3] is the number of writes; each follows as its key, condition,
+  -- condition argument, condition field, operation, lease, field count,
+  -- name and value per field, and record size limit ('' for none). The
+  -- writes run in order, each with its own condition, revision and event,
+  -- as if each were a call of its own: reply i answers write i (one of the
+  -- shapes below, or an error reply for malformed data). A write that
+  -- meets malformed data changes nothing and the others go on, so nothing
+  -- below may raise a Lua error for bad data (an error would end the call
+  -- with the earlier writes committed, answering for all of them).
+
+  -- One write, whose key is ARGV[at]; its field names and values start at
+  -- ARGV[at + 7]. Returns its reply: {1, revision, version} committed,
+  -- {0, record} rejected (the record as HGETALL gives it), {2} for a lease
+  -- that is gone, {3, size} for a record above the limit, or an error
+  -- reply.
+  local function write(at, nfields)
+    local key, cond, carg, cfield = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+    local op, lease, count_arg = ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
+    local f = at + 7
+    local rkey = P .. 'r:' .. key
+    -- One read of everything this write needs: the metadata, then the
+    -- bytes of each named field, then their revisions, then the revision
+    -- the condition names.
+    local want = {'m:ver', 'm:crev', 'm:mrev', 'm:lease', 'm:n'}
+    for i = 0, nfields - 1 do
+      local name = ARGV[f + 2 * i]
+      want[6 + i] = 'f:' .. name
+      want[6 + nfields + i] = 'r:' .. name
     end
-    return got
-  end
-  local exists = got[1] ~= false
-  local lease_known
-  if exists then
-    -- Everything below relies on these (a Put keeps the revision of each
-    -- named field it does not change). A value equal to one checked
-    -- already, or to the condition's number (which the client sends in
-    -- canonical form, so a range check will do), needs no other check: in
-    -- the common case only m:ver and m:crev are searched.
-    local ver, crev, mrev = got[1], got[2], got[3]
-    local n = #carg
-    local same = (n > 0 and n < 16 and carg ~= '0' or n == 16 and carg <= '9007199254740991')
-      and carg
-    if not (cond == 'ver' and ver == same) and not canonical(ver) then
-      return malformed(rkey, 'field m:ver is not a canonical number', ver)
-    elseif not crev or not canonical(crev) then
-      return malformed(rkey, 'field m:crev is not a canonical number', crev)
-    elseif not mrev or mrev ~= crev and not (cond == 'mrev' and mrev == same)
-        and not canonical(mrev) then
-      return malformed(rkey, 'field m:mrev is not a canonical number', mrev)
-    elseif got[4] and not canonical(got[4]) then
-      return malformed(rkey, 'field m:lease is not a canonical number', got[4])
-    elseif got[5] and got[5] ~= ARGV[9] and not canonical(got[5], true) then
-      return malformed(rkey, 'field m:n is not a canonical number', got[5])
+    local cond_rev = 6 + 2 * nfields
+    if cond == 'frev' then
+      want[cond_rev] = 'r:' .. cfield
     end
-    local named = got[cond_rev]
-    if cond == 'frev' and named and named ~= same and not canonical(named) then
-      return malformed(rkey, 'field ' .. want[cond_rev] .. ' is not a canonical number', named)
-    end
-    for i = 6, 5 + nfields do
-      local field, revision = want[i + nfields], got[i + nfields]
-      if got[i] and not (revision == mrev or revision == crev
-          or revision and canonical(revision)) then
-        return malformed(rkey, 'field ' .. field .. ' is not a canonical number', revision)
+    local got = redis.pcall('HMGET', rkey, unpack(want))
+    if got.err then
+      if find(got.err, '^WRONGTYPE') then
+        return malformed(rkey, 'is not a hash: not a dref record')
       end
+      return got
     end
-  elseif op == 'put' and lease ~= '' then
-    -- One call for both checks: the lease key is counted twice.
-    local lkey = P .. 'l:' .. lease
-    local n = redis.call('EXISTS', rkey, lkey, lkey)
-    if n % 2 == 1 then
+    local exists = got[1] ~= false
+    local lease_known
+    if exists then
+      -- Everything below relies on these (a Put keeps the revision of each
+      -- named field it does not change). A value equal to one checked
+      -- already, or to the condition's number (which the client sends in
+      -- canonical form, so a range check will do), needs no other check: in
+      -- the common case only m:ver and m:crev are searched.
+      local ver, crev, mrev = got[1], got[2], got[3]
+      local n = #carg
+      local same = (n > 0 and n < 16 and carg ~= '0' or n == 16 and carg <= '9007199254740991')
+        and carg
+      if not (cond == 'ver' and ver == same) and not canonical(ver) then
+        return malformed(rkey, 'field m:ver is not a canonical number', ver)
+      elseif not crev or not canonical(crev) then
+        return malformed(rkey, 'field m:crev is not a canonical number', crev)
+      elseif not mrev or mrev ~= crev and not (cond == 'mrev' and mrev == same)
+          and not canonical(mrev) then
+        return malformed(rkey, 'field m:mrev is not a canonical number', mrev)
+      elseif got[4] and not canonical(got[4]) then
+        return malformed(rkey, 'field m:lease is not a canonical number', got[4])
+      elseif got[5] and got[5] ~= count_arg and not canonical(got[5], true) then
+        return malformed(rkey, 'field m:n is not a canonical number', got[5])
+      end
+      local named = got[cond_rev]
+      if cond == 'frev' and named and named ~= same and not canonical(named) then
+        return malformed(rkey, 'field ' .. want[cond_rev] .. ' is not a canonical number', named)
+      end
+      for i = 6, 5 + nfields do
+        local field, revision = want[i + nfields], got[i + nfields]
+        if got[i] and not (revision == mrev or revision == crev
+            or revision and canonical(revision)) then
+          return malformed(rkey, 'field ' .. field .. ' is not a canonical number', revision)
+        end
+      end
+    elseif op == 'put' and lease ~= '' then
+      -- One call for both checks: the lease key is counted twice.
+      local lkey = P .. 'l:' .. lease
+      local n = redis.call('EXISTS', rkey, lkey, lkey)
+      if n % 2 == 1 then
+        return malformed(rkey, 'holds a hash that is not a dref record (no m:ver)')
+      end
+      lease_known = n >= 2
+    elseif redis.call('EXISTS', rkey) == 1 then
       return malformed(rkey, 'holds a hash that is not a dref record (no m:ver)')
     end
-    lease_known = n >= 2
-  elseif redis.call('EXISTS', rkey) == 1 then
-    return malformed(rkey, 'holds a hash that is not a dref record (no m:ver)')
-  end
-  local ok
-  if cond == 'any' then
-    ok = true
-  elseif cond == 'absent' then
-    ok = not exists
-  elseif cond == 'exists' then
-    ok = exists
-  elseif cond == 'ver' then
-    ok = got[1] == carg
-  elseif cond == 'mrev' then
-    ok = got[3] == carg
-  elseif cond == 'frev' then
-    ok = exists and got[cond_rev] == carg
-  else
-    return redis.error_reply('DREFARG unknown condition')
-  end
-  if op ~= 'put' and not exists then
-    ok = false
-  end
-  if not ok then
-    return {0, redis.call('HGETALL', rkey)}
-  end
-  -- A limit on the record this write makes (after the fields: a Patch
-  -- keeps the fields it does not name, whose sizes only the store knows).
-  local limit = ARGV[10 + 2 * nfields]
-  if limit and limit ~= '' then
-    local size, named = 0, {}
-    for i = 0, nfields - 1 do
-      named['f:' .. ARGV[10 + 2 * i]] = true
-      size = size + #ARGV[11 + 2 * i]
-    end
-    if op == 'patch' then
-      for _, h in ipairs(redis.call('HKEYS', rkey)) do
-        if string.sub(h, 1, 2) == 'f:' and not named[h] then
-          size = size + redis.call('HSTRLEN', rkey, h)
-        end
-      end
-    end
-    if size > tonumber(limit) then
-      return {3, size}
-    end
-  end
-  if op == 'put' and lease ~= '' then
-    if lease_known == nil then
-      lease_known = redis.call('EXISTS', P .. 'l:' .. lease) == 1
-    end
-    if not lease_known then
-      return {2}
-    end
-  end
-  -- The lease sets change before the revision is taken, so that nothing
-  -- can fail after it; if anything fails before, they are changed back.
-  local old_lease = got[4] or ''
-  local new_lease = old_lease
-  if op == 'put' then
-    new_lease = lease
-  elseif op == 'del' then
-    new_lease = ''
-  end
-  local added, removed, err = 0, 0, nil
-  if new_lease ~= old_lease then
-    if new_lease ~= '' then
-      added = redis.pcall('SADD', P .. 'lk:' .. new_lease, key)
-      if type(added) ~= 'number' then
-        return malformed(P .. 'lk:' .. new_lease, 'is not a set')
-      end
-    end
-    if old_lease ~= '' then
-      removed = redis.pcall('SREM', P .. 'lk:' .. old_lease, key)
-      if type(removed) ~= 'number' then
-        removed = 0
-        err = malformed(P .. 'lk:' .. old_lease, 'is not a set')
-      end
-    end
-  end
-  local revision
-  if not err then
-    revision, err = next_value(REV)
-  end
-  if err then
-    if added == 1 then
-      redis.call('SREM', P .. 'lk:' .. new_lease, key)
-    end
-    if removed == 1 then
-      redis.call('SADD', P .. 'lk:' .. old_lease, key)
-    end
-    return err
-  end
-  local rev = fmt('%d', revision)
-  if op == 'del' then
-    redis.call('DEL', rkey)
-    redis.call('PUBLISH', P .. 'c:' .. key, fmt('7:deleted%d:%s', #rev, rev))
-    return {1, revision, 0}
-  end
-  local version, crev = 1, rev
-  local set
-  if exists then
-    version = tonumber(got[1]) + 1
-    crev = got[2]
-    set = {'m:ver', fmt('%d', version), 'm:mrev', rev}
-  else
-    set = {'m:ver', '1', 'm:mrev', rev, 'm:crev', rev}
-  end
-  local ver = set[2]
-  local changed, listed = {}, {}
-  local present = 0
-  for i = 0, nfields - 1 do
-    local name, value = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
-    local old = got[6 + i]
-    listed[name] = true
-    if old then
-      present = present + 1
-    end
-    if old ~= value then
-      local n = #set
-      set[n + 1] = want[6 + i]
-      set[n + 2] = value
-      set[n + 3] = 'r:' .. name
-      set[n + 4] = rev
-      changed[#changed + 1] = i
-    end
-  end
-  -- The field count changes when fields are added or removed.
-  -- (m:n is written only then; it is compared as a string first, since
-  -- ARGV[9] and m:n are both canonical decimals.)
-  local count
-  if not exists or not got[5] then
-    count = nfields - present
-  elseif present < nfields then
-    count = (tonumber(got[5]) or 0) + (nfields - present)
-  end
-  local removed = {}
-  -- Only a put that does not list every stored field removes some.
-  if op == 'put' and exists and (present < nfields or got[5] ~= ARGV[9])
-      and present < (tonumber(got[5]) or 0) then
-    for _, h in ipairs(redis.call('HKEYS', rkey)) do
-      if string.sub(h, 1, 2) == 'f:' then
-        local name = string.sub(h, 3)
-        if not listed[name] then
-          redis.call('HDEL', rkey, h, 'r:' .. name)
-          removed[#removed + 1] = name
-        end
-      end
-    end
-    count = nfields
-  end
-  if count then
-    set[#set + 1] = 'm:n'
-    set[#set + 1] = fmt('%d', count)
-  end
-  if new_lease ~= old_lease then
-    if new_lease ~= '' then
-      set[#set + 1] = 'm:lease'
-      set[#set + 1] = new_lease
+    local ok
+    if cond == 'any' then
+      ok = true
+    elseif cond == 'absent' then
+      ok = not exists
+    elseif cond == 'exists' then
+      ok = exists
+    elseif cond == 'ver' then
+      ok = got[1] == carg
+    elseif cond == 'mrev' then
+      ok = got[3] == carg
+    elseif cond == 'frev' then
+      ok = exists and got[cond_rev] == carg
     else
-      redis.call('HDEL', rkey, 'm:lease')
+      return redis.error_reply('DREFARG unknown condition')
     end
-  end
-  redis.call('HSET', rkey, unpack(set))
-  local nchanged = fmt('%d', #changed)
-  local parts = {
-    fmt('3:put%d:%s%d:%s%d:', #rev, rev, #ver, ver, #crev),
-    crev,
-    fmt('%d:', #new_lease),
-    new_lease,
-    fmt('%d:%s', #nchanged, nchanged),
-  }
-  local n = 5
-  for _, i in ipairs(changed) do
-    local name, value = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
-    parts[n + 1] = fmt('%d:', #name)
-    parts[n + 2] = name
-    parts[n + 3] = fmt('%d:', #value)
-    parts[n + 4] = value
-    n = n + 4
-  end
-  if #removed == 0 then
-    parts[n + 1] = '1:0'
-  else
-    local nremoved = fmt('%d', #removed)
-    parts[n + 1] = fmt('%d:%s', #nremoved, nremoved)
-    for _, name in ipairs(removed) do
-      parts[#parts + 1] = fmt('%d:', #name) .. name
+    if op ~= 'put' and not exists then
+      ok = false
     end
+    if not ok then
+      return {0, redis.call('HGETALL', rkey)}
+    end
+    -- A limit on the record this write makes (after the fields: a Patch
+    -- keeps the fields it does not name, whose sizes only the store knows).
+    local limit = ARGV[f + 2 * nfields]
+    if limit ~= '' then
+      local size, named = 0, {}
+      for i = 0, nfields - 1 do
+        named['f:' .. ARGV[f + 2 * i]] = true
+        size = size + #ARGV[f + 1 + 2 * i]
+      end
+      if op == 'patch' then
+        for _, h in ipairs(redis.call('HKEYS', rkey)) do
+          if string.sub(h, 1, 2) == 'f:' and not named[h] then
+            size = size + redis.call('HSTRLEN', rkey, h)
+          end
+        end
+      end
+      if size > tonumber(limit) then
+        return {3, size}
+      end
+    end
+    if op == 'put' and lease ~= '' then
+      if lease_known == nil then
+        lease_known = redis.call('EXISTS', P .. 'l:' .. lease) == 1
+      end
+      if not lease_known then
+        return {2}
+      end
+    end
+    -- The lease sets change before the revision is taken, so that nothing
+    -- can fail after it; if anything fails before, they are changed back.
+    local old_lease = got[4] or ''
+    local new_lease = old_lease
+    if op == 'put' then
+      new_lease = lease
+    elseif op == 'del' then
+      new_lease = ''
+    end
+    local added, removed, err = 0, 0, nil
+    if new_lease ~= old_lease then
+      if new_lease ~= '' then
+        added = redis.pcall('SADD', P .. 'lk:' .. new_lease, key)
+        if type(added) ~= 'number' then
+          return malformed(P .. 'lk:' .. new_lease, 'is not a set')
+        end
+      end
+      if old_lease ~= '' then
+        removed = redis.pcall('SREM', P .. 'lk:' .. old_lease, key)
+        if type(removed) ~= 'number' then
+          removed = 0
+          err = malformed(P .. 'lk:' .. old_lease, 'is not a set')
+        end
+      end
+    end
+    local revision
+    if not err then
+      revision, err = next_value(REV)
+    end
+    if err then
+      if added == 1 then
+        redis.call('SREM', P .. 'lk:' .. new_lease, key)
+      end
+      if removed == 1 then
+        redis.call('SADD', P .. 'lk:' .. old_lease, key)
+      end
+      return err
+    end
+    local rev = fmt('%d', revision)
+    if op == 'del' then
+      redis.call('DEL', rkey)
+      redis.call('PUBLISH', P .. 'c:' .. key, fmt('7:deleted%d:%s', #rev, rev))
+      return {1, revision, 0}
+    end
+    local version, crev = 1, rev
+    local set
+    if exists then
+      version = tonumber(got[1]) + 1
+      crev = got[2]
+      set = {'m:ver', fmt('%d', version), 'm:mrev', rev}
+    else
+      set = {'m:ver', '1', 'm:mrev', rev, 'm:crev', rev}
+    end
+    local ver = set[2]
+    local changed, listed = {}, {}
+    local present = 0
+    for i = 0, nfields - 1 do
+      local name, value = ARGV[f + 2 * i], ARGV[f + 1 + 2 * i]
+      local old = got[6 + i]
+      listed[name] = true
+      if old then
+        present = present + 1
+      end
+      if old ~= value then
+        local n = #set
+        set[n + 1] = want[6 + i]
+        set[n + 2] = value
+        set[n + 3] = 'r:' .. name
+        set[n + 4] = rev
+        changed[#changed + 1] = i
+      end
+    end
+    -- The field count changes when fields are added or removed.
+    -- (m:n is written only then; it is compared as a string first, since
+    -- the field count argument and m:n are both canonical decimals.)
+    local count
+    if not exists or not got[5] then
+      count = nfields - present
+    elseif present < nfields then
+      count = (tonumber(got[5]) or 0) + (nfields - present)
+    end
+    local removed = {}
+    -- Only a put that does not list every stored field removes some.
+    if op == 'put' and exists and (present < nfields or got[5] ~= count_arg)
+        and present < (tonumber(got[5]) or 0) then
+      for _, h in ipairs(redis.call('HKEYS', rkey)) do
+        if string.sub(h, 1, 2) == 'f:' then
+          local name = string.sub(h, 3)
+          if not listed[name] then
+            redis.call('HDEL', rkey, h, 'r:' .. name)
+            removed[#removed + 1] = name
+          end
+        end
+      end
+      count = nfields
+    end
+    if count then
+      set[#set + 1] = 'm:n'
+      set[#set + 1] = fmt('%d', count)
+    end
+    if new_lease ~= old_lease then
+      if new_lease ~= '' then
+        set[#set + 1] = 'm:lease'
+        set[#set + 1] = new_lease
+      else
+        redis.call('HDEL', rkey, 'm:lease')
+      end
+    end
+    redis.call('HSET', rkey, unpack(set))
+    local nchanged = fmt('%d', #changed)
+    local parts = {
+      fmt('3:put%d:%s%d:%s%d:', #rev, rev, #ver, ver, #crev),
+      crev,
+      fmt('%d:', #new_lease),
+      new_lease,
+      fmt('%d:%s', #nchanged, nchanged),
+    }
+    local n = 5
+    for _, i in ipairs(changed) do
+      local name, value = ARGV[f + 2 * i], ARGV[f + 1 + 2 * i]
+      parts[n + 1] = fmt('%d:', #name)
+      parts[n + 2] = name
+      parts[n + 3] = fmt('%d:', #value)
+      parts[n + 4] = value
+      n = n + 4
+    end
+    if #removed == 0 then
+      parts[n + 1] = '1:0'
+    else
+      local nremoved = fmt('%d', #removed)
+      parts[n + 1] = fmt('%d:%s', #nremoved, nremoved)
+      for _, name in ipairs(removed) do
+        parts[#parts + 1] = fmt('%d:', #name) .. name
+      end
+    end
+    redis.call('PUBLISH', P .. 'c:' .. key, table.concat(parts))
+    return {1, revision, version}
   end
-  redis.call('PUBLISH', P .. 'c:' .. key, table.concat(parts))
-  return {1, revision, version}
+
+  -- The layout of every write is checked before the first runs: a request
+  -- found malformed half-way would be answered with an error after the
+  -- writes before it had committed. (tonumber, not `canonical`: this runs
+  -- for every call, and any miscount shows in the total.)
+  local count = tonumber(ARGV[3])
+  if not count or count < 1 or count % 1 ~= 0 then
+    return redis.error_reply('DREFARG the write count is not a positive number')
+  end
+  local at = 4
+  for _ = 1, count do
+    local nfields = tonumber(ARGV[at + 6])
+    if not nfields or nfields < 0 or nfields % 1 ~= 0 then
+      return redis.error_reply('DREFARG a write lacks its field count')
+    end
+    at = at + 8 + 2 * nfields
+  end
+  if at ~= #ARGV + 1 then
+    return redis.error_reply('DREFARG the writes do not match their arguments')
+  end
+  local replies = {}
+  at = 4
+  for w = 1, count do
+    local nfields = tonumber(ARGV[at + 6])
+    replies[w] = write(at, nfields)
+    at = at + 8 + 2 * nfields
+  end
+  return replies
 end
 
 local LEASES = P .. 'leases'

@@ -18,6 +18,18 @@
 //! and the `PUBLISH` of the change event are one atomic step. An
 //! uncontended update is one round trip.
 //!
+//! Writes issued concurrently through one handle share script calls: a
+//! handle keeps at most two calls in flight, and writes issued while both
+//! are taken wait for the next, which carries up to 64 of them (at most
+//! 1 MiB of arguments). The script runs them in order, each with its own
+//! condition check, revision, event and reply, as if each were a call of
+//! its own, so a busy handle pays the call's cost (the `EVALSHA`, the
+//! script's set-up, the socket reads and writes) once per batch rather than
+//! once per write. A write that finds a call free (and no write queued)
+//! makes its call itself, at once: nothing waits for others to gather. A
+//! queued write whose future is dropped before its call is made is not
+//! sent. [`RedisConfig::batch_writes`] turns batching off.
+//!
 //! Watches share one pub/sub connection per backend handle, separate from
 //! the command connection, subscribed once to the pattern of the
 //! namespace's event channels. A watch that asks for the commits after a
@@ -55,9 +67,11 @@
 //! # Errors
 //! An unreachable server, a timeout or a server that cannot serve
 //! (loading, out of memory, read-only replica) is
-//! [`Error::Unavailable`] (transient). A write whose connection fails
-//! after it was sent may or may not have committed: it is reported as
-//! `Unavailable` and never sent again (no command is re-sent
+//! [`Error::Unavailable`] (transient); a failed call fails every write it
+//! carried so. A write's wait for its answer, queued and in flight, is
+//! bounded by [`RedisConfig::command_timeout`]. A write whose connection
+//! fails after it was sent may or may not have committed: it is reported
+//! as `Unavailable` and never sent again (no command is re-sent
 //! automatically: an optimistic update that resent its conditional write
 //! would be rejected by its own commit and apply its closure twice).
 //! Refused credentials, a missing ACL permission or an invalid URL is
@@ -67,9 +81,9 @@
 //! key and field: the script checks what a write relies on before it
 //! changes anything, so such a write changes nothing (a write checks the
 //! record's metadata and the fields it names; a read checks the whole
-//! record). Errors are sorted by the Redis error's kind and code, never by
-//! its text; `dref::Error` has no slot for a cause, so the Redis error's
-//! text is kept in the message.
+//! record), and the other writes of its call go on. Errors are sorted by
+//! the Redis error's kind and code, never by its text; `dref::Error` has no
+//! slot for a cause, so the Redis error's text is kept in the message.
 //!
 //! # Storage layout
 //! With the default prefix `dref:` (see [`RedisConfig::prefix`]), for a ref
@@ -99,10 +113,12 @@
 //! transaction, as the script in `engine.lua` does.
 //!
 //! The script answers malformed data with an error reply whose code is
-//! `DREFDATA` (then the Redis key and what is wrong with it), and a request
-//! it does not understand with `DREFARG` (a client and script of different
-//! versions): both are `Protocol` errors.
+//! `DREFDATA` (then the Redis key and what is wrong with it; for a write,
+//! as that write's item of the call's reply), and a request it does not
+//! understand with `DREFARG` (a client and script of different versions):
+//! both are `Protocol` errors.
 
+mod batch;
 mod config;
 mod watch;
 mod wire;
@@ -120,6 +136,7 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
+use batch::{Args, Batcher, Failure};
 pub use config::{RedisConfig, URL_ENV};
 use watch::{Notice, Start, Subscription, Watches};
 use wire::protocol;
@@ -144,6 +161,9 @@ struct Inner {
     prefix: String,
     command_timeout: Duration,
     watches: Arc<Watches>,
+    /// Sends the handle's writes, several to a call when they are issued
+    /// concurrently.
+    batcher: Batcher,
     sweeper: tokio::task::AbortHandle,
 }
 
@@ -214,6 +234,75 @@ fn no_answer(doing: &str, after: Duration) -> Error {
     }
 }
 
+/// The error of a write that got no reply of its own.
+fn failed(failure: Failure, doing: &str) -> Error {
+    match failure {
+        Failure::Redis(e) => redis_error(&e, doing),
+        Failure::Timeout(after) => no_answer(doing, after),
+        Failure::Malformed(message) => protocol(format!("{doing}: {message}")),
+        Failure::Stopped => Error::Unavailable {
+            backend: "redis",
+            message: format!(
+                "{doing}: the handle's write task has stopped (its runtime is shutting down)"
+            ),
+        },
+    }
+}
+
+/// The engine script's arguments for `write` (see the `write` operation in
+/// `engine.lua`).
+fn write_args(write: &Write) -> Result<Args> {
+    let fields: &[(dref::engine::FieldName, Bytes)] = match &write.op {
+        Op::Put(fields) | Op::Patch(fields) => fields,
+        Op::Delete => &[],
+        other => return Err(Error::Config(format!("unsupported operation {other:?}"))),
+    };
+    let bytes = write.key.as_str().len()
+        + fields
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>()
+        + 64;
+    let mut args = Args::with_capacity(8 + 2 * fields.len(), bytes);
+    args.push(write.key.as_str().as_bytes());
+    let (cond, carg, cfield): (&[u8], Option<u64>, &[u8]) = match &write.condition {
+        Condition::Any => (b"any", None, b""),
+        Condition::Absent => (b"absent", None, b""),
+        Condition::Exists => (b"exists", None, b""),
+        Condition::Version(v) => (b"ver", Some(*v), b""),
+        Condition::ModRevision(r) => (b"mrev", Some(*r), b""),
+        Condition::FieldModRevision { field, revision } => {
+            (b"frev", Some(*revision), field.as_bytes())
+        }
+        other => return Err(Error::Config(format!("unsupported condition {other:?}"))),
+    };
+    args.push(cond);
+    match carg {
+        Some(n) => args.push_number(n),
+        None => args.push(b""),
+    }
+    args.push(cfield);
+    args.push(match &write.op {
+        Op::Put(_) => b"put",
+        Op::Patch(_) => b"patch",
+        _ => b"del",
+    });
+    match write.lease {
+        Some(lease) => args.push_number(lease.0),
+        None => args.push(b""),
+    }
+    args.push_number(fields.len() as u64);
+    for (name, value) in fields {
+        args.push(name.as_bytes());
+        args.push(value);
+    }
+    match write.max_record_bytes {
+        Some(limit) => args.push_number(limit as u64),
+        None => args.push(b""),
+    }
+    Ok(args)
+}
+
 impl RedisBackend {
     /// Connects with `config` (see [`RedisConfig`]).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
@@ -258,12 +347,21 @@ impl RedisBackend {
             config.prefix.clone(),
             config.connect_timeout,
         );
+        let script = redis::Script::new(SCRIPT);
+        let batcher = Batcher::start(
+            commands.clone(),
+            script.clone(),
+            config.prefix.clone(),
+            config.command_timeout,
+            config.batch_writes,
+        );
         let inner = Arc::new_cyclic(|weak| Inner {
             commands,
-            script: redis::Script::new(SCRIPT),
+            script,
             prefix: config.prefix,
             command_timeout: config.command_timeout,
             watches,
+            batcher,
             sweeper: tokio::spawn(sweep(weak.clone(), config.sweep_interval)).abort_handle(),
         });
         let backend = RedisBackend { inner };
@@ -307,7 +405,6 @@ impl RedisBackend {
         let doing = || {
             let subject = String::from_utf8_lossy(args.first().copied().unwrap_or_default());
             match op {
-                "write" => format!("writing `{subject}`"),
                 "read" => format!("reading `{subject}`"),
                 "grant" => "granting a lease".to_owned(),
                 "keepalive" => format!("keeping lease #{subject} alive"),
@@ -361,44 +458,16 @@ impl RedisBackend {
     }
 
     async fn write_now(&self, write: Write) -> Result<WriteOutcome> {
-        let (cond, carg, cfield) = match &write.condition {
-            Condition::Any => ("any", String::new(), String::new()),
-            Condition::Absent => ("absent", String::new(), String::new()),
-            Condition::Exists => ("exists", String::new(), String::new()),
-            Condition::Version(v) => ("ver", v.to_string(), String::new()),
-            Condition::ModRevision(r) => ("mrev", r.to_string(), String::new()),
-            Condition::FieldModRevision { field, revision } => {
-                ("frev", revision.to_string(), field.to_string())
-            }
-            other => return Err(Error::Config(format!("unsupported condition {other:?}"))),
+        let args = write_args(&write)?;
+        let doing = || format!("writing `{}`", write.key.as_str());
+        let reply = match self.inner.batcher.write(args).await {
+            Ok(reply) => reply,
+            Err(failure) => return Err(failed(failure, &doing())),
         };
-        let (op, fields): (&str, &[(dref::engine::FieldName, Bytes)]) = match &write.op {
-            Op::Put(fields) => ("put", fields),
-            Op::Patch(fields) => ("patch", fields),
-            Op::Delete => ("del", &[]),
-            other => return Err(Error::Config(format!("unsupported operation {other:?}"))),
+        let items = match &reply {
+            Value::ServerError(e) => return Err(redis_error(&e.clone().into(), &doing())),
+            reply => wire::array(reply, "write reply")?,
         };
-        let lease = write.lease.map(|l| l.0.to_string()).unwrap_or_default();
-        let count = fields.len().to_string();
-        let mut args: Vec<&[u8]> = vec![
-            write.key.as_str().as_bytes(),
-            cond.as_bytes(),
-            carg.as_bytes(),
-            cfield.as_bytes(),
-            op.as_bytes(),
-            lease.as_bytes(),
-            count.as_bytes(),
-        ];
-        for (name, value) in fields {
-            args.push(name.as_bytes());
-            args.push(value);
-        }
-        let limit = write.max_record_bytes.map(|l| l.to_string());
-        if let Some(limit) = &limit {
-            args.push(limit.as_bytes());
-        }
-        let reply = self.run("write", &args).await?;
-        let items = wire::array(&reply, "write reply")?;
         match items {
             [status, revision, version] if wire::int(status, "status")? == 1 => {
                 let revision = wire::int(revision, "revision")?;
