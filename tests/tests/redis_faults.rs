@@ -31,6 +31,7 @@ async fn backend(url: &str, prefix: &str) -> RedisBackend {
 }
 
 fn context(backend: RedisBackend, node: &str) -> Context {
+    support::log_from_env();
     Context::builder()
         .backend(backend)
         .node_id(node)

@@ -72,6 +72,11 @@ impl Proxy {
                     let Ok((client, _)) = listener.accept().await else {
                         return;
                     };
+                    // Subscribed before the check: a cut that comes while
+                    // this connection is still being set up closes it too.
+                    // (Subscribed later, it would mark that cut as seen,
+                    // and the connection would outlive it.)
+                    let cut = faults.generation.subscribe();
                     if faults.cut.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
@@ -81,7 +86,7 @@ impl Proxy {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                             return;
                         };
-                        relay(client, server, faults).await;
+                        relay(client, server, faults, cut).await;
                     });
                 }
             })
@@ -140,10 +145,14 @@ impl Drop for Proxy {
     }
 }
 
-/// Relays one connection until either side closes, a cut, or a lost
-/// reply.
-async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
-    let mut cut = faults.generation.subscribe();
+/// Relays one connection until either side closes, a cut (a change of
+/// `cut`), or a lost reply.
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    faults: Arc<Faults>,
+    mut cut: watch::Receiver<u64>,
+) {
     let link = Arc::new(Link::default());
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
