@@ -34,7 +34,7 @@
 //! | `dref_raft_voters` | gauge | `node` | voters in the membership this node knows |
 //! | `dref_raft_replication_lag` | gauge | `node`, `peer` | on the leader: entries a peer has not acknowledged |
 //! | `dref_raft_leader_changes_total` | counter | `node` | changes of the leader this node knows (including to none) |
-//! | `dref_raft_request_seconds` | histogram | `node`, `op` | latency of `read`, `write` and `keep_alive` requests through this node, failures included |
+//! | `dref_raft_request_seconds` | histogram | `node`, `op` | latency of `read`, `list`, `write` and `keep_alive` requests through this node, failures included |
 //! | `dref_raft_snapshot_bytes` | gauge | | size of the last snapshot this process built |
 //! | `dref_raft_snapshot_seconds` | histogram | | time to encode and store a snapshot |
 //!
@@ -127,7 +127,7 @@ pub fn describe() {
     describe_histogram!(
         "dref_raft_request_seconds",
         Unit::Seconds,
-        "Latency of read, write and keep-alive requests through this node"
+        "Latency of read, list, write and keep-alive requests through this node"
     );
     describe_gauge!(
         "dref_raft_snapshot_bytes",

@@ -124,6 +124,13 @@ impl Backend for FaultyBackend {
         }
     }
 
+    fn list(&self, prefix: String) -> BoxFuture<'_, Result<dref::engine::Listing>> {
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.list(prefix),
+        }
+    }
+
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
         if let Some(e) = self.cut() {
             return Self::fail(e);

@@ -109,6 +109,10 @@ impl Backend for Deferred {
         self.0.read(key)
     }
 
+    fn list(&self, prefix: String) -> BoxFuture<'_, dref::Result<dref::engine::Listing>> {
+        self.0.list(prefix)
+    }
+
     fn write(&self, write: Write) -> BoxFuture<'_, dref::Result<WriteOutcome>> {
         Box::pin(async move {
             tokio::task::yield_now().await;

@@ -89,6 +89,10 @@ impl Backend for Counting {
         self.inner.read(key)
     }
 
+    fn list(&self, prefix: String) -> BoxFuture<'_, dref::Result<dref::engine::Listing>> {
+        self.inner.list(prefix)
+    }
+
     fn write(&self, write: Write) -> BoxFuture<'_, dref::Result<WriteOutcome>> {
         async move {
             let outcome = self.inner.write(write).await?;

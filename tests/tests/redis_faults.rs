@@ -218,6 +218,10 @@ async fn foreign_data_under_our_keys_is_reported() {
     let _: () = conn.set("x:r:ref/text", "just a string").await.unwrap();
     let err = ctx.make(ManualId::<u8>::new("text"), 1).await.unwrap_err();
     assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    let lister = backend(&server.url(), "x:").await;
+    let err = lister.list("ref/".into()).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("x:r:ref/text"), "{err}");
 
     // A hash that is not a dref record.
     let _: () = conn.hset("x:r:ref/hash", "colour", "blue").await.unwrap();
@@ -530,6 +534,16 @@ async fn malformed_records_are_protocol_errors_and_writes_change_nothing() {
             }
             let err = b.read(key.clone()).await.unwrap_err();
             assert_malformed(&err, &rkey, field, &format!("read of {field} = {bad:?}"));
+            // A listing meets every record under its prefix: the keys made
+            // malformed before this one too.
+            let err = b.list(key.as_str().to_owned()).await.unwrap_err();
+            let under = format!("m:r:ref/{field}/");
+            assert_malformed(
+                &err,
+                &under,
+                field,
+                &format!("listing of {field} = {bad:?}"),
+            );
         }
     }
 }

@@ -136,7 +136,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dref::engine::store;
-use dref::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
+use dref::engine::{Backend, Key, LeaseId, Listing, Record, WatchStream, Write, WriteOutcome};
 use dref::{Error, Result};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -578,6 +578,10 @@ impl Backend for RaftBackend {
 
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
         timed(self.node.id, "read", self.node.read(key)).boxed()
+    }
+
+    fn list(&self, prefix: String) -> BoxFuture<'_, Result<Listing>> {
+        timed(self.node.id, "list", self.node.list(prefix)).boxed()
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {

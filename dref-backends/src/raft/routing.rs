@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dref::engine::store::StoreAccess;
-use dref::engine::{Key, Record, Write, WriteOutcome};
+use dref::engine::{Key, Listing, Record, Write, WriteOutcome};
 use dref::Result;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -141,6 +141,13 @@ impl Node {
     pub(super) async fn read(self: &Arc<Self>, key: Key) -> Result<Option<Record>> {
         self.read_barrier().await?;
         Ok(self.machines.get(&key))
+    }
+
+    /// A linearizable listing of the keys under `prefix`: the read barrier
+    /// of [`read`](Self::read), then this node's own state.
+    pub(super) async fn list(self: &Arc<Self>, prefix: String) -> Result<Listing> {
+        self.read_barrier().await?;
+        Ok(self.machines.with_store(|store| store.list(&prefix)))
     }
 
     /// A write whose condition this node's state already contradicts for

@@ -57,6 +57,28 @@ if OP == 'read' then
   return {revision or '0', record}
 end
 
+if OP == 'list' then
+  -- Every record whose key starts with ARGV[3], with the store revision:
+  -- one script, so one consistent cut of the store. KEYS walks the whole
+  -- keyspace (the contract says a listing's cost grows with the store).
+  local revision = redis.pcall('GET', REV)
+  if type(revision) == 'table' then
+    return redis.error_reply('DREFDATA `' .. REV .. '` is not a string')
+  end
+  local base = P .. 'r:'
+  local pattern = string.gsub(base .. ARGV[3], '[%*%?%[%]\\]', '\\%0')
+  local listed = {}
+  for _, rkey in ipairs(redis.call('KEYS', pattern .. '*')) do
+    local record = redis.pcall('HGETALL', rkey)
+    if record.err then
+      return redis.error_reply('DREFDATA `' .. rkey .. '` is not a hash: not a dref record')
+    end
+    listed[#listed + 1] = string.sub(rkey, #base + 1)
+    listed[#listed + 1] = record
+  end
+  return {revision or '0', listed}
+end
+
 local fmt = string.format
 local find = string.find
 

@@ -30,6 +30,12 @@
 //! queued write whose future is dropped before its call is made is not
 //! sent. [`RedisConfig::batch_writes`] turns batching off.
 //!
+//! A listing ([`Backend::list`]) is one script call, so one consistent cut
+//! of the store: it finds the records with `KEYS` on the prefix's pattern
+//! (glob characters in the prefix are escaped), which walks every key of
+//! the database and blocks the server meanwhile; list from tools and
+//! occasional scans, not on hot paths.
+//!
 //! Watches share one pub/sub connection per backend handle, separate from
 //! the command connection, subscribed once to the pattern of the
 //! namespace's event channels. A watch that asks for the commits after a
@@ -128,7 +134,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dref::engine::{
-    Backend, Condition, Key, LeaseId, Op, Record, WatchItem, WatchStream, Write, WriteOutcome,
+    Backend, Condition, Key, LeaseId, Listing, Op, Record, WatchItem, WatchStream, Write,
+    WriteOutcome,
 };
 use dref::{Error, Result};
 use futures_util::future::BoxFuture;
@@ -406,6 +413,7 @@ impl RedisBackend {
             let subject = String::from_utf8_lossy(args.first().copied().unwrap_or_default());
             match op {
                 "read" => format!("reading `{subject}`"),
+                "list" => format!("listing the keys under `{subject}`"),
                 "grant" => "granting a lease".to_owned(),
                 "keepalive" => format!("keeping lease #{subject} alive"),
                 "revoke" => format!("revoking lease #{subject}"),
@@ -442,12 +450,7 @@ impl RedisBackend {
         let items = wire::array(&reply, "read reply")?;
         match items {
             [revision, record] => {
-                let revision = match revision {
-                    Value::BulkString(b) => {
-                        wire::revision(Some(b), &RedisKey(&self.inner.prefix, "rev", ""))?
-                    }
-                    other => wire::int(other, "revision")?,
-                };
+                let revision = self.revision_in(revision)?;
                 let record =
                     wire::record(record, &RedisKey(&self.inner.prefix, "r:", key.as_str()))?;
                 self.inner.watches.observe(revision);
@@ -455,6 +458,45 @@ impl RedisBackend {
             }
             _ => Err(protocol("read reply must have two items")),
         }
+    }
+
+    /// The store revision in a script's reply (the value of `rev`, or 0
+    /// for a store that has no revision yet).
+    fn revision_in(&self, value: &Value) -> Result<u64> {
+        match value {
+            Value::BulkString(b) => {
+                wire::revision(Some(b), &RedisKey(&self.inner.prefix, "rev", ""))
+            }
+            other => wire::int(other, "revision"),
+        }
+    }
+
+    async fn list_now(&self, prefix: String) -> Result<Listing> {
+        let reply = self.run("list", &[prefix.as_bytes()]).await?;
+        let [revision, listed] = wire::array(&reply, "list reply")? else {
+            return Err(protocol("list reply must have two items"));
+        };
+        let revision = self.revision_in(revision)?;
+        let listed = wire::array(listed, "listed records")?;
+        if listed.len() % 2 != 0 {
+            return Err(protocol("the listed records have an odd number of items"));
+        }
+        let mut records = Vec::with_capacity(listed.len() / 2);
+        for pair in listed.chunks_exact(2) {
+            let key = wire::text(&pair[0], "listed key")?;
+            if !key.starts_with(&prefix) {
+                return Err(protocol(format!(
+                    "listing `{prefix}` returned the key `{key}`, which is not under it"
+                )));
+            }
+            let redis_key = RedisKey(&self.inner.prefix, "r:", &key);
+            if let Some(record) = wire::record(&pair[1], &redis_key)? {
+                records.push((Key::new(key), record));
+            }
+        }
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.inner.watches.observe(revision);
+        Ok(Listing { revision, records })
     }
 
     async fn write_now(&self, write: Write) -> Result<WriteOutcome> {
@@ -680,6 +722,10 @@ impl Backend for RedisBackend {
 
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
         async move { self.read_at(&key).await.map(|(_, record)| record) }.boxed()
+    }
+
+    fn list(&self, prefix: String) -> BoxFuture<'_, Result<Listing>> {
+        self.list_now(prefix).boxed()
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {

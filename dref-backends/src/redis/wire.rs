@@ -91,6 +91,13 @@ pub(super) fn array<'a>(value: &'a Value, what: &str) -> Result<&'a [Value]> {
     }
 }
 
+/// A bulk string that must be UTF-8 text (a key).
+pub(super) fn text(value: &Value, what: &str) -> Result<String> {
+    let bytes = bulk(value, what)?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| protocol(format!("{what} is not UTF-8: {}", shown(&bytes))))
+}
+
 /// A record hash as returned by `HGETALL` (an empty array: no record),
 /// read from the Redis key `key` (formatted only to name it in errors).
 pub(super) fn record(value: &Value, key: &dyn std::fmt::Display) -> Result<Option<Record>> {

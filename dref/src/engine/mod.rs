@@ -17,6 +17,10 @@
 //! # Operations
 //! - [`Backend::read`] is linearizable: it reflects every write committed
 //!   before it started.
+//! - [`Backend::list`] is a linearizable read of every record whose key
+//!   starts with a prefix, in key order, with the revision it reflects
+//!   (etcd's range read). Its cost grows with the store, on every backend:
+//!   it is for operators' tools and occasional scans, not for hot paths.
 //! - [`Backend::write`] is atomic: the [`Condition`] is checked and the [`Op`]
 //!   applied as one step. A write whose condition fails changes nothing and
 //!   returns [`WriteOutcome::Rejected`] with the current record. `Patch` and
@@ -122,7 +126,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 pub(crate) use record::KeyHashBuilder;
-pub use record::{Condition, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome};
+pub use record::{
+    Condition, Field, FieldName, Key, LeaseId, Listing, Op, Record, Write, WriteOutcome,
+};
 pub use watch::{apply_event, Event, EventKind, WatchItem, WatchStream};
 
 use crate::Result;
@@ -137,6 +143,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Linearizable read of one key.
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>>;
+
+    /// Linearizable read of every record whose key starts with `prefix`
+    /// (all of them for `""`), in key order, with the store revision it
+    /// reflects.
+    fn list(&self, prefix: String) -> BoxFuture<'_, Result<Listing>>;
 
     /// Atomic conditional write to one key.
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>>;

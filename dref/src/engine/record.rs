@@ -163,6 +163,17 @@ impl Record {
     }
 }
 
+/// The records under a key prefix as one linearizable read saw them (see
+/// [`Backend::list`](super::Backend::list)).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Listing {
+    /// The store revision the listing reflects: every commit up to it and
+    /// none after it, so a watch from this revision misses nothing.
+    pub revision: u64,
+    /// Every record whose key starts with the prefix, in key order.
+    pub records: Vec<(Key, Record)>,
+}
+
 /// Condition under which a [`Write`] is applied.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]

@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Condition, Event, EventKind, Field, FieldName, Key, KeyHashBuilder, LeaseId, Op, Record,
-    WatchItem, WatchStream, Write, WriteOutcome,
+    Condition, Event, EventKind, Field, FieldName, Key, KeyHashBuilder, LeaseId, Listing, Op,
+    Record, WatchItem, WatchStream, Write, WriteOutcome,
 };
 use crate::{Error, Result};
 
@@ -592,6 +592,23 @@ impl Store {
             self.delete(&key, revision, EventKind::Expired);
         }
         true
+    }
+
+    /// Every record whose key starts with `prefix`, in key order, at the
+    /// current revision. (A scan of every key: the store is a hash map, so
+    /// that reads and writes of one key stay a single lookup.)
+    pub fn list(&self, prefix: &str) -> Listing {
+        let mut records: Vec<(Key, Record)> = self
+            .slots
+            .iter()
+            .filter(|(key, _)| key.as_str().starts_with(prefix))
+            .filter_map(|(key, slot)| Some((key.clone(), slot.record.clone()?)))
+            .collect();
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Listing {
+            revision: self.revision,
+            records,
+        }
     }
 
     /// The whole content as plain data.

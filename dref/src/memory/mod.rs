@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::engine::store::{self, Store, StoreAccess};
-use crate::engine::{Backend, Key, LeaseId, Record, WatchStream, Write, WriteOutcome};
+use crate::engine::{Backend, Key, LeaseId, Listing, Record, WatchStream, Write, WriteOutcome};
 use crate::{Error, Result};
 use state::State;
 
@@ -153,6 +153,10 @@ impl Backend for MemoryBackend {
 
     fn read(&self, key: Key) -> BoxFuture<'_, Result<Option<Record>>> {
         future::ready(Ok(self.read_now(&key))).boxed()
+    }
+
+    fn list(&self, prefix: String) -> BoxFuture<'_, Result<Listing>> {
+        future::ready(Ok(self.shared.with_store(|store| store.list(&prefix)))).boxed()
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {

@@ -537,6 +537,10 @@ mod tests {
             self.store.read(key)
         }
 
+        fn list(&self, prefix: String) -> BoxFuture<'_, Result<crate::engine::Listing>> {
+            self.store.list(prefix)
+        }
+
         fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
             async move {
                 self.writes.fetch_add(1, Ordering::SeqCst);

@@ -1,5 +1,7 @@
 //! The engine contract, checked directly on the `Backend` trait.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use dref::engine::{
     Condition, EventKind, FieldName, Key, Op, Record, WatchItem, Write, WriteOutcome,
@@ -229,4 +231,63 @@ pub async fn engine_watch_since_resyncs(h: &dyn Harness) {
         WatchItem::Event(e) => assert_eq!((e.revision, e.kind), (r3, EventKind::Deleted)),
         other => panic!("expected the delete event, got {other:?}"),
     }
+}
+
+/// A listing is a linearizable read of a prefix: through another handle
+/// right after the writes, it holds every record under the prefix (and
+/// nothing else), in key order, as `read` returns them, at a revision that
+/// covers them; deleted and expired records leave it. Glob characters in a
+/// prefix are plain characters.
+pub async fn engine_list_reads_a_prefix(h: &dyn Harness) {
+    let a = h.backend().await;
+    let b = h.backend().await;
+    let empty = b.list("list/".into()).await.unwrap();
+    assert_eq!(empty.records, []);
+
+    let lease = a.grant_lease(Duration::from_secs(600)).await.unwrap();
+    let under = ["list/b", "list/a", "list/a/x", "list/[*?]\\", "list/leased"];
+    let elsewhere = ["lisT/a", "other/list/c", "list"];
+    let mut last = 0;
+    for name in under.iter().chain(&elsewhere) {
+        let mut write = Write::new(Key::new(*name), Op::Put(fields(&[("v", name)])));
+        if *name == "list/leased" {
+            write = write.with_lease(Some(lease));
+        }
+        last = committed(a.write(write).await.unwrap()).0;
+    }
+
+    let listing = b.list("list/".into()).await.unwrap();
+    let mut expected: Vec<&str> = under.to_vec();
+    expected.sort_unstable();
+    let keys: Vec<&str> = listing.records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, expected);
+    assert!(
+        listing.revision >= last,
+        "a listing at revision {} after a commit at {last}",
+        listing.revision
+    );
+    for (key, record) in &listing.records {
+        assert!(record.mod_revision <= listing.revision, "{key}");
+        assert_eq!(Some(record), b.read(key.clone()).await.unwrap().as_ref());
+    }
+    // A prefix with glob characters matches only itself.
+    let globbed = b.list("list/[".into()).await.unwrap();
+    let keys: Vec<&str> = globbed.records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["list/[*?]\\"]);
+    assert_eq!(b.list("list/*".into()).await.unwrap().records, []);
+    // The empty prefix lists everything.
+    let all = b.list(String::new()).await.unwrap();
+    assert_eq!(all.records.len(), under.len() + elsewhere.len());
+
+    // Deleted and expired records are gone from the next listing.
+    committed(
+        a.write(Write::new(Key::new("list/b"), Op::Delete))
+            .await
+            .unwrap(),
+    );
+    a.revoke_lease(lease).await.unwrap();
+    let after = b.list("list/".into()).await.unwrap();
+    let keys: Vec<&str> = after.records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["list/[*?]\\", "list/a", "list/a/x"]);
+    assert!(after.revision > listing.revision);
 }

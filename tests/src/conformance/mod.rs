@@ -43,6 +43,7 @@ macro_rules! conformance_suite {
             engine_put_diffs_fields,
             engine_patch_and_field_condition,
             engine_watch_since_resyncs,
+            engine_list_reads_a_prefix,
             // refs
             create_set_get,
             make_attaches_to_existing,
