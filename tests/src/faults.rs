@@ -185,6 +185,17 @@ impl Backend for FaultyBackend {
         }
     }
 
+    fn watch_prefix(
+        &self,
+        prefix: String,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<dref::engine::PrefixStream>> {
+        match self.cut() {
+            Some(e) => Self::fail(e),
+            None => self.inner.watch_prefix(prefix, since),
+        }
+    }
+
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
         match self.cut() {
             Some(e) => Self::fail(e),

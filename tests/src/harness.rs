@@ -124,6 +124,14 @@ impl Backend for Deferred {
         self.0.watch(key, since)
     }
 
+    fn watch_prefix(
+        &self,
+        prefix: String,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, dref::Result<dref::engine::PrefixStream>> {
+        self.0.watch_prefix(prefix, since)
+    }
+
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, dref::Result<LeaseId>> {
         self.0.grant_lease(ttl)
     }

@@ -110,6 +110,14 @@ impl Backend for Counting {
         self.inner.watch(key, since)
     }
 
+    fn watch_prefix(
+        &self,
+        prefix: String,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, dref::Result<dref::engine::PrefixStream>> {
+        self.inner.watch_prefix(prefix, since)
+    }
+
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, dref::Result<LeaseId>> {
         self.inner.grant_lease(ttl)
     }

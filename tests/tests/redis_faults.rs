@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dref::engine::{
-    Backend, Condition, FieldName, Key, LeaseId, Op, WatchItem, Write, WriteOutcome,
+    Backend, Condition, FieldName, Key, LeaseId, Op, PrefixItem, WatchItem, Write, WriteOutcome,
 };
 use dref::{ChangeKind, Codec, Context, Error, ManualId};
 use dref_backends::redis::{RedisBackend, RedisConfig};
@@ -130,6 +130,73 @@ async fn a_holder_cut_off_longer_than_its_ttl_loses_the_lock() {
     let again = eventually("the healed node's lock", || a.acquire("report")).await;
     assert!(again.token() > taken_token);
     again.release().await.unwrap();
+}
+
+/// A prefix watch whose pub/sub connection is lost (the server restarted)
+/// resyncs with a listing, then follows the commits after it; garbage
+/// published on the channel of a key under the prefix is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_watch_resyncs_after_a_restart_and_reports_garbage() {
+    let mut server = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let b = backend(&server.url(), "pw:").await;
+    let first = committed(b.write(put(&Key::new("ref/a"), "1")).await.unwrap());
+    let mut watch = b.watch_prefix("ref/".into(), Some(first)).await.unwrap();
+    let second = committed(b.write(put(&Key::new("ref/b"), "1")).await.unwrap());
+    match within("the event before the restart", watch.next()).await {
+        Some(Ok(PrefixItem::Event(key, event))) => {
+            assert_eq!((key.as_str(), event.revision), ("ref/b", second));
+        }
+        other => panic!("expected the event of ref/b, got {other:?}"),
+    }
+
+    server.kill();
+    server.launch();
+    let other = backend(&server.url(), "pw:").await;
+    let third = committed(other.write(put(&Key::new("ref/c"), "1")).await.unwrap());
+    // The resync's listing holds what the restart kept and what was
+    // written since; errors while the server was away are reported.
+    let listing = loop {
+        match within("the resync after the restart", watch.next()).await {
+            Some(Ok(PrefixItem::Resync(listing))) => break listing,
+            Some(Err(e)) => assert!(e.is_transient(), "{e}"),
+            other => panic!("expected a resync, got {other:?}"),
+        }
+    };
+    let keys: Vec<&str> = listing.records.iter().map(|(k, _)| k.as_str()).collect();
+    if listing.revision >= third {
+        assert_eq!(keys, ["ref/a", "ref/b", "ref/c"]);
+    } else {
+        assert_eq!(keys, ["ref/a", "ref/b"]);
+    }
+    let fourth = committed(other.write(put(&Key::new("ref/d"), "1")).await.unwrap());
+    loop {
+        match within("the event after the resync", watch.next()).await {
+            Some(Ok(PrefixItem::Event(key, event))) if event.revision == fourth => {
+                assert_eq!(key.as_str(), "ref/d");
+                break;
+            }
+            Some(Ok(PrefixItem::Event(key, event))) => {
+                assert!(event.revision > listing.revision, "{key}: {event:?}");
+            }
+            other => panic!("expected the event of ref/d, got {other:?}"),
+        }
+    }
+
+    let mut conn = raw(&server).await;
+    let _: () = conn
+        .publish("pw:c:ref/e", b"\x00garbage".as_slice())
+        .await
+        .unwrap();
+    match within("the garbage report", watch.next()).await {
+        Some(Err(e)) => {
+            assert!(matches!(e, Error::Protocol { .. }), "{e}");
+            assert!(e.to_string().contains("ref/e"), "{e}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert!(within("the end of the stream", watch.next())
+        .await
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

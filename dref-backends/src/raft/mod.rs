@@ -136,7 +136,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dref::engine::store;
-use dref::engine::{Backend, Key, LeaseId, Listing, Record, WatchStream, Write, WriteOutcome};
+use dref::engine::{
+    Backend, Key, LeaseId, Listing, PrefixStream, Record, WatchStream, Write, WriteOutcome,
+};
 use dref::{Error, Result};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -605,6 +607,15 @@ impl Backend for RaftBackend {
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
         let stream = store::watch(&self.node.machines, key, since);
+        async move { Ok(stream) }.boxed()
+    }
+
+    fn watch_prefix(
+        &self,
+        prefix: String,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<PrefixStream>> {
+        let stream = store::watch_prefix(&self.node.machines, prefix, since);
         async move { Ok(stream) }.boxed()
     }
 

@@ -134,8 +134,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dref::engine::{
-    Backend, Condition, Key, LeaseId, Listing, Op, Record, WatchItem, WatchStream, Write,
-    WriteOutcome,
+    Backend, Condition, Key, LeaseId, Listing, Op, PrefixItem, PrefixStream, Record, WatchItem,
+    WatchStream, Write, WriteOutcome,
 };
 use dref::{Error, Result};
 use futures_util::future::BoxFuture;
@@ -145,7 +145,7 @@ use redis::Value;
 
 use batch::{Args, Batcher, Failure};
 pub use config::{RedisConfig, URL_ENV};
-use watch::{Notice, Start, Subscription, Watches};
+use watch::{Notice, PrefixNotice, PrefixSubscription, Start, Subscription, Watches};
 use wire::protocol;
 
 const SCRIPT: &str = include_str!("engine.lua");
@@ -569,6 +569,35 @@ impl RedisBackend {
             RedisWatch::next,
         )))
     }
+
+    async fn watch_prefix_now(&self, prefix: String, since: Option<u64>) -> Result<PrefixStream> {
+        let (subscription, start) = self.inner.watches.subscribe_prefix(&prefix, since);
+        // Registered first, listed second, as for one key. Deletions leave
+        // nothing in a listing to compare `since` with: a watch that may
+        // have missed something starts with the listing.
+        let (initial, floor) = match (start, since) {
+            (Start::Resync, Some(_)) => {
+                let listing = self.list_now(prefix.clone()).await?;
+                let revision = listing.revision;
+                (Some(PrefixItem::Resync(listing)), revision)
+            }
+            (Start::Live, Some(since)) => (None, since),
+            (_, None) => (None, self.revision().await?),
+        };
+        let state = RedisPrefixWatch {
+            subscription,
+            floor,
+            initial,
+            resync: None,
+            backend: Arc::downgrade(&self.inner),
+            prefix,
+            done: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            RedisPrefixWatch::next,
+        )))
+    }
 }
 
 /// The redis client for `config`: plain, or TLS with a custom CA.
@@ -665,9 +694,7 @@ impl RedisWatch {
         loop {
             if let Some(failures) = self.resync {
                 if failures > 0 {
-                    let (first, longest) = RESYNC_BACKOFF;
-                    let pause = first.saturating_mul(1 << failures.min(6)).min(longest);
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(resync_pause(failures)).await;
                 }
                 let backend = RedisBackend {
                     inner: self.backend.upgrade()?,
@@ -715,6 +742,86 @@ impl RedisWatch {
     }
 }
 
+/// The pause before the resync read (or listing) of a watch that failed
+/// `failures` times in a row.
+fn resync_pause(failures: u32) -> Duration {
+    let (first, longest) = RESYNC_BACKOFF;
+    first.saturating_mul(1 << failures.min(6)).min(longest)
+}
+
+/// A watch of every key under a prefix: [`RedisWatch`]'s rules, with a
+/// listing for a resync.
+struct RedisPrefixWatch {
+    subscription: PrefixSubscription,
+    /// Events at or below this revision are reflected in what the stream
+    /// has delivered.
+    floor: u64,
+    initial: Option<PrefixItem>,
+    /// A resync is owed, and its listing has failed this many times.
+    resync: Option<u32>,
+    backend: Weak<Inner>,
+    prefix: String,
+    done: bool,
+}
+
+impl RedisPrefixWatch {
+    async fn next(mut self) -> Option<(Result<PrefixItem>, Self)> {
+        if self.done {
+            return None;
+        }
+        if let Some(item) = self.initial.take() {
+            return Some((Ok(item), self));
+        }
+        loop {
+            if let Some(failures) = self.resync {
+                if failures > 0 {
+                    tokio::time::sleep(resync_pause(failures)).await;
+                }
+                let backend = RedisBackend {
+                    inner: self.backend.upgrade()?,
+                };
+                return match backend.list_now(self.prefix.clone()).await {
+                    Ok(listing) => {
+                        self.floor = listing.revision;
+                        self.resync = None;
+                        Some((Ok(PrefixItem::Resync(listing)), self))
+                    }
+                    Err(e) if e.is_transient() => {
+                        self.resync = Some(failures.saturating_add(1));
+                        Some((Err(e), self))
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        Some((Err(e), self))
+                    }
+                };
+            }
+            let notice = match self.subscription.rx.recv().await {
+                Ok(notice) => notice,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.subscription.rx = self.subscription.rx.resubscribe();
+                    PrefixNotice::Reconnected
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            match notice {
+                // (The floor stays: the records one lease expiry deletes
+                // may share a revision on other backends; here they do not,
+                // and events come in commit order.)
+                PrefixNotice::Event(_, event) if event.revision <= self.floor => continue,
+                PrefixNotice::Event(key, event) => {
+                    return Some((Ok(PrefixItem::Event(key, event)), self));
+                }
+                PrefixNotice::Reconnected => self.resync = Some(0),
+                PrefixNotice::Malformed(message) => {
+                    self.done = true;
+                    return Some((Err(protocol(message)), self));
+                }
+            }
+        }
+    }
+}
+
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
         "redis"
@@ -734,6 +841,14 @@ impl Backend for RedisBackend {
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
         self.watch_now(key, since).boxed()
+    }
+
+    fn watch_prefix(
+        &self,
+        prefix: String,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<PrefixStream>> {
+        self.watch_prefix_now(prefix, since).boxed()
     }
 
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {

@@ -47,9 +47,24 @@ pub(super) enum Notice {
     Malformed(String),
 }
 
+/// What the pub/sub task tells the watchers of a prefix.
+#[derive(Clone, Debug)]
+pub(super) enum PrefixNotice {
+    /// An event of a key under the prefix.
+    Event(Key, Event),
+    /// The pub/sub connection was (re-)established: events may have been
+    /// missed.
+    Reconnected,
+    /// A message on the channel of a key under the prefix could not be
+    /// decoded.
+    Malformed(String),
+}
+
 #[derive(Default)]
 struct State {
     senders: HashMap<Key, broadcast::Sender<Notice>>,
+    /// The watched prefixes (few: tools and dashboards watch them).
+    prefixes: Vec<(String, broadcast::Sender<PrefixNotice>)>,
     /// Revision of the last event seen per key since `live_since`.
     last: HashMap<Key, u64>,
     /// Events of keys missing from `last` had revisions at most this.
@@ -97,6 +112,23 @@ impl Drop for Subscription {
         {
             state.senders.remove(&self.key);
         }
+    }
+}
+
+/// A watcher's registration for a prefix.
+pub(super) struct PrefixSubscription {
+    pub(super) rx: broadcast::Receiver<PrefixNotice>,
+    watches: Arc<Watches>,
+    prefix: String,
+}
+
+impl Drop for PrefixSubscription {
+    fn drop(&mut self) {
+        let mut state = self.watches.state.lock();
+        // Our receiver is still counted until the field is dropped.
+        state
+            .prefixes
+            .retain(|(p, tx)| *p != self.prefix || tx.receiver_count() > 1);
     }
 }
 
@@ -201,6 +233,50 @@ impl Watches {
         (subscription, start)
     }
 
+    /// Registers a watcher of every key under `prefix` that wants every
+    /// commit after `since`, and tells it whether it must resync first: it
+    /// may start live only when no event of a key under the prefix above
+    /// `since` went by since the subscription started.
+    pub(super) fn subscribe_prefix(
+        self: &Arc<Self>,
+        prefix: &str,
+        since: Option<u64>,
+    ) -> (PrefixSubscription, Start) {
+        let mut state = self.state.lock();
+        let rx = match state.prefixes.iter().find(|(p, _)| p == prefix) {
+            Some((_, tx)) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(WATCH_BUFFER);
+                state.prefixes.push((prefix.to_owned(), tx));
+                rx
+            }
+        };
+        let start = match (since, state.live_since) {
+            (None, _) => Start::Live,
+            (Some(since), Some(live)) if live <= since => {
+                let last = state
+                    .last
+                    .iter()
+                    .filter(|(key, _)| key.as_str().starts_with(prefix))
+                    .map(|(_, revision)| *revision)
+                    .fold(state.floor, u64::max);
+                if last <= since {
+                    Start::Live
+                } else {
+                    Start::Resync
+                }
+            }
+            _ => Start::Resync,
+        };
+        drop(state);
+        let subscription = PrefixSubscription {
+            rx,
+            watches: self.clone(),
+            prefix: prefix.to_owned(),
+        };
+        (subscription, start)
+    }
+
     fn dispatch(&self, channel: &[u8], payload: &[u8]) {
         let Some(key) = channel
             .strip_prefix(self.prefix.as_bytes())
@@ -217,12 +293,16 @@ impl Watches {
         let key = Key::new(key);
         let mut state = self.state.lock();
         let watched = state.senders.get(&key).cloned();
-        let notice = match watched {
-            Some(_) => match wire::event(payload) {
+        let prefixed = state
+            .prefixes
+            .iter()
+            .any(|(prefix, _)| key.as_str().starts_with(prefix.as_str()));
+        let notice = match watched.is_some() || prefixed {
+            true => match wire::event(payload) {
                 Ok(event) => Ok(event),
                 Err(e) => Err(e.to_string()),
             },
-            None => match wire::event_revision(payload) {
+            false => match wire::event_revision(payload) {
                 Ok(revision) => {
                     self.observe(revision);
                     remember(&mut state, key, revision);
@@ -242,6 +322,19 @@ impl Watches {
                 Notice::Malformed(message)
             }
         };
+        if prefixed {
+            let notice = match &notice {
+                Notice::Event(event) => PrefixNotice::Event(key.clone(), event.clone()),
+                Notice::Malformed(message) => {
+                    PrefixNotice::Malformed(format!("an event of `{key}`: {message}"))
+                }
+                Notice::Reconnected => PrefixNotice::Reconnected,
+            };
+            // A sender without receivers belongs to watchers going away.
+            state.prefixes.retain(|(prefix, tx)| {
+                !key.as_str().starts_with(prefix.as_str()) || tx.send(notice.clone()).is_ok()
+            });
+        }
         // (Under the lock, so the entry is still this sender.)
         if let Some(tx) = watched {
             if tx.send(notice).is_err() {
@@ -277,6 +370,9 @@ impl Watches {
         state
             .senders
             .retain(|_, tx| tx.send(Notice::Reconnected).is_ok());
+        state
+            .prefixes
+            .retain(|(_, tx)| tx.send(PrefixNotice::Reconnected).is_ok());
         drop(state);
         self.live.send_replace(true);
     }

@@ -40,6 +40,14 @@
 //!   `r`: either the missed events or a leading `Resync` (a backend may send a
 //!   `Resync` that turns out to be unnecessary; consumers treat it as "this is
 //!   the state now").
+//! - [`Backend::watch_prefix`] is the watch of every key under a prefix:
+//!   every committed event of those keys in commit order, each with its
+//!   key, and when events were missed a [`PrefixItem::Resync`] with the
+//!   listing of the prefix instead, as for one key. With `since = Some(r)`
+//!   it covers everything after revision `r`; a backend that cannot tell
+//!   whether a key under the prefix was deleted after `r` starts with a
+//!   resync. `list` then `watch_prefix` from the listing's revision is the
+//!   way to follow a prefix without a gap.
 //! - **Leases**: [`Backend::grant_lease`] creates a lease with a TTL,
 //!   [`Backend::keep_alive`] restarts its TTL (or fails with
 //!   [`Error::LeaseExpired`](crate::Error::LeaseExpired) when it is gone),
@@ -129,7 +137,7 @@ pub(crate) use record::KeyHashBuilder;
 pub use record::{
     Condition, Field, FieldName, Key, LeaseId, Listing, Op, Record, Write, WriteOutcome,
 };
-pub use watch::{apply_event, Event, EventKind, WatchItem, WatchStream};
+pub use watch::{apply_event, Event, EventKind, PrefixItem, PrefixStream, WatchItem, WatchStream};
 
 use crate::Result;
 
@@ -171,6 +179,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Watches one key. With `since`, the stream covers every commit after
     /// that revision (replayed, or summarised by a leading `Resync`).
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>>;
+
+    /// Watches every key under `prefix` (all keys for `""`). With `since`,
+    /// the stream covers every commit after that revision (replayed, or
+    /// summarised by a leading `Resync`).
+    fn watch_prefix(
+        &self,
+        prefix: String,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<PrefixStream>>;
 
     /// Grants a lease that ends `ttl` after its last keep-alive.
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>>;

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use super::record::{Field, FieldName, LeaseId, Record};
+use super::record::{Field, FieldName, Key, LeaseId, Listing, Record};
 use crate::Result;
 
 /// A committed change to one key.
@@ -56,6 +56,23 @@ pub enum WatchItem {
 /// A stream of watch items for one key. Ends only when the backend shuts
 /// down; an `Err` item is followed by the end of the stream.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem>> + Send>>;
+
+/// An item of a prefix watch stream.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum PrefixItem {
+    /// A committed event of a key under the prefix. Events come in commit
+    /// order over all the keys (the records one lease expiry deletes may
+    /// share a revision).
+    Event(Key, Event),
+    /// The watcher could not be given every event: here are the records
+    /// under the prefix as they are now (keys missing from it are absent).
+    /// Events that follow have revisions above the listing's.
+    Resync(Listing),
+}
+
+/// A stream of watch items for every key under a prefix. Ends only when the
+/// backend shuts down; an `Err` item is followed by the end of the stream.
+pub type PrefixStream = Pin<Box<dyn Stream<Item = Result<PrefixItem>> + Send>>;
 
 /// Applies one event to a locally kept copy of a record (`None` = absent).
 ///

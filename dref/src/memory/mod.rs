@@ -17,7 +17,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::engine::store::{self, Store, StoreAccess};
-use crate::engine::{Backend, Key, LeaseId, Listing, Record, WatchStream, Write, WriteOutcome};
+use crate::engine::{
+    Backend, Key, LeaseId, Listing, PrefixStream, Record, WatchStream, Write, WriteOutcome,
+};
 use crate::{Error, Result};
 use state::State;
 
@@ -175,6 +177,14 @@ impl Backend for MemoryBackend {
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {
         future::ready(Ok(self.watch_now(key, since))).boxed()
+    }
+
+    fn watch_prefix(
+        &self,
+        prefix: String,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<PrefixStream>> {
+        future::ready(Ok(store::watch_prefix(&self.shared, prefix, since))).boxed()
     }
 
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {

@@ -555,6 +555,14 @@ mod tests {
             self.store.watch(key, since)
         }
 
+        fn watch_prefix(
+            &self,
+            prefix: String,
+            since: Option<u64>,
+        ) -> BoxFuture<'_, Result<crate::engine::PrefixStream>> {
+            self.store.watch_prefix(prefix, since)
+        }
+
         fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
             self.store.grant_lease(ttl)
         }

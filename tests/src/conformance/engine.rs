@@ -291,3 +291,166 @@ pub async fn engine_list_reads_a_prefix(h: &dyn Harness) {
     assert_eq!(keys, ["list/[*?]\\", "list/a", "list/a/x"]);
     assert!(after.revision > listing.revision);
 }
+
+/// The state a prefix watcher builds from its stream: the listing of a
+/// resync, then each event applied to its key's record.
+#[derive(Default)]
+struct PrefixModel {
+    records: std::collections::BTreeMap<Key, Record>,
+    /// The revision of the last item.
+    revision: u64,
+}
+
+impl PrefixModel {
+    fn apply(&mut self, prefix: &str, item: dref::engine::PrefixItem) {
+        match item {
+            dref::engine::PrefixItem::Resync(listing) => {
+                assert!(listing.revision >= self.revision, "a resync went back");
+                self.records = listing.records.into_iter().collect();
+                self.revision = listing.revision;
+            }
+            dref::engine::PrefixItem::Event(key, event) => {
+                assert!(
+                    key.as_str().starts_with(prefix),
+                    "a watch of `{prefix}` yielded an event of `{key}`"
+                );
+                assert!(
+                    event.revision > self.revision
+                        || event.revision == self.revision && event.kind == EventKind::Expired,
+                    "event of `{key}` at {} after {}",
+                    event.revision,
+                    self.revision
+                );
+                let mut record = self.records.remove(&key);
+                dref::engine::apply_event(&mut record, &event);
+                if let Some(record) = record {
+                    self.records.insert(key, record);
+                }
+                self.revision = event.revision;
+            }
+        }
+    }
+
+    fn listing(&self) -> Vec<(Key, Record)> {
+        self.records
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
+    }
+}
+
+/// A prefix watch yields the commits of every key under its prefix and of
+/// no other, in commit order, each with its key (puts, patches, deletes,
+/// expiries), so that a watcher that starts from a listing and applies
+/// what it is given holds what a listing holds now; from an older
+/// revision it covers everything after it; without `since`, only what
+/// commits after it was opened.
+pub async fn engine_prefix_watch_follows_every_key_under_it(h: &dyn Harness) {
+    let a = h.backend().await;
+    let b = h.backend().await;
+    let prefix = "pw/";
+    let put = |key: &str, value: &str| {
+        Write::new(
+            Key::new(key),
+            Op::Put(fields(&[("v", value), ("w", "same")])),
+        )
+    };
+    let (before, _) = committed(a.write(put("pw/early", "0")).await.unwrap());
+    let listing = b.list(prefix.into()).await.unwrap();
+    let mut model = PrefixModel {
+        records: listing.records.into_iter().collect(),
+        revision: listing.revision,
+    };
+    let mut from_listing = b
+        .watch_prefix(prefix.into(), Some(listing.revision))
+        .await
+        .unwrap();
+    let mut from_before = b
+        .watch_prefix(prefix.into(), Some(before - 1))
+        .await
+        .unwrap();
+    let mut from_now = b.watch_prefix(prefix.into(), None).await.unwrap();
+
+    let lease = a.grant_lease(Duration::from_secs(600)).await.unwrap();
+    committed(a.write(put("pw/x", "1")).await.unwrap());
+    committed(a.write(put("other/pw/x", "1")).await.unwrap());
+    committed(a.write(put("pw", "1")).await.unwrap());
+    committed(a.write(put("pw/y", "1")).await.unwrap());
+    let patch = Op::Patch(fields(&[("v", "2")]));
+    committed(a.write(Write::new(Key::new("pw/x"), patch)).await.unwrap());
+    committed(
+        a.write(Write::new(Key::new("pw/y"), Op::Delete))
+            .await
+            .unwrap(),
+    );
+    committed(
+        a.write(put("pw/z", "1").with_lease(Some(lease)))
+            .await
+            .unwrap(),
+    );
+    committed(
+        a.write(put("pw/z2", "1").with_lease(Some(lease)))
+            .await
+            .unwrap(),
+    );
+    committed(a.write(put("pw/x", "3")).await.unwrap());
+    a.revoke_lease(lease).await.unwrap();
+    let (last, _) = committed(a.write(put("pw/last", "1")).await.unwrap());
+
+    let now = b.list(prefix.into()).await.unwrap();
+    assert!(now.revision >= last);
+    let keys: Vec<&str> = now.records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["pw/early", "pw/last", "pw/x"]);
+    // Followed from the listing: every commit comes as an event or in a
+    // resync, and the state converges on the listing's.
+    let mut events = 0;
+    while model.revision < last {
+        let item = within("the prefix's events", from_listing.next())
+            .await
+            .expect("the stream ended")
+            .expect("the stream failed");
+        events += matches!(item, dref::engine::PrefixItem::Event(..)) as usize;
+        model.apply(prefix, item);
+    }
+    assert_eq!(model.listing(), now.records);
+    // Nothing came in a resync on a backend that sent every event: the
+    // watch was opened at the listing's revision, with nothing in between.
+    assert!(events > 0);
+
+    // From before the first commit: the same state (the first item may be
+    // a resync), the early commit included.
+    let mut model = PrefixModel {
+        revision: before - 1,
+        ..PrefixModel::default()
+    };
+    let mut early_seen = false;
+    while model.revision < last {
+        let item = within("the prefix's events from before", from_before.next())
+            .await
+            .expect("the stream ended")
+            .expect("the stream failed");
+        early_seen |= match &item {
+            dref::engine::PrefixItem::Event(key, _) => key.as_str() == "pw/early",
+            dref::engine::PrefixItem::Resync(listing) => listing
+                .records
+                .iter()
+                .any(|(k, _)| k.as_str() == "pw/early"),
+        };
+        model.apply(prefix, item);
+    }
+    assert!(early_seen, "the watch from before missed the early commit");
+    assert_eq!(model.listing(), now.records);
+
+    // Without `since`: the first item is the first commit after opening.
+    match within("the first new event", from_now.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        dref::engine::PrefixItem::Event(key, event) => {
+            assert_eq!(key.as_str(), "pw/x");
+            assert!(event.revision > before);
+        }
+        other => panic!("expected the event of pw/x, got {other:?}"),
+    }
+}

@@ -44,6 +44,7 @@ macro_rules! conformance_suite {
             engine_patch_and_field_condition,
             engine_watch_since_resyncs,
             engine_list_reads_a_prefix,
+            engine_prefix_watch_follows_every_key_under_it,
             // refs
             create_set_get,
             make_attaches_to_existing,

@@ -9,6 +9,8 @@
 //! part of the store: a lease here has a TTL and a set of records, and ends
 //! only when [`Store::revoke`] is called.
 
+mod prefix;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -18,9 +20,10 @@ use bytes::Bytes;
 
 use super::{
     Condition, Event, EventKind, Field, FieldName, Key, KeyHashBuilder, LeaseId, Listing, Op,
-    Record, WatchItem, WatchStream, Write, WriteOutcome,
+    PrefixItem, PrefixStream, Record, WatchItem, WatchStream, Write, WriteOutcome,
 };
 use crate::{Error, Result};
+use prefix::{Polled, PrefixFeeds};
 
 /// What a key's watchers receive.
 #[derive(Clone, Debug)]
@@ -162,20 +165,34 @@ struct Lease {
     keys: BTreeSet<Key>,
 }
 
-/// Sends to a key's watchers, forgetting the feed once nobody listens.
-fn publish(feed: &mut Option<Feed>, notice: impl FnOnce() -> Notice) {
+/// The key of a commit and the prefix feeds, when a prefix watch covers
+/// the key.
+type Prefixed<'a> = Option<(&'a Key, &'a mut PrefixFeeds)>;
+
+/// Sends to a key's watchers (forgetting the feed once nobody listens) and
+/// to the watchers of its prefixes.
+fn publish(feed: &mut Option<Feed>, prefixed: Prefixed<'_>, notice: impl FnOnce() -> Notice) {
+    if feed
+        .as_ref()
+        .is_some_and(|f| Arc::strong_count(&f.streams) == 1)
+    {
+        *feed = None;
+    }
+    if feed.is_none() && prefixed.is_none() {
+        return;
+    }
+    let notice = notice();
+    if let Some((key, prefixes)) = prefixed {
+        prefixes.publish(key, &notice);
+    }
     let Some(f) = feed else {
         return;
     };
-    if Arc::strong_count(&f.streams) == 1 {
-        *feed = None;
-        return;
-    }
     if f.notices.len() >= f.capacity {
         f.notices.pop_front();
         f.first += 1;
     }
-    f.notices.push_back(notice());
+    f.notices.push_back(notice);
     for (_, waker) in f.waiting.drain(..) {
         waker.wake();
     }
@@ -251,17 +268,18 @@ fn overwrite_fields(
 fn overwrite(
     record: &mut Record,
     feed: &mut Option<Feed>,
+    prefixed: Prefixed<'_>,
     values: impl Iterator<Item = Bytes>,
     revision: u64,
     lease: Option<LeaseId>,
 ) -> u64 {
-    let watched = watched(feed);
+    let watched = watched(feed) || prefixed.is_some();
     let changed = overwrite_fields(record, values, revision, watched);
     record.version += 1;
     record.mod_revision = revision;
     record.lease = lease;
     let (version, create_revision) = (record.version, record.create_revision);
-    publish(feed, || Notice::Put {
+    publish(feed, prefixed, || Notice::Put {
         revision,
         version,
         create_revision,
@@ -277,6 +295,7 @@ fn overwrite(
 /// removed. Returns the new version.
 fn replace(
     slot: &mut Slot,
+    prefixed: Prefixed<'_>,
     fields: Vec<(FieldName, Bytes)>,
     revision: u64,
     lease: Option<LeaseId>,
@@ -317,7 +336,7 @@ fn replace(
         mod_revision: revision,
         lease,
     });
-    publish(&mut slot.feed, || Notice::Put {
+    publish(&mut slot.feed, prefixed, || Notice::Put {
         revision,
         version,
         create_revision,
@@ -347,6 +366,7 @@ pub struct Store {
     /// Set by [`Store::commit_at`]: the revision every change shares.
     pinned: Option<u64>,
     slots: HashMap<Key, Slot, KeyHashBuilder>,
+    prefixes: PrefixFeeds,
     leases: BTreeMap<LeaseId, Lease>,
     last_lease: u64,
     watch_buffer: usize,
@@ -360,6 +380,7 @@ impl Store {
             revision: 0,
             pinned: None,
             slots: HashMap::default(),
+            prefixes: PrefixFeeds::default(),
             leases: BTreeMap::new(),
             last_lease: 0,
             watch_buffer: watch_buffer.max(1),
@@ -466,8 +487,11 @@ impl Store {
         old_lease: Option<LeaseId>,
         revision: u64,
     ) -> WriteOutcome {
-        // Only a change of lease needs the key after the slot's lookup.
+        // Only a change of lease, or a prefix watch, needs the key after
+        // the slot's lookup.
         let lease_key = (old_lease != lease).then(|| key.clone());
+        let prefix_key = self.prefixes.cover(&key).then(|| key.clone());
+        let prefixed = prefix_key.as_ref().map(|k| (k, &mut self.prefixes));
         let slot = match self.slots.get_mut(&key) {
             Some(slot) => slot,
             None => self.slots.entry(key).or_default(),
@@ -477,9 +501,9 @@ impl Store {
             // place.
             Some(record) if same_fields(record, fields.iter().map(|(n, _)| n)) => {
                 let values = fields.into_iter().map(|(_, v)| v);
-                overwrite(record, &mut slot.feed, values, revision, lease)
+                overwrite(record, &mut slot.feed, prefixed, values, revision, lease)
             }
-            _ => replace(slot, fields, revision, lease),
+            _ => replace(slot, prefixed, fields, revision, lease),
         };
         if let Some(key) = lease_key {
             if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
@@ -520,8 +544,12 @@ impl Store {
         record.mod_revision = revision;
         let (version, create_revision, lease) =
             (record.version, record.create_revision, record.lease);
+        let prefixed = self
+            .prefixes
+            .cover(key)
+            .then_some((key, &mut self.prefixes));
         if let Some(slot) = self.slots.get_mut(key) {
-            publish(&mut slot.feed, || {
+            publish(&mut slot.feed, prefixed, || {
                 Notice::Event(Event {
                     revision,
                     kind: EventKind::Put {
@@ -538,13 +566,19 @@ impl Store {
     }
 
     fn delete(&mut self, key: &Key, revision: u64, kind: EventKind) -> WriteOutcome {
+        let prefixed = self
+            .prefixes
+            .cover(key)
+            .then_some((key, &mut self.prefixes));
         if let Some(slot) = self.slots.get_mut(key) {
             if let Some(old) = slot.record.take() {
                 if let Some(l) = old.lease.and_then(|l| self.leases.get_mut(&l)) {
                     l.keys.remove(key);
                 }
             }
-            publish(&mut slot.feed, || Notice::Event(Event { revision, kind }));
+            publish(&mut slot.feed, prefixed, || {
+                Notice::Event(Event { revision, kind })
+            });
             if slot.is_unused() {
                 self.slots.remove(key);
             }
@@ -654,8 +688,9 @@ impl Store {
             self.slots.entry(key).or_default().record = Some(record);
         }
         for slot in self.slots.values_mut() {
-            publish(&mut slot.feed, || Notice::Reset);
+            publish(&mut slot.feed, None, || Notice::Reset);
         }
+        self.prefixes.reset();
         self.slots.retain(|_, s| !s.is_unused());
     }
 
@@ -821,6 +856,83 @@ impl<A: StoreAccess> StoreWatch<A> {
     }
 }
 
+/// Watches every key under `prefix` on the store behind `access`, with the
+/// contract's `since` semantics: the store keeps no record of deletions,
+/// so a `since` below the store's revision starts with a resync (a listing
+/// of the prefix). The stream holds only a weak reference: it ends when
+/// the store is dropped.
+pub fn watch_prefix<A: StoreAccess>(
+    access: &Arc<A>,
+    prefix: String,
+    since: Option<u64>,
+) -> PrefixStream {
+    let (cursor, initial) = access.with_store(|store| {
+        let mut cursor = store.prefixes.subscribe(&prefix, store.watch_buffer);
+        let initial = match since {
+            Some(since) if since < store.revision() => {
+                cursor.floor = store.revision();
+                Some(PrefixItem::Resync(store.list(&prefix)))
+            }
+            Some(since) => {
+                cursor.floor = since;
+                None
+            }
+            None => None,
+        };
+        (cursor, initial)
+    });
+    let watch = StorePrefixWatch {
+        cursor,
+        initial,
+        access: Arc::downgrade(access),
+        prefix,
+    };
+    Box::pin(futures_util::stream::unfold(watch, StorePrefixWatch::next))
+}
+
+struct StorePrefixWatch<A> {
+    cursor: Cursor,
+    initial: Option<PrefixItem>,
+    access: Weak<A>,
+    prefix: String,
+}
+
+impl<A: StoreAccess> StorePrefixWatch<A> {
+    async fn next(mut self) -> Option<(Result<PrefixItem>, Self)> {
+        if let Some(item) = self.initial.take() {
+            return Some((Ok(item), self));
+        }
+        let item = std::future::poll_fn(|cx| {
+            let Some(access) = self.access.upgrade() else {
+                return Poll::Ready(None);
+            };
+            access.with_store(|store| {
+                let item = loop {
+                    match store.prefixes.poll(&mut self.cursor, cx) {
+                        Polled::Pending => return Poll::Pending,
+                        Polled::Event(key, notice) => {
+                            if let Some(event) = notice.into_event() {
+                                break PrefixItem::Event(key, event);
+                            }
+                        }
+                        Polled::Resync => {
+                            // Anew at the feed's end (the feed itself is
+                            // made anew should it have gone).
+                            let capacity = store.watch_buffer;
+                            self.cursor = store.prefixes.subscribe(&self.prefix, capacity);
+                            self.cursor.floor = store.revision();
+                            break PrefixItem::Resync(store.list(&self.prefix));
+                        }
+                    }
+                };
+                Poll::Ready(Some(item))
+            })
+        })
+        .await?;
+        Some((Ok(item), self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -952,6 +1064,59 @@ mod tests {
         drop(lagging);
         put(b"7");
         assert_eq!(waiting(&store), None);
+    }
+
+    async fn next_prefix_item(watch: &mut PrefixStream) -> PrefixItem {
+        watch.next().await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_prefix_stream_that_lags_or_meets_a_restore_resyncs_with_a_listing() {
+        let store = locked(2);
+        let put = |key: &str, value: &'static [u8]| {
+            let write = Write::new(Key::new(key), Op::Put(typed(value)));
+            store.with_store(|s| s.write(write)).unwrap();
+        };
+        let mut lagging = watch_prefix(&store, "p/".into(), None);
+        let mut other = watch_prefix(&store, "q/".into(), None);
+        for (i, value) in [b"1", b"2", b"3", b"4"].into_iter().enumerate() {
+            put(&format!("p/{i}"), value);
+            put("q/0", value);
+        }
+        let PrefixItem::Resync(listing) = next_prefix_item(&mut lagging).await else {
+            panic!("expected a resync");
+        };
+        assert_eq!(listing, store.with_store(|s| s.list("p/")));
+        assert_eq!(listing.records.len(), 4);
+        put("p/0", b"5");
+        let PrefixItem::Event(key, event) = next_prefix_item(&mut lagging).await else {
+            panic!("expected an event");
+        };
+        assert_eq!(
+            (key.as_str(), event.revision),
+            ("p/0", listing.revision + 1)
+        );
+
+        // A restore resyncs every prefix stream; the other prefix's stream
+        // lagged too, and both see the restored state.
+        let image = StoreImage {
+            revision: 100,
+            ..StoreImage::default()
+        };
+        store.with_store(|s| s.restore(image));
+        let PrefixItem::Resync(listing) = next_prefix_item(&mut lagging).await else {
+            panic!("expected a resync after the restore");
+        };
+        assert_eq!((listing.revision, listing.records.len()), (100, 0));
+        let PrefixItem::Resync(listing) = next_prefix_item(&mut other).await else {
+            panic!("expected a resync");
+        };
+        assert_eq!(listing.revision, 100);
+
+        // Once nobody listens, the next commit forgets the feed.
+        drop((lagging, other));
+        put("p/9", b"1");
+        assert_eq!(store.with_store(|s| s.prefixes.len()), 0);
     }
 
     #[tokio::test]
