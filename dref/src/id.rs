@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::panic::Location;
 
 use crate::engine::Key;
+use crate::layout::REF_PREFIX;
 
 /// Names a ref explicitly: every node that uses the same name (and type)
 /// shares the same record.
@@ -96,14 +97,14 @@ impl<T> sealed::Sealed for AutoId<T> {}
 
 impl<T> RefId<T> for ManualId<T> {
     fn key(&self) -> Key {
-        Key::from(format!("ref/{}", self.name))
+        Key::from(format!("{REF_PREFIX}{}", self.name))
     }
 }
 
 impl<T> RefId<T> for AutoId<T> {
     fn key(&self) -> Key {
         Key::from(format!(
-            "ref/auto/{}:{}:{}/{}",
+            "{REF_PREFIX}auto/{}:{}:{}/{}",
             self.location.file(),
             self.location.line(),
             self.location.column(),

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use crate::context::Context;
 use crate::engine::{apply_event, Key, Record, WatchItem, WatchStream};
-use crate::lock::{acquire, FencingToken, LockGuard, Wait, HOLDER_FIELD};
+use crate::layout::{Holding, ELECTION_PREFIX};
+use crate::lock::{acquire, FencingToken, LockGuard, Wait};
 use crate::{Error, Result};
 
 /// Who leads an election.
@@ -60,24 +61,17 @@ impl Leadership {
 }
 
 fn election_key(name: &str) -> Key {
-    Key::from(format!("election/{name}"))
+    Key::from(format!("{ELECTION_PREFIX}{name}"))
 }
 
-fn leader_of(record: Option<&Record>) -> Result<Option<Leader>> {
+fn leader_of(key: &Key, record: Option<&Record>) -> Result<Option<Leader>> {
     let Some(record) = record else {
         return Ok(None);
     };
-    let holder = record.field(HOLDER_FIELD).ok_or_else(|| Error::Protocol {
-        backend: "election",
-        message: "the leader record has no holder field".into(),
-    })?;
-    let node_id = String::from_utf8(holder.value.to_vec()).map_err(|_| Error::Protocol {
-        backend: "election",
-        message: "the leader record's holder is not UTF-8".into(),
-    })?;
+    let holding = Holding::from_record(key, record)?;
     Ok(Some(Leader {
-        node_id,
-        token: FencingToken(record.create_revision),
+        node_id: holding.holder,
+        token: holding.token,
     }))
 }
 
@@ -114,8 +108,9 @@ impl Context {
 
     /// The current leader of the election `name` (linearizable).
     pub async fn leader(&self, name: &str) -> Result<Option<Leader>> {
-        let record = self.inner.backend.read(election_key(name)).await?;
-        leader_of(record.as_ref())
+        let key = election_key(name);
+        let record = self.inner.backend.read(key.clone()).await?;
+        leader_of(&key, record.as_ref())
     }
 
     /// The leader of the election `name` now, then after every change of
@@ -197,7 +192,7 @@ impl ObserveState {
                     continue;
                 }
             }
-            let leader = leader_of(self.record.as_ref());
+            let leader = leader_of(&self.key, self.record.as_ref());
             if leader.as_ref().ok() != self.last.as_ref() {
                 return self.emit();
             }
@@ -205,7 +200,7 @@ impl ObserveState {
     }
 
     fn emit(mut self) -> Option<(Result<Option<Leader>>, Self)> {
-        let leader = leader_of(self.record.as_ref());
+        let leader = leader_of(&self.key, self.record.as_ref());
         if let Ok(l) = &leader {
             self.last = Some(l.clone());
         }

@@ -32,6 +32,7 @@ pub mod engine;
 mod error;
 mod follow;
 mod id;
+pub mod layout;
 mod leader;
 mod lock;
 pub mod memory;

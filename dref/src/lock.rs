@@ -29,13 +29,9 @@ use crate::engine::{
     Backend, Condition, EventKind, FieldName, Key, Op, Record, Write, WriteOutcome,
 };
 use crate::follow::{follow, Followed};
+use crate::layout::{CLAIM_FIELD, HOLDER_FIELD, LOCK_PREFIX, SINCE_FIELD};
 use crate::session::Session;
 use crate::{Error, Result};
-
-/// Stored field naming the node that holds a lock.
-pub(crate) const HOLDER_FIELD: &str = "holder";
-/// Stored field telling one acquisition from every other.
-const CLAIM_FIELD: &str = "claim";
 
 /// A fencing token: the store revision that created a lock record. Tokens
 /// of successive holders of a lock strictly increase, so a resource that
@@ -280,6 +276,10 @@ impl Claim {
                     Bytes::copy_from_slice(node_id.as_bytes()),
                 ),
                 (FieldName::from(CLAIM_FIELD), Bytes::from(claim)),
+                (
+                    FieldName::from(SINCE_FIELD),
+                    Bytes::from(crate::layout::since_now()),
+                ),
             ],
         }
     }
@@ -441,7 +441,7 @@ impl Context {
 }
 
 pub(crate) fn lock_key(name: &str) -> Key {
-    Key::from(format!("lock/{name}"))
+    Key::from(format!("{LOCK_PREFIX}{name}"))
 }
 
 /// Runs `body` under `guard`, cancelling it if the lock is lost.

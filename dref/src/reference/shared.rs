@@ -21,8 +21,7 @@ use crate::{Error, Result};
 /// into the local cache before reading the record instead.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
-/// Stored name of the field holding the type fingerprint of a record.
-pub(crate) const TYPE_FIELD: &str = "$type";
+use crate::layout::TYPE_FIELD;
 
 /// A `'static` copy of a type fingerprint, so that the fingerprint field
 /// of every write is a free clone. There is one fingerprint per value type

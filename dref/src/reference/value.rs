@@ -68,7 +68,7 @@ where
     }
 
     fn field_names() -> &'static [&'static str] {
-        &["value"]
+        &[crate::layout::VALUE_FIELD]
     }
 
     fn encode_field(&self, _index: usize, codec: Codec) -> Result<Vec<u8>, CodecError> {

@@ -339,3 +339,48 @@ pub async fn a_grant_that_arrives_too_late_is_not_used(h: &dyn Harness) {
         .unwrap();
     assert!(next > token);
 }
+
+/// A held lock and an election's leader are records of the documented
+/// layout (`dref::layout`): listed under their prefixes, each names its
+/// holder, its fencing token, its session and when it was acquired.
+pub async fn lock_records_follow_the_documented_layout(h: &dyn Harness) {
+    use dref::layout::{Holding, ELECTION_PREFIX, LOCK_PREFIX};
+
+    let a = Node::new(h).await;
+    let backend = h.backend().await;
+    let before = std::time::SystemTime::now() - Duration::from_secs(1);
+    let guard = a.ctx.acquire("layout").await.unwrap();
+    let leadership = a.ctx.campaign("layout-election").await.unwrap();
+    let after = std::time::SystemTime::now() + Duration::from_secs(1);
+
+    for (prefix, name, token) in [
+        (LOCK_PREFIX, "layout", guard.token()),
+        (ELECTION_PREFIX, "layout-election", leadership.token()),
+    ] {
+        let listing = backend.list(prefix.into()).await.unwrap();
+        let [(key, record)] = &listing.records[..] else {
+            panic!("expected one record under {prefix}: {:?}", listing.records);
+        };
+        let holding = Holding::from_record(key, record).unwrap();
+        assert_eq!(holding.name, name);
+        assert_eq!(holding.holder, a.ctx.node_id());
+        assert_eq!(holding.token, token);
+        assert!(holding.session.is_some(), "{holding:?}");
+        let since = holding.since.expect("an acquisition time");
+        assert!(before <= since && since <= after, "{holding:?}");
+    }
+    // A record that is not a lock's is reported as such.
+    let other = dref::engine::Key::new("ref/not-a-lock");
+    let record = dref::engine::Record {
+        fields: Vec::new(),
+        version: 1,
+        create_revision: 1,
+        mod_revision: 1,
+        lease: None,
+    };
+    let err = Holding::from_record(&other, &record).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    leadership.resign().await.unwrap();
+    guard.release().await.unwrap();
+    assert_eq!(backend.list(LOCK_PREFIX.into()).await.unwrap().records, []);
+}

@@ -72,6 +72,7 @@ macro_rules! conformance_suite {
             stolen_lock_fails_holder,
             guard_release_and_drop,
             paused_holder_is_told_lock_lost,
+            lock_records_follow_the_documented_layout,
             // leases
             lease_expiry_deletes_and_notifies,
             lease_keep_alive_and_revoke,
