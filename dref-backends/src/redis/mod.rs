@@ -398,6 +398,31 @@ impl RedisBackend {
         &self.inner.prefix
     }
 
+    /// What an operator asks of the store first: the server's version, this
+    /// handle's namespace and the namespace's revision now.
+    pub async fn status(&self) -> Result<RedisStatus> {
+        let revision = self.revision().await?;
+        let mut connection = self.inner.commands.clone();
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let call = info.query_async::<String>(&mut connection);
+        let doing = "asking the server for its version (INFO server)";
+        let info = match tokio::time::timeout(self.inner.command_timeout, call).await {
+            Ok(result) => result.map_err(|e| redis_error(&e, doing))?,
+            Err(_) => return Err(no_answer(doing, self.inner.command_timeout)),
+        };
+        let server_version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| protocol("INFO server did not name the server's version"))?;
+        Ok(RedisStatus {
+            server_version,
+            namespace: self.inner.prefix.clone(),
+            revision,
+        })
+    }
+
     /// Runs the engine script's operation `op` with `args` after the
     /// prefix. Sent once: a failure after sending is reported, never
     /// retried.
@@ -598,6 +623,18 @@ impl RedisBackend {
             RedisPrefixWatch::next,
         )))
     }
+}
+
+/// A Redis store's state, from [`RedisBackend::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStatus {
+    /// The server's version (`redis_version` of `INFO server`).
+    pub server_version: String,
+    /// The handle's namespace (its key prefix).
+    pub namespace: String,
+    /// The namespace's store revision: the revision of its last commit.
+    pub revision: u64,
 }
 
 /// The redis client for `config`: plain, or TLS with a custom CA.
