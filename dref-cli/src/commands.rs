@@ -1,5 +1,4 @@
-//! The commands, on any backend of the engine contract (the status, which
-//! is the store's own, aside).
+//! The commands, on the store the tool talks to.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -7,15 +6,18 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use dref::engine::{
-    apply_event, Backend, Condition, EventKind, FieldName, Key, Op, PrefixItem, Record, WatchItem,
-    Write, WriteOutcome,
+    apply_event, Condition, EventKind, FieldName, Key, Op, PrefixItem, Record, WatchItem, Write,
+    WriteOutcome,
 };
 use dref::layout::{Holding, ELECTION_PREFIX, LOCK_PREFIX, TYPE_FIELD, VALUE_FIELD};
-use dref_backends::redis::RedisBackend;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+use dref_backends::raft::RaftClient;
+use dref_backends::redis::RedisBackend;
+
 use crate::render;
+use crate::store::Store;
 use crate::Failure;
 
 /// Where results go: text for people, or JSON for scripts.
@@ -42,10 +44,10 @@ impl Output {
     }
 }
 
-pub async fn get(backend: &dyn Backend, out: &Output, key: &str) -> Result<(), Failure> {
+pub async fn get(store: &Store, out: &Output, key: &str) -> Result<(), Failure> {
     let key = Key::new(key);
-    let record = backend
-        .read(key.clone())
+    let record = store
+        .read(&key)
         .await?
         .ok_or_else(|| Failure::missing(format!("no record under `{key}`")))?;
     match out.json {
@@ -104,14 +106,9 @@ fn json_fields(
     Ok(fields)
 }
 
-pub async fn set(
-    backend: &dyn Backend,
-    out: &Output,
-    key: &str,
-    value: &str,
-) -> Result<(), Failure> {
+pub async fn set(store: &Store, out: &Output, key: &str, value: &str) -> Result<(), Failure> {
     let key = Key::new(key);
-    let mut current = backend.read(key.clone()).await?;
+    let mut current = store.read(&key).await?;
     loop {
         let record = current.ok_or_else(|| {
             Failure::missing(format!(
@@ -124,7 +121,7 @@ pub async fn set(
         let write = Write::new(key.clone(), Op::Put(fields))
             .when(Condition::ModRevision(record.mod_revision))
             .with_lease(record.lease);
-        match backend.write(write).await? {
+        match store.write(write).await? {
             WriteOutcome::Committed { revision, version } => {
                 return match out.json {
                     true => out.line(
@@ -138,8 +135,8 @@ pub async fn set(
     }
 }
 
-pub async fn list(backend: &dyn Backend, out: &Output, prefix: &str) -> Result<(), Failure> {
-    let listing = backend.list(prefix.to_owned()).await?;
+pub async fn list(store: &Store, out: &Output, prefix: &str) -> Result<(), Failure> {
+    let listing = store.list(prefix).await?;
     if out.json {
         let records: Vec<Value> = listing
             .records
@@ -217,19 +214,14 @@ fn show_resync(out: &Output, seen: &mut Seen, revision: u64, now: Seen) -> Resul
     Ok(())
 }
 
-pub async fn watch(
-    backend: &dyn Backend,
-    out: &Output,
-    key: &str,
-    prefix: bool,
-) -> Result<(), Failure> {
+pub async fn watch(store: &Store, out: &Output, key: &str, prefix: bool) -> Result<(), Failure> {
     // What is there now, then every change after it (no gap: the watch
     // starts after the revision the listing reflects).
     let listing = match prefix {
-        true => backend.list(key.to_owned()).await?,
+        true => store.list(key).await?,
         false => {
             let one = Key::new(key);
-            let listing = backend.list(key.to_owned()).await?;
+            let listing = store.list(key).await?;
             let records = listing
                 .records
                 .into_iter()
@@ -240,9 +232,7 @@ pub async fn watch(
     };
     let mut seen: Seen = listing.records.into_iter().collect();
     if prefix {
-        let mut stream = backend
-            .watch_prefix(key.to_owned(), Some(listing.revision))
-            .await?;
+        let mut stream = store.watch_prefix(key.to_owned(), listing.revision).await?;
         while let Some(item) = stream.next().await {
             match item? {
                 PrefixItem::Event(key, event) => show_event(out, &mut seen, key, &event)?,
@@ -256,7 +246,7 @@ pub async fn watch(
         }
     } else {
         let key = Key::new(key);
-        let mut stream = backend.watch(key.clone(), Some(listing.revision)).await?;
+        let mut stream = store.watch(key.clone(), listing.revision).await?;
         while let Some(item) = stream.next().await {
             match item? {
                 WatchItem::Event(event) => show_event(out, &mut seen, key.clone(), &event)?,
@@ -317,8 +307,8 @@ fn holding_line(holding: &Holding) -> String {
     )
 }
 
-pub async fn locks(backend: &dyn Backend, out: &Output) -> Result<(), Failure> {
-    let listing = backend.list(LOCK_PREFIX.to_owned()).await?;
+pub async fn locks(store: &Store, out: &Output) -> Result<(), Failure> {
+    let listing = store.list(LOCK_PREFIX).await?;
     let holdings = listing
         .records
         .iter()
@@ -334,10 +324,10 @@ pub async fn locks(backend: &dyn Backend, out: &Output) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn leader(backend: &dyn Backend, out: &Output, name: &str) -> Result<(), Failure> {
+pub async fn leader(store: &Store, out: &Output, name: &str) -> Result<(), Failure> {
     let key = Key::new(format!("{ELECTION_PREFIX}{name}"));
-    let record = backend
-        .read(key.clone())
+    let record = store
+        .read(&key)
         .await?
         .ok_or_else(|| Failure::missing(format!("the election `{name}` has no leader")))?;
     let holding = Holding::from_record(&key, &record)?;
@@ -347,7 +337,14 @@ pub async fn leader(backend: &dyn Backend, out: &Output, name: &str) -> Result<(
     }
 }
 
-pub async fn status(backend: &RedisBackend, out: &Output) -> Result<(), Failure> {
+pub async fn status(store: &Store, out: &Output) -> Result<(), Failure> {
+    match store {
+        Store::Redis(redis) => redis_status(redis, out).await,
+        Store::Raft(raft) => raft_status(raft, out).await,
+    }
+}
+
+async fn redis_status(backend: &RedisBackend, out: &Output) -> Result<(), Failure> {
     let status = backend.status().await?;
     match out.json {
         true => out.line(json!({
@@ -361,4 +358,52 @@ pub async fn status(backend: &RedisBackend, out: &Output) -> Result<(), Failure>
             status.server_version, status.namespace, status.revision
         )),
     }
+}
+
+async fn raft_status(client: &RaftClient, out: &Output) -> Result<(), Failure> {
+    let status = client.status().await?;
+    let lag = |applied: u64| status.last_log_index.saturating_sub(applied);
+    if out.json {
+        let members: Vec<Value> = status
+            .members
+            .iter()
+            .map(|m| match &m.status {
+                Ok(s) => json!({
+                    "id": m.id, "addr": m.addr, "voter": m.voter, "state": s.state,
+                    "term": s.term, "applied_index": s.applied_index,
+                    "lag": lag(s.applied_index),
+                }),
+                Err(why) => json!({
+                    "id": m.id, "addr": m.addr, "voter": m.voter, "error": why,
+                }),
+            })
+            .collect();
+        return out.line(json!({
+            "backend": "raft",
+            "leader": status.leader,
+            "term": status.term,
+            "last_log_index": status.last_log_index,
+            "members": members,
+        }));
+    }
+    let leader = status.leader.map_or("none".to_owned(), |l| l.to_string());
+    out.line(format!(
+        "raft  leader {leader}  term {}  last log index {}",
+        status.term, status.last_log_index
+    ))?;
+    for m in &status.members {
+        let role = if m.voter { "voter" } else { "learner" };
+        match &m.status {
+            Ok(s) => out.line(format!(
+                "{}  {}  {role}  {}  applied {}  lag {}",
+                m.id,
+                m.addr,
+                s.state,
+                s.applied_index,
+                lag(s.applied_index)
+            ))?,
+            Err(why) => out.line(format!("{}  {}  {role}  unreachable: {why}", m.id, m.addr))?,
+        }
+    }
+    Ok(())
 }

@@ -16,22 +16,33 @@
 
 mod commands;
 mod render;
+mod store;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dref::Error;
+use dref_backends::raft::{RaftClientConfig, CLUSTER_NAME_ENV};
 use dref_backends::redis::{RedisConfig, URL_ENV};
+use store::Store;
 
 /// Reads, writes and watches dref's records, locks and leaders.
 #[derive(Parser)]
 #[command(name = "dref", version, about, after_help = EXIT_STATUS)]
 struct Cli {
     /// The Redis server, as a `redis://` or `rediss://` URL.
-    #[arg(long, global = true, env = URL_ENV, value_name = "URL")]
+    #[arg(long, global = true, env = URL_ENV, value_name = "URL", conflicts_with = "raft")]
     redis: Option<String>,
-    /// The namespace (key prefix) of the dref store on the server.
+    /// A node of a Raft cluster, as `host:port`: the tool is a client of
+    /// the cluster, never a member (over TLS with the DREF_TLS_* settings
+    /// when they are set).
+    #[arg(long, global = true, env = "DREF_RAFT_NODE", value_name = "HOST:PORT")]
+    raft: Option<String>,
+    /// The Raft cluster's name.
+    #[arg(long, global = true, default_value = "dref", env = CLUSTER_NAME_ENV)]
+    cluster: String,
+    /// The namespace (key prefix) of the dref store on a Redis server.
     #[arg(
         long,
         global = true,
@@ -159,12 +170,31 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    let url = cli.redis.ok_or_else(|| {
+async fn connect(cli: &Cli, timeout: Duration) -> Result<Store, Failure> {
+    if let Some(node) = &cli.raft {
+        let client = RaftClientConfig::new(node.clone())
+            .cluster_name(cli.cluster.clone())
+            .timeout(timeout)
+            .tls_from_env()?
+            .connect()
+            .await?;
+        return Ok(Store::Raft(client));
+    }
+    let url = cli.redis.clone().ok_or_else(|| {
         Failure::usage(format!(
-            "no store given: pass --redis URL or set {URL_ENV} (e.g. redis://localhost:6379/0)"
+            "no store given: pass --redis URL (or set {URL_ENV}) or --raft HOST:PORT"
         ))
     })?;
+    let backend = RedisConfig::new(url)
+        .prefix(cli.namespace.clone())
+        .connect_timeout(timeout)
+        .command_timeout(timeout)
+        .connect()
+        .await?;
+    Ok(Store::Redis(backend))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::try_from_secs_f64(cli.timeout)
         .ok()
         .filter(|t| !t.is_zero())
@@ -174,20 +204,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 cli.timeout
             ))
         })?;
-    let backend = RedisConfig::new(url)
-        .prefix(cli.namespace)
-        .connect_timeout(timeout)
-        .command_timeout(timeout)
-        .connect()
-        .await?;
+    let store = connect(&cli, timeout).await?;
+    let backend = &store;
     let out = commands::Output { json: cli.json };
     match cli.command {
-        Command::Get { key } => commands::get(&backend, &out, &key).await,
-        Command::Set { key, value } => commands::set(&backend, &out, &key, &value).await,
-        Command::List { prefix } => commands::list(&backend, &out, &prefix).await,
-        Command::Watch { key, prefix } => commands::watch(&backend, &out, &key, prefix).await,
-        Command::Locks => commands::locks(&backend, &out).await,
-        Command::Leader { name } => commands::leader(&backend, &out, &name).await,
-        Command::Status => commands::status(&backend, &out).await,
+        Command::Get { key } => commands::get(backend, &out, &key).await,
+        Command::Set { key, value } => commands::set(backend, &out, &key, &value).await,
+        Command::List { prefix } => commands::list(backend, &out, &prefix).await,
+        Command::Watch { key, prefix } => commands::watch(backend, &out, &key, prefix).await,
+        Command::Locks => commands::locks(backend, &out).await,
+        Command::Leader { name } => commands::leader(backend, &out, &name).await,
+        Command::Status => commands::status(backend, &out).await,
     }
 }

@@ -1,6 +1,9 @@
 //! The `dref` binary against a private Redis server, with refs, locks and
 //! elections made by dref itself.
 
+#[path = "../../tests/tests/support/raft_cluster.rs"]
+#[allow(dead_code)]
+mod raft_cluster;
 #[path = "../../tests/tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -34,12 +37,17 @@ impl Run {
     }
 }
 
+/// Runs the tool on the Redis server at `url`.
 async fn dref(url: &str, args: &[&str]) -> Run {
+    run(&["--redis", url], args).await
+}
+
+/// Runs the tool with the store given by `store`, then `args`.
+async fn run(store: &[&str], args: &[&str]) -> Run {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_dref"))
-            .arg("--redis")
-            .arg(url)
+            .args(store)
             .args(args)
             .env_remove("DREF_REDIS_URL")
             .output(),
@@ -265,4 +273,73 @@ async fn an_unreachable_or_missing_store_is_a_clear_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("DREF_REDIS_URL"));
+}
+
+/// On a Raft cluster the tool is a client of any node, never a member:
+/// it reads and writes through a follower, lists locks and leaders, and
+/// shows every member with its applied index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_raft_the_tool_is_a_client_of_any_node() {
+    let nodes = raft_cluster::start(3, |c| c).await;
+    let follower = raft_cluster::follower_of(&nodes);
+    let addr = nodes[follower].address().to_owned();
+    let raft = ["--raft", addr.as_str()];
+    let leader = raft_cluster::leader_of(&nodes);
+    let ctx = nodes[leader]
+        .context_builder()
+        .codec(Codec::Json)
+        .node_id("node-a")
+        .connect()
+        .await
+        .unwrap();
+    let counter = ctx.make(ManualId::<u64>::new("counter"), 41).await.unwrap();
+    let guard = ctx.acquire("nightly-report").await.unwrap();
+
+    let got = run(&raft, &["get", "ref/counter"]).await;
+    assert_eq!(
+        (got.status, got.stdout.as_str()),
+        (0, "41"),
+        "{}",
+        got.stderr
+    );
+    let set = run(&raft, &["set", "ref/counter", "42"]).await;
+    assert_eq!(set.status, 0, "{}", set.stderr);
+    assert_eq!(counter.get().await.unwrap(), 42);
+    let locks = run(&raft, &["--json", "locks"]).await.json();
+    assert_eq!(locks["locks"][0]["holder"], json!("node-a"));
+    assert_eq!(locks["locks"][0]["token"], json!(guard.token().0));
+
+    let status = run(&raft, &["--json", "status"]).await;
+    assert_eq!(status.status, 0, "{}", status.stderr);
+    let status = status.json();
+    assert_eq!(status["leader"], json!(nodes[leader].node_id()));
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status}");
+    for member in members {
+        assert_eq!(member["voter"], json!(true), "{member}");
+        assert!(member["applied_index"].is_u64(), "{member}");
+    }
+    let leaders = members
+        .iter()
+        .filter(|m| m["state"] == json!("leader"))
+        .count();
+    assert_eq!(leaders, 1, "{status}");
+
+    // Changes are not streamed to outside clients (yet): a usage error.
+    let watch = run(&raft, &["watch", "ref/counter"]).await;
+    assert_eq!(watch.status, 2);
+    assert!(watch.stderr.contains("--redis"), "{}", watch.stderr);
+    // A cluster of another name refuses the tool.
+    let other = run(
+        &["--raft", addr.as_str(), "--cluster", "other"],
+        &["status"],
+    )
+    .await;
+    assert_eq!(other.status, 2, "{}", other.stderr);
+    assert!(
+        other.stderr.contains("refused this client"),
+        "{}",
+        other.stderr
+    );
+    guard.release().await.unwrap();
 }

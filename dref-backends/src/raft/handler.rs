@@ -4,7 +4,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use dref::engine::LeaseId;
+use dref::engine::{Key, LeaseId, WriteOutcome};
 use dref::{Error, Result};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -17,7 +17,7 @@ use super::node::{Node, Routed};
 use super::rpc::{
     ClientRequest, ClientResponse, Handler, RaftResult, SnapshotChunk, SnapshotResult,
 };
-use super::types::TypeConfig;
+use super::types::{Applied, TypeConfig, WireRecord};
 
 /// Serves the RPCs of a node it does not keep alive.
 pub(super) struct Rpc {
@@ -95,6 +95,12 @@ impl Handler for Rpc {
                 return ClientResponse::Failed("the node is shutting down".into());
             };
             let not_leader = || ClientResponse::NotLeader(node.leader());
+            // A client's request failed: for now (`Failed`, it may retry)
+            // or for good (`Refused`).
+            let failed = |e: Error| match e.is_transient() {
+                true => ClientResponse::Failed(e.to_string()),
+                false => ClientResponse::Refused(e.to_string()),
+            };
             fn done<T>(
                 node: &Node,
                 routed: Routed<T>,
@@ -112,6 +118,36 @@ impl Handler for Rpc {
                 ClientRequest::Campaign { departed, after_ms } => {
                     node.campaign_later(departed, Duration::from_millis(after_ms));
                     ClientResponse::Done
+                }
+                // A client that is not a node asks any node, which
+                // routes as for its own backend handle.
+                ClientRequest::Status => ClientResponse::Status(node.status()),
+                ClientRequest::Read(key) => match node.read(Key::new(key)).await {
+                    Ok(record) => ClientResponse::Record(record.as_ref().map(WireRecord::from)),
+                    Err(e) => failed(e),
+                },
+                ClientRequest::List(prefix) => match node.list(prefix).await {
+                    Ok(listing) => ClientResponse::Listing(
+                        listing.revision,
+                        listing
+                            .records
+                            .iter()
+                            .map(|(key, record)| (key.as_str().to_owned(), record.into()))
+                            .collect(),
+                    ),
+                    Err(e) => failed(e),
+                },
+                ClientRequest::Write(write) => {
+                    let write = write.into_engine();
+                    match node.write(write).await {
+                        Ok(WriteOutcome::Committed { revision, version }) => {
+                            ClientResponse::Written(Applied::Committed { revision, version })
+                        }
+                        Ok(WriteOutcome::Rejected { current }) => ClientResponse::Written(
+                            Applied::Rejected(current.as_ref().map(WireRecord::from)),
+                        ),
+                        Err(e) => failed(e),
+                    }
                 }
                 _ if node.leader_term().is_none() => not_leader(),
                 ClientRequest::Propose(command) => {

@@ -110,6 +110,7 @@
 //!   handle stops the node: a durable one stays a member (it comes back), an
 //!   in-memory one leaves.
 
+mod client;
 mod cluster;
 mod config;
 mod discovery;
@@ -144,6 +145,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
+pub use client::{RaftClient, RaftClientConfig, RaftClusterStatus, RaftMember, RaftNodeStatus};
 pub use config::{
     RaftConfig, ADDRESSES_ENV, ADVERTISE_ENV, CLUSTER_NAME_ENV, DATA_DIR_ENV, DEFAULT_CLUSTER_NAME,
     DEFAULT_PORT, PORT_ENV, SERVICES_ENV, SESSION_TTL_ENV,
@@ -157,7 +159,7 @@ pub use tls::{
 use handler::Rpc;
 use node::{Node, BACKEND};
 use rpc::{Peers, RaftService};
-use types::{millis, Applied, CommandOp, TypeConfig, WireWrite};
+use types::{millis, Applied, CommandOp, TypeConfig};
 
 /// A handle on this process's Raft node; clones share the node.
 ///
@@ -587,22 +589,7 @@ impl Backend for RaftBackend {
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
-        let written = async move {
-            write.check_size(self.node.config.max_write_bytes)?;
-            if let Some(rejected) = self.node.doomed(&write).await? {
-                return Ok(rejected);
-            }
-            let wire = WireWrite::from_engine(&write).ok_or_else(|| {
-                Error::Config(format!(
-                    "the raft backend does not support this write: {write:?}"
-                ))
-            })?;
-            self.node
-                .propose(CommandOp::Write(wire))
-                .await?
-                .into_write_outcome(&write.key)
-        };
-        timed(self.node.id, "write", written).boxed()
+        timed(self.node.id, "write", self.node.write(write)).boxed()
     }
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {

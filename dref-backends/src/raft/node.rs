@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::config::RaftConfig;
 use super::leases::Deadlines;
-use super::rpc::{ClientResponse, LeaderHint, NodeInfo, Peers};
+use super::rpc::{ClientResponse, LeaderHint, NodeInfo, NodeStatus, Peers};
 use super::state_machine::Machines;
 use super::types::{RequestId, TypeConfig};
 
@@ -153,6 +153,35 @@ impl Node {
             initialized: self.is_member(),
             cluster: self.peers.cluster().tag(),
             initializer: self.initializer.lock().clone(),
+        }
+    }
+
+    /// This node's own state, for operators' tools.
+    pub(super) fn status(&self) -> NodeStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone(), voters.contains(id)))
+            .collect();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        NodeStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            state: state.to_owned(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: self.machines.applied_index(),
+            members,
         }
     }
 

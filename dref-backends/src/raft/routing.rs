@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::node::{stopped, unavailable, unexpected, Node, Routed};
 use super::rpc::{ClientRequest, ClientResponse};
-use super::types::{Applied, Command, CommandOp};
+use super::types::{Applied, Command, CommandOp, WireWrite};
 
 impl Node {
     /// Runs `local` when this node leads, else sends `remote` to the
@@ -148,6 +148,24 @@ impl Node {
     pub(super) async fn list(self: &Arc<Self>, prefix: String) -> Result<Listing> {
         self.read_barrier().await?;
         Ok(self.machines.with_store(|store| store.list(&prefix)))
+    }
+
+    /// A conditional write through this node: answered at once when its
+    /// condition cannot hold (see [`doomed`](Self::doomed)), else proposed
+    /// (through the leader).
+    pub(super) async fn write(self: &Arc<Self>, write: Write) -> Result<WriteOutcome> {
+        write.check_size(self.config.max_write_bytes)?;
+        if let Some(rejected) = self.doomed(&write).await? {
+            return Ok(rejected);
+        }
+        let wire = WireWrite::from_engine(&write).ok_or_else(|| {
+            dref::Error::Config(format!(
+                "the raft backend does not support this write: {write:?}"
+            ))
+        })?;
+        self.propose(CommandOp::Write(wire))
+            .await?
+            .into_write_outcome(&write.key)
     }
 
     /// A write whose condition this node's state already contradicts for

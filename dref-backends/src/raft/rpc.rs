@@ -32,7 +32,7 @@ use tonic::Status;
 use super::cluster::{Cluster, ClusterTag};
 use super::tls::Tls;
 use super::transport::Connector;
-use super::types::{Applied, Command, TypeConfig};
+use super::types::{Applied, Command, TypeConfig, WireRecord, WireWrite};
 
 const SERVICE: &str = "dref.Raft";
 const APPEND: &str = "/dref.Raft/Append";
@@ -125,6 +125,27 @@ pub struct NodeInfo {
     pub initializer: Option<String>,
 }
 
+/// What a node tells of its own state (for operators' tools).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its Raft node id.
+    pub id: u64,
+    /// Its advertised address.
+    pub addr: String,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub state: String,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// The index of the last entry of its log.
+    pub last_log_index: u64,
+    /// The index of the last entry it applied.
+    pub applied_index: u64,
+    /// The members it knows of: id, address, and whether a voter.
+    pub members: Vec<(u64, String, bool)>,
+}
+
 /// Requests of the `Client` method.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ClientRequest {
@@ -159,6 +180,17 @@ pub enum ClientRequest {
         /// When to campaign, in milliseconds from receipt.
         after_ms: u64,
     },
+    // Added at the end: postcard numbers variants in order, so nodes of
+    // older versions still read the ones above.
+    /// A linearizable read of one key, from a client that is not a node
+    /// (any node answers, routing to the leader).
+    Read(String),
+    /// A linearizable listing of the keys under a prefix (any node).
+    List(String),
+    /// A conditional write (any node).
+    Write(WireWrite),
+    /// The answering node's own state.
+    Status,
 }
 
 /// Answers of the `Client` method.
@@ -184,6 +216,14 @@ pub enum ClientResponse {
     Joined(u64),
     /// A request refused for good (another cluster).
     Refused(String),
+    /// Answer to `Read`.
+    Record(Option<WireRecord>),
+    /// Answer to `List`: the revision, and each key with its record.
+    Listing(u64, Vec<(String, WireRecord)>),
+    /// Answer to `Write`.
+    Written(Applied),
+    /// Answer to `Status`.
+    Status(NodeStatus),
 }
 
 /// Answer of `Append` and `Vote`.
