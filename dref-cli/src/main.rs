@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Exit status: 0 on success; 1 when what was asked for is not there (no
-//! record, no leader); 2 for a usage or configuration error; 3 when the
-//! store failed (unreachable, or data it holds is malformed).
+//! record, no leader); 2 for a usage or configuration error (the store
+//! refused the tool's cluster or credentials included); 3 when the store
+//! failed (unreachable, or data it holds is malformed).
 
 mod commands;
 mod render;
@@ -137,7 +138,8 @@ impl Failure {
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
         let status = match error {
-            Error::Config(_) => 2,
+            // Settings that will not work when tried again.
+            Error::Config(_) | Error::Refused { .. } => 2,
             _ => 3,
         };
         Failure {

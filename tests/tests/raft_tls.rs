@@ -9,8 +9,9 @@ mod support;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use dref::engine::Key;
 use dref::{Error, ManualId};
-use dref_backends::raft::{RaftBackend, RaftConfig, TlsConfig};
+use dref_backends::raft::{RaftBackend, RaftClientConfig, RaftConfig, TlsConfig};
 use dref_tests::{eventually, wait_until, within};
 use support::pki::{scratch, Ca, Files, Identity};
 use support::raft_cluster::{self, leader_of, listeners, test_config, wait_for_voters};
@@ -279,6 +280,52 @@ async fn strangers_cannot_join_vote_append_or_write() {
     assert!(nodes.iter().all(|n| n.voters().len() == 3));
     assert_eq!(sentinel.get().await.expect("a read"), 7);
     eventually("a write", || sentinel.set(8)).await;
+}
+
+/// A client that is not a node (the `dref` tool's) reaches a TLS cluster
+/// with a certificate of the cluster's CA, and nothing without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_client_needs_a_certificate_of_the_cluster() {
+    let dir = scratch("outside-client");
+    let ca = Ca::new("dref test CA");
+    let other = Ca::new("another CA");
+    let (nodes, addrs) = tls_cluster(&dir, &ca, 3, |c| c).await;
+    let contexts = raft_cluster::contexts(&nodes, None).await;
+    let id = ManualId::<u64>::new("seen-by-the-tool");
+    eventually("make the ref", || contexts[0].make(id.clone(), 7)).await;
+
+    let member = Files::write(&dir, "tool", &ca.issue("tool"), &ca.pem).config();
+    let client = RaftClientConfig::new(addrs[1].clone())
+        .tls(member)
+        .connect()
+        .await
+        .expect("a client with the cluster's certificate");
+    let status = client.status().await.unwrap();
+    assert_eq!(status.members.len(), 3);
+    assert!(
+        status.members.iter().all(|m| m.status.is_ok()),
+        "{status:?}"
+    );
+    let record = client
+        .read(&Key::new("ref/seen-by-the-tool"))
+        .await
+        .unwrap();
+    assert!(record.is_some());
+
+    let foreign = Files::write(&dir, "foreign-tool", &other.issue("tool"), &ca.pem).config();
+    for (what, config) in [
+        ("plain text", RaftClientConfig::new(addrs[1].clone())),
+        (
+            "another CA's certificate",
+            RaftClientConfig::new(addrs[1].clone()).tls(foreign),
+        ),
+    ] {
+        let config = config.timeout(Duration::from_secs(3));
+        match config.connect().await {
+            Ok(_) => panic!("{what}: the client was answered"),
+            Err(e) => assert!(!matches!(e, Error::Protocol { .. }), "{what}: {e}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

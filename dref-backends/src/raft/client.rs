@@ -135,9 +135,10 @@ impl RaftClient {
             .map_err(|e| match e {
                 // A node of another cluster, or a certificate it does not
                 // trust: trying again will not help.
-                CallError::Refused { addr, why } => {
-                    Error::Config(format!("node {addr} refused this client: {why}"))
-                }
+                CallError::Refused { addr, why } => Error::Refused {
+                    backend: BACKEND,
+                    message: format!("node {addr} refused this client: {why}"),
+                },
                 e => Error::Unavailable {
                     backend: BACKEND,
                     message: e.to_string(),
