@@ -9,7 +9,7 @@ use dref::engine::{
     apply_event, Condition, EventKind, FieldName, Key, Op, PrefixItem, Record, WatchItem, Write,
     WriteOutcome,
 };
-use dref::layout::{Holding, ELECTION_PREFIX, LOCK_PREFIX, TYPE_FIELD, VALUE_FIELD};
+use dref::layout::{Holding, RefType, ELECTION_PREFIX, LOCK_PREFIX, TYPE_FIELD, VALUE_FIELD};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -62,7 +62,7 @@ fn json_fields(
     record: &Record,
     value: &str,
 ) -> Result<Vec<(FieldName, Bytes)>, Failure> {
-    let ty = render::ref_type(record).ok_or_else(|| {
+    let ty = RefType::of(record).ok_or_else(|| {
         Failure::usage(format!(
             "`{key}` is not a ref's record (it has no {TYPE_FIELD} field)"
         ))

@@ -105,10 +105,131 @@ impl Holding {
     }
 }
 
+/// How a ref's record says its value is stored (its `$type` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefType<'a> {
+    /// The codec's name (`json`, `msgpack`, `postcard`).
+    pub codec: &'a str,
+    /// The Rust type's fingerprint.
+    pub fingerprint: &'a str,
+}
+
+impl RefType<'_> {
+    /// The type of a ref's record; `None` for a record that is not a
+    /// ref's.
+    pub fn of(record: &Record) -> Option<RefType<'_>> {
+        let text = std::str::from_utf8(&record.field(TYPE_FIELD)?.value).ok()?;
+        let (codec, fingerprint) = text.split_once(':')?;
+        Some(RefType { codec, fingerprint })
+    }
+
+    /// Whether the value is a `#[distributed]` struct (one stored field
+    /// per struct field) rather than a plain type (one `value` field).
+    pub fn is_struct(&self) -> bool {
+        self.fingerprint.ends_with('}')
+    }
+}
+
+/// The value a record holds, as JSON, for tools that show records
+/// without knowing their Rust types (feature `json`): a ref's value
+/// decoded with its codec when the codec describes itself (JSON, and
+/// MessagePack with the `msgpack` feature), a struct as an object of its
+/// fields; other bytes, and fields that do not decode, as
+/// `{"$bytes": "<hex>"}`; a record that is not a ref's (a lock's) as an
+/// object of its fields' text.
+#[cfg(feature = "json")]
+pub fn value_json(record: &Record) -> serde_json::Value {
+    use serde_json::{json, Value};
+
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let decode = |codec: &str, bytes: &[u8]| -> Value {
+        let decoded = match codec {
+            "json" => serde_json::from_slice(bytes).ok(),
+            #[cfg(feature = "msgpack")]
+            "msgpack" => rmp_serde::from_slice(bytes).ok(),
+            _ => None,
+        };
+        decoded.unwrap_or_else(|| json!({ "$bytes": hex(bytes) }))
+    };
+    if let Some(ty) = RefType::of(record) {
+        if !ty.is_struct() {
+            if let Some(field) = record.field(VALUE_FIELD) {
+                return decode(ty.codec, &field.value);
+            }
+        }
+        let fields = record
+            .fields
+            .iter()
+            .filter(|f| &*f.name != TYPE_FIELD)
+            .map(|f| (f.name.to_string(), decode(ty.codec, &f.value)));
+        return Value::Object(fields.collect());
+    }
+    let fields = record.fields.iter().map(|f| {
+        let shown = match std::str::from_utf8(&f.value) {
+            Ok(text) => Value::String(text.to_owned()),
+            Err(_) => json!({ "$bytes": hex(&f.value) }),
+        };
+        (f.name.to_string(), shown)
+    });
+    Value::Object(fields.collect())
+}
+
 /// The `since` field's value for an acquisition now.
 pub(crate) fn since_now() -> String {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     ms.to_string()
+}
+
+#[cfg(all(test, feature = "json", feature = "msgpack"))]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Field, FieldName};
+
+    fn record(fields: &[(&str, &[u8])]) -> Record {
+        Record {
+            fields: fields
+                .iter()
+                .map(|(name, value)| Field {
+                    name: FieldName::from(*name),
+                    value: Bytes::copy_from_slice(value),
+                    mod_revision: 1,
+                })
+                .collect(),
+            version: 1,
+            create_revision: 1,
+            mod_revision: 1,
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn values_are_decoded_by_their_codec_and_shown_as_bytes_otherwise() {
+        let plain = record(&[("$type", b"json:u64"), ("value", b"42")]);
+        assert_eq!(value_json(&plain), json!(42));
+        let point = record(&[
+            ("$type", b"json:Point{x:i32,y:i32}"),
+            ("x", b"1"),
+            ("y", b"-2"),
+        ]);
+        assert_eq!(value_json(&point), json!({"x": 1, "y": -2}));
+        let packed = rmp_serde::to_vec(&vec!["a", "b"]).unwrap();
+        let msgpack = record(&[("$type", b"msgpack:Vec<String>"), ("value", &packed)]);
+        assert_eq!(value_json(&msgpack), json!(["a", "b"]));
+        let postcard = record(&[("$type", b"postcard:u8"), ("value", &[7, 255])]);
+        assert_eq!(value_json(&postcard), json!({"$bytes": "07ff"}));
+        // Bytes that are not what the codec says are shown, not dropped.
+        let broken = record(&[("$type", b"json:u64"), ("value", b"\xff")]);
+        assert_eq!(value_json(&broken), json!({"$bytes": "ff"}));
+        // Not a ref: fields as text.
+        let lock = record(&[("holder", b"node-1"), ("claim", b"\xff")]);
+        assert_eq!(
+            value_json(&lock),
+            json!({"holder": "node-1", "claim": {"$bytes": "ff"}})
+        );
+    }
 }
