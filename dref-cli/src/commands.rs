@@ -367,20 +367,22 @@ async fn raft_status(client: &RaftClient, out: &Output) -> Result<(), Failure> {
         let members: Vec<Value> = status
             .members
             .iter()
+            // Node ids as text: they exceed what a JSON number keeps exact
+            // in most JSON tools.
             .map(|m| match &m.status {
                 Ok(s) => json!({
-                    "id": m.id, "addr": m.addr, "voter": m.voter, "state": s.state,
+                    "id": m.id.to_string(), "addr": m.addr, "voter": m.voter, "state": s.state,
                     "term": s.term, "applied_index": s.applied_index,
                     "lag": lag(s.applied_index),
                 }),
                 Err(why) => json!({
-                    "id": m.id, "addr": m.addr, "voter": m.voter, "error": why,
+                    "id": m.id.to_string(), "addr": m.addr, "voter": m.voter, "error": why,
                 }),
             })
             .collect();
         return out.line(json!({
             "backend": "raft",
-            "leader": status.leader,
+            "leader": status.leader.map(|l| l.to_string()),
             "term": status.term,
             "last_log_index": status.last_log_index,
             "members": members,

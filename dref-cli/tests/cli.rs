@@ -312,7 +312,7 @@ async fn on_raft_the_tool_is_a_client_of_any_node() {
     let status = run(&raft, &["--json", "status"]).await;
     assert_eq!(status.status, 0, "{}", status.stderr);
     let status = status.json();
-    assert_eq!(status["leader"], json!(nodes[leader].node_id()));
+    assert_eq!(status["leader"], json!(nodes[leader].node_id().to_string()));
     let members = status["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{status}");
     for member in members {
