@@ -5,11 +5,16 @@
 //! - `raft`: the `raft` module, an embedded consensus cluster: every
 //!   service instance runs a node, no external server.
 
+// Feature badges on docs.rs, which builds the docs with nightly and
+// `--cfg docsrs` (see `[package.metadata.docs.rs]`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "raft")]
+#[cfg_attr(docsrs, doc(cfg(feature = "raft")))]
 pub mod raft;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 /// The README's examples, compiled and run as doc tests (they use the

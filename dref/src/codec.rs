@@ -17,9 +17,11 @@ pub enum Codec {
     Postcard,
     /// MessagePack with named struct fields (feature `msgpack`).
     #[cfg(feature = "msgpack")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
     MessagePack,
     /// JSON (feature `json`).
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     Json,
 }
 

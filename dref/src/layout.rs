@@ -138,6 +138,7 @@ impl RefType<'_> {
 /// `{"$bytes": "<hex>"}`; a record that is not a ref's (a lock's) as an
 /// object of its fields' text.
 #[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub fn value_json(record: &Record) -> serde_json::Value {
     use serde_json::{json, Value};
 

@@ -22,6 +22,9 @@
 //! The semantics every backend provides are fixed by the
 //! [engine contract](engine).
 
+// Feature badges on docs.rs, which builds the docs with nightly and
+// `--cfg docsrs` (see `[package.metadata.docs.rs]`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod ambient;

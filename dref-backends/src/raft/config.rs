@@ -302,6 +302,7 @@ impl RaftConfig {
     /// address (so that a test can learn every node's port before any node
     /// starts). Feature `test-util`: not part of the production API.
     #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
         self.listener = Some(std::sync::Arc::new(parking_lot::Mutex::new(Some(listener))));
         self

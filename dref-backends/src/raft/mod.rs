@@ -151,6 +151,7 @@ pub use config::{
     DEFAULT_PORT, PORT_ENV, SERVICES_ENV, SESSION_TTL_ENV,
 };
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use rpc::Faults;
 pub use tls::{
     TlsConfig, TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TLS_PEER_NAME_ENV, TLS_REQUIRED_ENV,
@@ -547,6 +548,7 @@ impl RaftBackend {
     /// simulate a network partition in tests, then heal (feature
     /// `test-util`: not part of the production API).
     #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn faults(&self) -> &Faults {
         self.node.peers.faults()
     }

@@ -109,6 +109,7 @@ impl RedisConfig {
     /// Trusts the CA certificates in `pem` (instead of the system's roots)
     /// for a `rediss://` URL.
     #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
     pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_ca = Some(pem.into());
         self
@@ -117,6 +118,7 @@ impl RedisConfig {
     /// Trusts the CA certificates in the PEM file at `path` for a
     /// `rediss://` URL.
     #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
     pub fn tls_ca_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let pem = std::fs::read(path).map_err(|e| {
