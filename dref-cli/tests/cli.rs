@@ -260,6 +260,21 @@ async fn watch_prints_a_line_per_change() {
     assert_eq!(deleted["key"], json!("ref/watched"));
 }
 
+/// Wrong credentials: a configuration error naming the problem, without
+/// the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_a_clear_error() {
+    let server = RedisServer::start(&["--requirepass", "s3cret"]);
+    let wrong = format!("redis://:nope@127.0.0.1:{}/0", server.port);
+    let run = dref(&wrong, &["get", "ref/x"]).await;
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("credentials"), "{}", run.stderr);
+    assert!(!run.stderr.contains("nope"), "the password leaked: {}", run.stderr);
+    let right = format!("redis://:s3cret@127.0.0.1:{}/0", server.port);
+    let run = dref(&right, &["list"]).await;
+    assert_eq!(run.status, 0, "{}", run.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_or_missing_store_is_a_clear_error() {
     let gone = dref("redis://127.0.0.1:1/0", &["--timeout", "2", "status"]).await;
