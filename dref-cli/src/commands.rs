@@ -6,8 +6,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use dref::engine::{
-    apply_event, Condition, EventKind, FieldName, Key, Op, PrefixItem, Record, WatchItem, Write,
-    WriteOutcome,
+    apply_event, Condition, EventKind, FieldName, Key, Op, PrefixItem, Record, Write, WriteOutcome,
 };
 use dref::layout::{Holding, RefType, ELECTION_PREFIX, LOCK_PREFIX, TYPE_FIELD, VALUE_FIELD};
 use futures_util::StreamExt;
@@ -215,46 +214,31 @@ fn show_resync(out: &Output, seen: &mut Seen, revision: u64, now: Seen) -> Resul
 }
 
 pub async fn watch(store: &Store, out: &Output, key: &str, prefix: bool) -> Result<(), Failure> {
+    // One key is the prefix watch of its name, narrowed to the key itself.
+    let one = (!prefix).then(|| Key::new(key));
+    let wanted = |k: &Key| one.as_ref().is_none_or(|one| k == one);
     // What is there now, then every change after it (no gap: the watch
     // starts after the revision the listing reflects).
-    let listing = match prefix {
-        true => store.list(key).await?,
-        false => {
-            let one = Key::new(key);
-            let listing = store.list(key).await?;
-            let records = listing
-                .records
-                .into_iter()
-                .filter(|(k, _)| *k == one)
-                .collect();
-            dref::engine::Listing { records, ..listing }
-        }
-    };
-    let mut seen: Seen = listing.records.into_iter().collect();
-    if prefix {
-        let mut stream = store.watch_prefix(key.to_owned(), listing.revision).await?;
-        while let Some(item) = stream.next().await {
-            match item? {
-                PrefixItem::Event(key, event) => show_event(out, &mut seen, key, &event)?,
-                PrefixItem::Resync(listing) => show_resync(
-                    out,
-                    &mut seen,
-                    listing.revision,
-                    listing.records.into_iter().collect(),
-                )?,
+    let listing = store.list(key).await?;
+    let mut seen: Seen = listing
+        .records
+        .into_iter()
+        .filter(|(k, _)| wanted(k))
+        .collect();
+    let mut stream = store.watch_prefix(key.to_owned(), listing.revision).await?;
+    while let Some(item) = stream.next().await {
+        match item? {
+            PrefixItem::Event(key, event) if wanted(&key) => {
+                show_event(out, &mut seen, key, &event)?
             }
-        }
-    } else {
-        let key = Key::new(key);
-        let mut stream = store.watch(key.clone(), listing.revision).await?;
-        while let Some(item) = stream.next().await {
-            match item? {
-                WatchItem::Event(event) => show_event(out, &mut seen, key.clone(), &event)?,
-                WatchItem::Resync(record) => {
-                    let revision = record.as_ref().map_or(0, |r| r.mod_revision);
-                    let now = record.map(|r| (key.clone(), r)).into_iter().collect();
-                    show_resync(out, &mut seen, revision, now)?
-                }
+            PrefixItem::Event(..) => {}
+            PrefixItem::Resync(listing) => {
+                let now = listing
+                    .records
+                    .into_iter()
+                    .filter(|(k, _)| wanted(k))
+                    .collect();
+                show_resync(out, &mut seen, listing.revision, now)?
             }
         }
     }

@@ -1,13 +1,12 @@
 //! The store the tool talks to: a Redis server, or any node of a Raft
 //! cluster (as a client that never joins).
 
-use dref::engine::{Backend, Key, Listing, PrefixStream, Record, WatchStream, Write, WriteOutcome};
+use dref::engine::{Backend, Key, Listing, PrefixStream, Record, Write, WriteOutcome};
 use dref::Result;
 use dref_backends::raft::RaftClient;
 use dref_backends::redis::RedisBackend;
 
-use crate::Failure;
-
+/// A Redis server, or a Raft cluster through one of its nodes.
 pub enum Store {
     Redis(RedisBackend),
     Raft(RaftClient),
@@ -35,26 +34,11 @@ impl Store {
         }
     }
 
-    /// The backend to watch through: a Raft node streams no changes to
-    /// clients that are not nodes (yet).
-    fn watchable(&self) -> std::result::Result<&RedisBackend, Failure> {
+    /// Every commit under `prefix` after `since`.
+    pub async fn watch_prefix(&self, prefix: String, since: u64) -> Result<PrefixStream> {
         match self {
-            Store::Redis(redis) => Ok(redis),
-            Store::Raft(_) => Err(Failure::usage(
-                "`watch` needs --redis: Raft nodes do not stream changes to outside clients yet",
-            )),
+            Store::Redis(redis) => redis.watch_prefix(prefix, Some(since)).await,
+            Store::Raft(raft) => raft.watch_prefix(&prefix, Some(since)).await,
         }
-    }
-
-    pub async fn watch(&self, key: Key, since: u64) -> std::result::Result<WatchStream, Failure> {
-        Ok(self.watchable()?.watch(key, Some(since)).await?)
-    }
-
-    pub async fn watch_prefix(
-        &self,
-        prefix: String,
-        since: u64,
-    ) -> std::result::Result<PrefixStream, Failure> {
-        Ok(self.watchable()?.watch_prefix(prefix, Some(since)).await?)
     }
 }

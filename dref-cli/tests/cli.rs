@@ -269,7 +269,11 @@ async fn wrong_credentials_are_a_clear_error() {
     let run = dref(&wrong, &["get", "ref/x"]).await;
     assert_eq!(run.status, 2, "{}", run.stderr);
     assert!(run.stderr.contains("credentials"), "{}", run.stderr);
-    assert!(!run.stderr.contains("nope"), "the password leaked: {}", run.stderr);
+    assert!(
+        !run.stderr.contains("nope"),
+        "the password leaked: {}",
+        run.stderr
+    );
     let right = format!("redis://:s3cret@127.0.0.1:{}/0", server.port);
     let run = dref(&right, &["list"]).await;
     assert_eq!(run.status, 0, "{}", run.stderr);
@@ -340,10 +344,32 @@ async fn on_raft_the_tool_is_a_client_of_any_node() {
         .count();
     assert_eq!(leaders, 1, "{status}");
 
-    // Changes are not streamed to outside clients (yet): a usage error.
-    let watch = run(&raft, &["watch", "ref/counter"]).await;
-    assert_eq!(watch.status, 2);
-    assert!(watch.stderr.contains("--redis"), "{}", watch.stderr);
+    // A watch through the follower: a line per change, from the node's
+    // own copy of the state.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_dref"))
+        .args(["--raft", addr.as_str(), "--json", "watch", "ref/counter"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the tool ran");
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut value = 42;
+    let shown = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            value += 1;
+            counter.set(value).await.unwrap();
+            let waited = Duration::from_secs(2);
+            if let Ok(line) = tokio::time::timeout(waited, lines.next_line()).await {
+                break line.unwrap().expect("a line");
+            }
+        }
+    })
+    .await
+    .expect("a change was printed in time");
+    let change: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(change["key"], json!("ref/counter"), "{change}");
+    assert_eq!(change["event"], json!("put"), "{change}");
+    assert!(change["value"].as_u64().unwrap() > 42, "{change}");
     // A cluster of another name refuses the tool.
     let other = run(
         &["--raft", addr.as_str(), "--cluster", "other"],

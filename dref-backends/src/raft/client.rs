@@ -7,13 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dref::engine::{Key, Listing, Record, Write, WriteOutcome};
+use dref::engine::{Key, Listing, PrefixItem, PrefixStream, Record, Write, WriteOutcome};
 use dref::{Error, Result};
+use futures_util::StreamExt;
 
 use super::cluster::{Cluster, ClusterTag};
 use super::config::DEFAULT_CLUSTER_NAME;
 use super::node::BACKEND;
-use super::rpc::{CallError, ClientRequest, ClientResponse, NodeStatus, Peers};
+use super::rpc::{
+    CallError, ClientRequest, ClientResponse, NodeStatus, Peers, WatchMessage, WatchRequest,
+};
 use super::tls::{Tls, TlsConfig};
 use super::types::{WireRecord, WireWrite};
 
@@ -127,23 +130,27 @@ pub struct RaftMember {
 }
 
 impl RaftClient {
+    fn call_failed(&self, e: CallError) -> Error {
+        match e {
+            // A node of another cluster, or a certificate it does not
+            // trust: trying again will not help.
+            CallError::Refused { addr, why } => Error::Refused {
+                backend: BACKEND,
+                message: format!("node {addr} refused this client: {why}"),
+            },
+            e => Error::Unavailable {
+                backend: BACKEND,
+                message: e.to_string(),
+            },
+        }
+    }
+
     async fn call(&self, addr: &str, request: ClientRequest) -> Result<ClientResponse> {
         let answer = self
             .peers
             .client(addr, request, self.timeout)
             .await
-            .map_err(|e| match e {
-                // A node of another cluster, or a certificate it does not
-                // trust: trying again will not help.
-                CallError::Refused { addr, why } => Error::Refused {
-                    backend: BACKEND,
-                    message: format!("node {addr} refused this client: {why}"),
-                },
-                e => Error::Unavailable {
-                    backend: BACKEND,
-                    message: e.to_string(),
-                },
-            })?;
+            .map_err(|e| self.call_failed(e))?;
         match answer {
             ClientResponse::Failed(message) => Err(Error::Unavailable {
                 backend: BACKEND,
@@ -203,6 +210,51 @@ impl RaftClient {
             ClientResponse::Written(applied) => applied.into_write_outcome(&write.key),
             other => Err(self.unexpected(&other)),
         }
+    }
+
+    /// Watches every key under `prefix` through the node (its own copy of
+    /// the state: a node that lags delivers later), with the contract's
+    /// `since` semantics (see [`Backend::watch_prefix`](dref::engine::Backend::watch_prefix)).
+    /// The stream ends, after an error item, when the node goes away.
+    pub async fn watch_prefix(&self, prefix: &str, since: Option<u64>) -> Result<PrefixStream> {
+        let request = WatchRequest {
+            prefix: prefix.to_owned(),
+            since,
+        };
+        let addr = self.addr.clone();
+        let messages = self
+            .peers
+            .watch(&addr, request, self.timeout)
+            .await
+            .map_err(|e| self.call_failed(e))?;
+        let items = messages.map(move |message| match message {
+            Ok(WatchMessage::Event(key, event)) => {
+                Ok(PrefixItem::Event(Key::new(key), event.into_engine()))
+            }
+            Ok(WatchMessage::Resync(revision, records)) => Ok(PrefixItem::Resync(Listing {
+                revision,
+                records: records
+                    .into_iter()
+                    .map(|(key, record)| (Key::new(key), record.into()))
+                    .collect(),
+            })),
+            Ok(WatchMessage::Failed(message)) => Err(Error::Unavailable {
+                backend: BACKEND,
+                message: format!("node {addr}: {message}"),
+            }),
+            Err(status) => Err(Error::Unavailable {
+                backend: BACKEND,
+                message: format!("node {addr}: the watch broke: {status}"),
+            }),
+        });
+        // An error ends the stream, as the contract says.
+        let mut failed = false;
+        let items = items.take_while(move |item| {
+            let go_on = !failed;
+            failed |= item.is_err();
+            std::future::ready(go_on)
+        });
+        Ok(Box::pin(items))
     }
 
     async fn node_status(&self, addr: &str) -> Result<NodeStatus> {

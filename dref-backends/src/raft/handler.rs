@@ -4,10 +4,12 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use dref::engine::{Key, LeaseId, WriteOutcome};
+use dref::engine::store;
+use dref::engine::{Key, LeaseId, PrefixItem, WriteOutcome};
 use dref::{Error, Result};
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
 use openraft::error::{Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::Raft;
@@ -16,8 +18,9 @@ use super::cluster::ClusterTag;
 use super::node::{Node, Routed};
 use super::rpc::{
     ClientRequest, ClientResponse, Handler, RaftResult, SnapshotChunk, SnapshotResult,
+    WatchMessage, WatchRequest,
 };
-use super::types::{Applied, TypeConfig, WireRecord};
+use super::types::{Applied, TypeConfig, WireEvent, WireRecord};
 
 /// Serves the RPCs of a node it does not keep alive.
 pub(super) struct Rpc {
@@ -86,6 +89,33 @@ impl Handler for Rpc {
         if let Err(why) = cluster.adopt(id) {
             tracing::error!(node = node.id, %why, "cannot record the cluster id learnt from the leader");
         }
+    }
+
+    fn watch(&self, req: WatchRequest) -> BoxStream<'static, WatchMessage> {
+        let Some(node) = self.node.upgrade().filter(|n| !n.is_shutting_down()) else {
+            let failed = WatchMessage::Failed("the node is shutting down".into());
+            return futures_util::stream::once(async move { failed }).boxed();
+        };
+        // This node's own state, as for a watch through its own handle;
+        // the stream ends with the node's state machine.
+        let items = store::watch_prefix(&node.machines, req.prefix, req.since);
+        items
+            .map(|item| match item {
+                Ok(PrefixItem::Event(key, event)) => match WireEvent::from_engine(&event) {
+                    Some(event) => WatchMessage::Event(key.as_str().to_owned(), event),
+                    None => WatchMessage::Failed(format!("cannot send the event {event:?}")),
+                },
+                Ok(PrefixItem::Resync(listing)) => WatchMessage::Resync(
+                    listing.revision,
+                    listing
+                        .records
+                        .iter()
+                        .map(|(key, record)| (key.as_str().to_owned(), record.into()))
+                        .collect(),
+                ),
+                Err(e) => WatchMessage::Failed(e.to_string()),
+            })
+            .boxed()
     }
 
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse> {

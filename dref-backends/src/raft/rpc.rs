@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -32,7 +33,7 @@ use tonic::Status;
 use super::cluster::{Cluster, ClusterTag};
 use super::tls::Tls;
 use super::transport::Connector;
-use super::types::{Applied, Command, TypeConfig, WireRecord, WireWrite};
+use super::types::{Applied, Command, TypeConfig, WireEvent, WireRecord, WireWrite};
 
 const SERVICE: &str = "dref.Raft";
 const APPEND: &str = "/dref.Raft/Append";
@@ -49,6 +50,8 @@ const CLUSTER_HEADER: &str = "dref-cluster";
 /// other failures.
 const REFUSAL: &str = "dref refused: ";
 const CLIENT: &str = "/dref.Raft/Client";
+/// The watch of a client that is not a node: a stream of messages.
+const WATCH: &str = "/dref.Raft/Watch";
 
 /// Upper bound of one decoded message (a replication batch or snapshot
 /// chunk); far above what the configured batch and chunk sizes produce.
@@ -144,6 +147,28 @@ pub struct NodeStatus {
     pub applied_index: u64,
     /// The members it knows of: id, address, and whether a voter.
     pub members: Vec<(u64, String, bool)>,
+}
+
+/// The request of the `Watch` method: every commit of the keys under
+/// `prefix` after revision `since` (after the call without one).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WatchRequest {
+    /// The key prefix.
+    pub prefix: String,
+    /// The revision after which to watch.
+    pub since: Option<u64>,
+}
+
+/// The messages of the `Watch` method's stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WatchMessage {
+    /// An event of a key under the prefix.
+    Event(String, WireEvent),
+    /// The records under the prefix now, at this revision (events were
+    /// missed).
+    Resync(u64, Vec<(String, WireRecord)>),
+    /// The watch cannot go on (the node is shutting down); the stream ends.
+    Failed(String),
 }
 
 /// Requests of the `Client` method.
@@ -281,6 +306,8 @@ pub trait Handler: Send + Sync + 'static {
     fn snapshot(&self, req: SnapshotChunk) -> BoxFuture<'static, SnapshotResult>;
     /// Client and membership requests.
     fn client(&self, req: ClientRequest) -> BoxFuture<'static, ClientResponse>;
+    /// The watch of a client that is not a node.
+    fn watch(&self, req: WatchRequest) -> BoxStream<'static, WatchMessage>;
     /// The serving node's id, while it runs.
     fn node_id(&self) -> Option<u64>;
     /// Why a caller of cluster `caller` must be refused, if it must.
@@ -353,6 +380,37 @@ where
     grpc.unary(Method { handler, method }, req).await
 }
 
+/// The `Watch` method bound to its handler.
+struct WatchMethod<H> {
+    handler: Arc<H>,
+}
+
+impl<H: Handler> tonic::server::ServerStreamingService<WatchRequest> for WatchMethod<H> {
+    type Response = WatchMessage;
+    type ResponseStream = BoxStream<'static, Result<WatchMessage, Status>>;
+    type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<WatchRequest>) -> Self::Future {
+        use futures_util::StreamExt;
+        let stream = self.handler.watch(request.into_inner()).map(Ok).boxed();
+        Box::pin(async move { Ok(tonic::Response::new(stream)) })
+    }
+}
+
+async fn serve_watch<H, B>(
+    handler: Arc<H>,
+    req: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    H: Handler,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let mut grpc = tonic::server::Grpc::new(Postcard::<WatchMessage, WatchRequest>::default())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    grpc.server_streaming(WatchMethod { handler }, req).await
+}
+
 impl<H, B> tower_service::Service<http::Request<B>> for RaftService<H>
 where
     H: Handler,
@@ -412,6 +470,7 @@ where
             VOTE => Box::pin(async move { Ok(serve(h, H::vote, req).await) }),
             SNAPSHOT => Box::pin(async move { Ok(serve(h, H::snapshot, req).await) }),
             CLIENT => Box::pin(async move { Ok(serve(h, H::client, req).await) }),
+            WATCH => Box::pin(async move { Ok(serve_watch(h, req).await) }),
             _ => Box::pin(async move {
                 Ok(Status::unimplemented(format!("no such method in {SERVICE}")).into_http())
             }),
@@ -540,6 +599,83 @@ impl Peers {
         Ok(channel)
     }
 
+    /// A request carrying this node's cluster and, when given, the node
+    /// it is meant for.
+    fn request<Req>(&self, req: Req, to: Option<u64>) -> tonic::Request<Req> {
+        let mut request = tonic::Request::new(req);
+        let cluster = self.cluster.tag().header();
+        match tonic::metadata::MetadataValue::try_from(cluster.as_str()) {
+            Ok(value) => {
+                request.metadata_mut().insert(CLUSTER_HEADER, value);
+            }
+            // Names are checked when the node starts.
+            Err(_) => tracing::error!(%cluster, "the cluster name is not a valid header value"),
+        }
+        if let Some(to) = to {
+            request
+                .metadata_mut()
+                .insert(TARGET_HEADER, tonic::metadata::MetadataValue::from(to));
+        }
+        request
+    }
+
+    /// The error of a call that `addr` answered with `status`.
+    fn call_error(&self, addr: &str, status: Status) -> CallError {
+        match status.code() {
+            tonic::Code::PermissionDenied if status.message().starts_with(REFUSAL) => {
+                let why = status.message()[REFUSAL.len()..].to_owned();
+                self.cluster
+                    .refused_by(addr, format!("{addr} refused this node: {why}"));
+                CallError::Refused {
+                    addr: addr.to_owned(),
+                    why,
+                }
+            }
+            tonic::Code::Unavailable => CallError::Unreachable {
+                addr: addr.to_owned(),
+                message: status.message().to_owned(),
+            },
+            _ => CallError::Failed {
+                addr: addr.to_owned(),
+                status,
+            },
+        }
+    }
+
+    /// A ready gRPC client of `addr`.
+    async fn grpc(&self, addr: &str) -> Result<tonic::client::Grpc<Channel>, CallError> {
+        let channel = self.channel(addr)?;
+        let mut grpc =
+            tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        grpc.ready().await.map_err(|e| CallError::Unreachable {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(grpc)
+    }
+
+    /// Runs `call` within `timeout`, noting that `addr` accepted this node
+    /// when it answers.
+    async fn within<T>(
+        &self,
+        addr: &str,
+        timeout: Duration,
+        call: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => {
+                if result.is_ok() {
+                    self.cluster.accepted_by(addr);
+                }
+                result
+            }
+            Err(_) => Err(CallError::Timeout {
+                addr: addr.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
     async fn call<Req, Resp>(
         &self,
         addr: &str,
@@ -556,64 +692,39 @@ impl Peers {
         if self.faults.is_cut(addr) {
             return Err(CallError::Cut(addr.to_owned()));
         }
-        let channel = self.channel(addr)?;
         let call = async {
-            let mut grpc =
-                tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-            grpc.ready().await.map_err(|e| CallError::Unreachable {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?;
+            let mut grpc = self.grpc(addr).await?;
             let path = http::uri::PathAndQuery::from_static(path);
-            let mut request = tonic::Request::new(req);
-            let cluster = self.cluster.tag().header();
-            match tonic::metadata::MetadataValue::try_from(cluster.as_str()) {
-                Ok(value) => {
-                    request.metadata_mut().insert(CLUSTER_HEADER, value);
-                }
-                // Names are checked when the node starts.
-                Err(_) => tracing::error!(%cluster, "the cluster name is not a valid header value"),
-            }
-            if let Some(to) = to {
-                request
-                    .metadata_mut()
-                    .insert(TARGET_HEADER, tonic::metadata::MetadataValue::from(to));
-            }
-            grpc.unary(request, path, Postcard::<Req, Resp>::default())
+            grpc.unary(
+                self.request(req, to),
+                path,
+                Postcard::<Req, Resp>::default(),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.call_error(addr, status))
+        };
+        self.within(addr, timeout, call).await
+    }
+
+    /// The `Watch` stream of `addr` (for a client that is not a node):
+    /// opening it is bounded by `timeout`, the stream is not.
+    pub async fn watch(
+        &self,
+        addr: &str,
+        req: WatchRequest,
+        timeout: Duration,
+    ) -> Result<tonic::codec::Streaming<WatchMessage>, CallError> {
+        let open = async {
+            let mut grpc = self.grpc(addr).await?;
+            let path = http::uri::PathAndQuery::from_static(WATCH);
+            let codec = Postcard::<WatchRequest, WatchMessage>::default();
+            grpc.server_streaming(self.request(req, None), path, codec)
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(|status| match status.code() {
-                    tonic::Code::PermissionDenied if status.message().starts_with(REFUSAL) => {
-                        let why = status.message()[REFUSAL.len()..].to_owned();
-                        self.cluster
-                            .refused_by(addr, format!("{addr} refused this node: {why}"));
-                        CallError::Refused {
-                            addr: addr.to_owned(),
-                            why,
-                        }
-                    }
-                    tonic::Code::Unavailable => CallError::Unreachable {
-                        addr: addr.to_owned(),
-                        message: status.message().to_owned(),
-                    },
-                    _ => CallError::Failed {
-                        addr: addr.to_owned(),
-                        status,
-                    },
-                })
+                .map_err(|status| self.call_error(addr, status))
         };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => {
-                if result.is_ok() {
-                    self.cluster.accepted_by(addr);
-                }
-                result
-            }
-            Err(_) => Err(CallError::Timeout {
-                addr: addr.to_owned(),
-                after: timeout,
-            }),
-        }
+        self.within(addr, timeout, open).await
     }
 
     /// openraft's AppendEntries to `addr`.

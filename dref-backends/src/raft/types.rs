@@ -5,7 +5,9 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dref::engine::{Condition, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome};
+use dref::engine::{
+    Condition, Event, EventKind, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome,
+};
 use serde::{Deserialize, Serialize};
 
 openraft::declare_raft_types!(
@@ -318,4 +320,82 @@ impl Applied {
 /// Milliseconds of a duration, saturating.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Wire form of an [`Event`] (for the watches of clients that are not
+/// nodes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// The commit's revision.
+    pub revision: u64,
+    /// What it did.
+    pub kind: WireEventKind,
+}
+
+/// Wire form of an [`EventKind`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireEventKind {
+    /// A write: the version after it, the creating revision, the changed
+    /// fields, the removed ones, the lease.
+    Put(u64, u64, Vec<(String, Bytes)>, Vec<String>, Option<u64>),
+    /// Deleted by a write.
+    Deleted,
+    /// Deleted by its lease's end.
+    Expired,
+}
+
+impl WireEvent {
+    /// The wire form of `event`; `None` for a kind this version does not
+    /// know how to send.
+    pub fn from_engine(event: &Event) -> Option<Self> {
+        let kind = match &event.kind {
+            EventKind::Put {
+                version,
+                create_revision,
+                changed,
+                removed,
+                lease,
+            } => WireEventKind::Put(
+                *version,
+                *create_revision,
+                changed
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), value.clone()))
+                    .collect(),
+                removed.iter().map(|name| name.to_string()).collect(),
+                lease.map(|l| l.0),
+            ),
+            EventKind::Deleted => WireEventKind::Deleted,
+            EventKind::Expired => WireEventKind::Expired,
+            _ => return None,
+        };
+        Some(WireEvent {
+            revision: event.revision,
+            kind,
+        })
+    }
+
+    /// The event.
+    pub fn into_engine(self) -> Event {
+        let kind = match self.kind {
+            WireEventKind::Put(version, create_revision, changed, removed, lease) => {
+                EventKind::Put {
+                    version,
+                    create_revision,
+                    changed: changed
+                        .into_iter()
+                        .map(|(name, value)| (FieldName::from(name), value))
+                        .collect(),
+                    removed: removed.into_iter().map(FieldName::from).collect(),
+                    lease: lease.map(LeaseId),
+                }
+            }
+            WireEventKind::Deleted => EventKind::Deleted,
+            WireEventKind::Expired => EventKind::Expired,
+        };
+        Event {
+            revision: self.revision,
+            kind,
+        }
+    }
 }
