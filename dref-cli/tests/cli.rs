@@ -279,6 +279,32 @@ async fn wrong_credentials_are_a_clear_error() {
     assert_eq!(run.status, 0, "{}", run.stderr);
 }
 
+/// Bad arguments: clap's usage errors, exit status 2, before any store is
+/// asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_are_usage_errors() {
+    for args in [
+        &["get"][..],
+        &["set", "ref/x"],
+        &["frobnicate"],
+        &["--timeout", "soon", "status"],
+        &[
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--raft",
+            "127.0.0.1:1",
+            "status",
+        ],
+    ] {
+        let run = run(&[], args).await;
+        assert_eq!(run.status, 2, "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.is_empty(), "{args:?}");
+    }
+    let zero = dref("redis://127.0.0.1:1/0", &["--timeout", "0", "status"]).await;
+    assert_eq!(zero.status, 2, "{}", zero.stderr);
+    assert!(zero.stderr.contains("--timeout"), "{}", zero.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_or_missing_store_is_a_clear_error() {
     let gone = dref("redis://127.0.0.1:1/0", &["--timeout", "2", "status"]).await;
@@ -324,6 +350,16 @@ async fn on_raft_the_tool_is_a_client_of_any_node() {
     let set = run(&raft, &["set", "ref/counter", "42"]).await;
     assert_eq!(set.status, 0, "{}", set.stderr);
     assert_eq!(counter.get().await.unwrap(), 42);
+    let list = run(&raft, &["list", "ref/"]).await;
+    assert!(
+        list.stdout.starts_with("ref/counter  version 2"),
+        "{}",
+        list.stdout
+    );
+    let leadership = ctx.campaign("scheduler").await.unwrap();
+    let leader_now = run(&raft, &["--json", "leader", "scheduler"]).await.json();
+    assert_eq!(leader_now["holder"], json!("node-a"));
+    assert_eq!(leader_now["token"], json!(leadership.token().0));
     let locks = run(&raft, &["--json", "locks"]).await.json();
     assert_eq!(locks["locks"][0]["holder"], json!("node-a"));
     assert_eq!(locks["locks"][0]["token"], json!(guard.token().0));
