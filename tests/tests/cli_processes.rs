@@ -1,0 +1,99 @@
+//! The `dref` tool against a Raft cluster of node processes: a client of
+//! any node, it shows the cluster's locks and members, and a member that
+//! is gone as unreachable.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dref_tests::nemesis::Command;
+use serde_json::Value;
+use support::nodes::{raft_nodes, run_dir, ANSWER};
+
+/// The `dref` binary, built by `cargo test --workspace` beside this test.
+fn dref_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/cli_processes-<hash> -> target/<profile>/dref
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a target directory")
+        .join(format!("dref{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds the \
+         dref-cli binary too",
+        path.display()
+    );
+    path
+}
+
+/// Runs the tool against the node at `addr`; its exit status and JSON.
+async fn dref(addr: &str, args: &[&str]) -> (i32, Value, String) {
+    let output = tokio::time::timeout(
+        ANSWER,
+        tokio::process::Command::new(dref_binary())
+            .args(["--raft", addr, "--json", "--timeout", "10"])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("the tool answered in time")
+    .expect("the tool ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().expect("an exit status"), json, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_reads_a_cluster_of_processes() {
+    let dir = run_dir("cli-processes");
+    let mut nodes = raft_nodes(&dir, 3, Duration::from_secs(10), false).await;
+    let second = nodes[1]
+        .status()
+        .await
+        .expect("a status")
+        .address
+        .expect("a raft node has an address");
+    let holder = nodes[0].status().await.expect("a status").node_id;
+    let token = nodes[0]
+        .ask(
+            Command::Acquire {
+                lock: "jobs".into(),
+            },
+            ANSWER,
+        )
+        .await
+        .expect("the first node takes the lock");
+
+    let (status, locks, stderr) = dref(&second, &["locks"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let lock = &locks["locks"][0];
+    assert_eq!(lock["name"], "jobs", "{locks}");
+    assert_eq!(lock["holder"], holder.as_str(), "{locks}");
+    assert_eq!(lock["token"], token, "{locks}");
+
+    let (status, cluster, stderr) = dref(&second, &["status"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let members = cluster["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{cluster}");
+    assert!(members.iter().all(|m| m["state"].is_string()), "{cluster}");
+
+    let (status, _, stderr) = dref(&second, &["get", "ref/nothing"]).await;
+    assert_eq!(status, 1, "{stderr}");
+
+    // A member that is gone: still listed, as unreachable; the tool
+    // still answers through the others.
+    nodes[2].kill().await;
+    let (status, cluster, stderr) = dref(&second, &["status"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let unreachable = cluster["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["error"].is_string())
+        .count();
+    assert_eq!(unreachable, 1, "{cluster}");
+}
