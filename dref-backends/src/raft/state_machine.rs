@@ -415,7 +415,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             None => data,
         };
+        let bytes = data.len();
         restore(&mut self.shared.machine.lock(), meta, data, image, dedup);
+        tracing::info!(snapshot = %meta.snapshot_id, bytes, "raft snapshot installed");
         Ok(())
     }
 

@@ -132,6 +132,9 @@ fn on_event<T: Value>(shared: &RefShared<T>, event: &Event, raw: Option<&Record>
 /// Takes in a resync: the current record, at `revision`.
 fn on_resync<T: Value>(shared: &RefShared<T>, raw: Option<&Record>, revision: u64) {
     crate::metrics::watch_resync(shared.backend().name());
+    // (A store that reconnected, or a watcher that fell behind: its
+    // subscribers get the value now instead of the changes in between.)
+    tracing::debug!(key = %shared.key, revision, backend = shared.backend().name(), "ref resynced");
     match shared.observe_record(raw) {
         Ok(value) => shared.publish(HubItem::Resync { revision, value }),
         Err(e) => shared.publish(HubItem::Error(e)),
