@@ -83,6 +83,55 @@ async fn the_tool_reads_a_cluster_of_processes() {
 
     let (status, _, stderr) = dref(&second, &["get", "ref/nothing"]).await;
     assert_eq!(status, 1, "{stderr}");
+    let (status, _, stderr) = dref(&second, &["set", "ref/nothing", "1"]).await;
+    assert_eq!(status, 1, "{stderr}");
+    let (status, _, stderr) = dref(&second, &["leader", "nobody"]).await;
+    assert_eq!(status, 1, "{stderr}");
+    let (status, listed, stderr) = dref(&second, &["list", "lock/"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(listed["records"][0]["key"], "lock/jobs", "{listed}");
+
+    // A watch through the second node sees the first node's locks.
+    let mut watch = tokio::process::Command::new(dref_binary())
+        .args(["--raft", &second, "--json", "watch", "--prefix", "lock/"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the tool ran");
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    // The first node takes and gives back another lock until the watch,
+    // which prints the changes after it started, shows one.
+    let line = tokio::time::timeout(ANSWER, async {
+        loop {
+            for command in [
+                Command::Acquire {
+                    lock: "cycle".into(),
+                },
+                Command::Release {
+                    lock: "cycle".into(),
+                },
+            ] {
+                nodes[0]
+                    .ask(command, ANSWER)
+                    .await
+                    .expect("the first node answers");
+            }
+            // (`next_line` is cancel-safe: a line is never lost.)
+            if let Ok(line) = tokio::time::timeout(Duration::from_secs(2), lines.next_line()).await
+            {
+                break line.unwrap().expect("a line");
+            }
+        }
+    })
+    .await
+    .expect("a change was printed in time");
+    let change: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(change["key"], "lock/cycle", "{change}");
+    assert!(
+        change["event"] == "put" || change["event"] == "delete",
+        "{change}"
+    );
 
     // A member that is gone: still listed, as unreachable; the tool
     // still answers through the others.
