@@ -4,30 +4,12 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use dref_tests::nemesis::Command;
 use serde_json::Value;
 use support::nodes::{raft_nodes, run_dir, ANSWER};
-
-/// The `dref` binary, built by `cargo test --workspace` beside this test.
-fn dref_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    // target/<profile>/deps/cli_processes-<hash> -> target/<profile>/dref
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("a target directory")
-        .join(format!("dref{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`, which builds the \
-         dref-cli binary too",
-        path.display()
-    );
-    path
-}
+use support::tool::dref_binary;
 
 /// Runs the tool against the node at `addr`; its exit status and JSON.
 async fn dref(addr: &str, args: &[&str]) -> (i32, Value, String) {

@@ -328,6 +328,47 @@ async fn an_outside_client_needs_a_certificate_of_the_cluster() {
     }
 }
 
+/// The `dref` tool reads a TLS cluster with the `DREF_TLS_*` settings of
+/// a certificate of the cluster's CA, and says clearly why not with
+/// another CA's or without TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_needs_the_clusters_certificate_too() {
+    let dir = scratch("tool");
+    let ca = Ca::new("dref test CA");
+    let other = Ca::new("another CA");
+    let (_nodes, addrs) = tls_cluster(&dir, &ca, 3, |c| c).await;
+    let member = Files::write(&dir, "tool", &ca.issue("tool"), &ca.pem);
+    let foreign = Files::write(&dir, "foreign-tool", &other.issue("tool"), &ca.pem);
+    let run = |files: Option<&Files>| {
+        let mut command = tokio::process::Command::new(support::tool::dref_binary());
+        command
+            .args(["--raft", &addrs[0], "--timeout", "5", "status"])
+            .env_remove("DREF_TLS_CERT")
+            .env_remove("DREF_TLS_KEY")
+            .env_remove("DREF_TLS_CA");
+        if let Some(files) = files {
+            command
+                .env("DREF_TLS_CERT", &files.cert)
+                .env("DREF_TLS_KEY", &files.key)
+                .env("DREF_TLS_CA", &files.ca);
+        }
+        async move {
+            let output = within("the tool", command.output())
+                .await
+                .expect("the tool ran");
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            (output.status.code(), stderr)
+        }
+    };
+    let (status, stderr) = run(Some(&member)).await;
+    assert_eq!(status, Some(0), "{stderr}");
+    for (what, files) in [("another CA", Some(&foreign)), ("plain text", None)] {
+        let (status, stderr) = run(files).await;
+        assert!(matches!(status, Some(2 | 3)), "{what}: {status:?} {stderr}");
+        assert!(stderr.starts_with("dref: "), "{what}: {stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_text_and_garbage_are_refused_without_harm() {
     logs();

@@ -11,6 +11,7 @@ pub mod pki;
 pub mod proxy;
 pub mod raft_cluster;
 pub mod redis_server;
+pub mod tool;
 
 /// Logs the library's events when `DREF_TEST_LOG` is set to a filter such
 /// as `dref=debug,dref_backends=debug`, through the test harness's capture
