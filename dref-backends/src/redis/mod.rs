@@ -582,12 +582,10 @@ impl RedisBackend {
         };
         let state = RedisWatch {
             subscription,
-            floor,
+            progress: Progress::from(floor),
             initial,
-            resync: None,
             backend: Arc::downgrade(&self.inner),
             key,
-            done: false,
         };
         Ok(Box::pin(futures_util::stream::unfold(
             state,
@@ -611,12 +609,10 @@ impl RedisBackend {
         };
         let state = RedisPrefixWatch {
             subscription,
-            floor,
+            progress: Progress::from(floor),
             initial,
-            resync: None,
             backend: Arc::downgrade(&self.inner),
             prefix,
-            done: false,
         };
         Ok(Box::pin(futures_util::stream::unfold(
             state,
@@ -708,52 +704,31 @@ const RESYNC_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duratio
 
 struct RedisWatch {
     subscription: Subscription,
-    /// Events at or below this revision are reflected in what the stream
-    /// has delivered.
-    floor: u64,
+    progress: Progress,
     initial: Option<WatchItem>,
-    /// A resync is owed (events may have been missed), and its read has
-    /// failed this many times.
-    resync: Option<u32>,
     backend: Weak<Inner>,
     key: Key,
-    done: bool,
 }
 
 impl RedisWatch {
     async fn next(mut self) -> Option<(Result<WatchItem>, Self)> {
-        if self.done {
+        if self.progress.done {
             return None;
         }
         if let Some(item) = self.initial.take() {
             return Some((Ok(item), self));
         }
         loop {
-            if let Some(failures) = self.resync {
+            if let Some(failures) = self.progress.resync {
                 if failures > 0 {
                     tokio::time::sleep(resync_pause(failures)).await;
                 }
                 let backend = RedisBackend {
                     inner: self.backend.upgrade()?,
                 };
-                return match backend.read_at(&self.key).await {
-                    Ok((revision, record)) => {
-                        // Authoritative: everything above it is new, even
-                        // if the store lost data and counts from lower.
-                        self.floor = revision;
-                        self.resync = None;
-                        Some((Ok(WatchItem::Resync(record)), self))
-                    }
-                    // Reported, and tried again at the next poll.
-                    Err(e) if e.is_transient() => {
-                        self.resync = Some(failures.saturating_add(1));
-                        Some((Err(e), self))
-                    }
-                    Err(e) => {
-                        self.done = true;
-                        Some((Err(e), self))
-                    }
-                };
+                let read = backend.read_at(&self.key).await;
+                let item = self.progress.resynced(failures, read);
+                return Some((item.map(WatchItem::Resync), self));
             }
             let notice = match self.subscription.rx.recv().await {
                 Ok(notice) => notice,
@@ -764,16 +739,63 @@ impl RedisWatch {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             };
             match notice {
-                Notice::Event(event) if event.revision <= self.floor => continue,
+                Notice::Event(event) if event.revision <= self.progress.floor => continue,
                 Notice::Event(event) => {
-                    self.floor = event.revision;
+                    self.progress.floor = event.revision;
                     return Some((Ok(WatchItem::Event(event)), self));
                 }
-                Notice::Reconnected => self.resync = Some(0),
+                Notice::Reconnected => self.progress.resync = Some(0),
                 Notice::Malformed(message) => {
-                    self.done = true;
+                    self.progress.done = true;
                     return Some((Err(protocol(message)), self));
                 }
+            }
+        }
+    }
+}
+
+/// Where a watch stands, whatever it follows (one key or a prefix).
+struct Progress {
+    /// Events at or below this revision are reflected in what the stream
+    /// has delivered.
+    floor: u64,
+    /// A resync is owed (events may have been missed), and its read has
+    /// failed this many times.
+    resync: Option<u32>,
+    /// The stream has ended (after an error that will not go away).
+    done: bool,
+}
+
+impl From<u64> for Progress {
+    fn from(floor: u64) -> Self {
+        Progress {
+            floor,
+            resync: None,
+            done: false,
+        }
+    }
+}
+
+impl Progress {
+    /// Takes the answer to a resync's read, made after `failures` failed
+    /// ones: the state it read and the store revision it is current at.
+    fn resynced<T>(&mut self, failures: u32, answer: Result<(u64, T)>) -> Result<T> {
+        match answer {
+            Ok((revision, state)) => {
+                // Authoritative: everything above it is new, even if the
+                // store lost data and counts from lower.
+                self.floor = revision;
+                self.resync = None;
+                Ok(state)
+            }
+            // Reported, and tried again at the next poll.
+            Err(e) if e.is_transient() => {
+                self.resync = Some(failures.saturating_add(1));
+                Err(e)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
             }
         }
     }
@@ -790,48 +812,32 @@ fn resync_pause(failures: u32) -> Duration {
 /// listing for a resync.
 struct RedisPrefixWatch {
     subscription: PrefixSubscription,
-    /// Events at or below this revision are reflected in what the stream
-    /// has delivered.
-    floor: u64,
+    progress: Progress,
     initial: Option<PrefixItem>,
-    /// A resync is owed, and its listing has failed this many times.
-    resync: Option<u32>,
     backend: Weak<Inner>,
     prefix: String,
-    done: bool,
 }
 
 impl RedisPrefixWatch {
     async fn next(mut self) -> Option<(Result<PrefixItem>, Self)> {
-        if self.done {
+        if self.progress.done {
             return None;
         }
         if let Some(item) = self.initial.take() {
             return Some((Ok(item), self));
         }
         loop {
-            if let Some(failures) = self.resync {
+            if let Some(failures) = self.progress.resync {
                 if failures > 0 {
                     tokio::time::sleep(resync_pause(failures)).await;
                 }
                 let backend = RedisBackend {
                     inner: self.backend.upgrade()?,
                 };
-                return match backend.list_now(self.prefix.clone()).await {
-                    Ok(listing) => {
-                        self.floor = listing.revision;
-                        self.resync = None;
-                        Some((Ok(PrefixItem::Resync(listing)), self))
-                    }
-                    Err(e) if e.is_transient() => {
-                        self.resync = Some(failures.saturating_add(1));
-                        Some((Err(e), self))
-                    }
-                    Err(e) => {
-                        self.done = true;
-                        Some((Err(e), self))
-                    }
-                };
+                let listed = backend.list_now(self.prefix.clone()).await;
+                let listed = listed.map(|listing| (listing.revision, listing));
+                let item = self.progress.resynced(failures, listed);
+                return Some((item.map(PrefixItem::Resync), self));
             }
             let notice = match self.subscription.rx.recv().await {
                 Ok(notice) => notice,
@@ -845,13 +851,13 @@ impl RedisPrefixWatch {
                 // (The floor stays: the records one lease expiry deletes
                 // may share a revision on other backends; here they do not,
                 // and events come in commit order.)
-                PrefixNotice::Event(_, event) if event.revision <= self.floor => continue,
+                PrefixNotice::Event(_, event) if event.revision <= self.progress.floor => continue,
                 PrefixNotice::Event(key, event) => {
                     return Some((Ok(PrefixItem::Event(key, event)), self));
                 }
-                PrefixNotice::Reconnected => self.resync = Some(0),
+                PrefixNotice::Reconnected => self.progress.resync = Some(0),
                 PrefixNotice::Malformed(message) => {
-                    self.done = true;
+                    self.progress.done = true;
                     return Some((Err(protocol(message)), self));
                 }
             }

@@ -73,6 +73,19 @@ struct State {
     live_since: Option<u64>,
 }
 
+impl State {
+    /// How a watch that wants every commit after `since` starts, given the
+    /// highest revision of the events it follows that went by since the
+    /// subscription started (`last`): live only when none is above `since`.
+    fn start(&self, since: Option<u64>, last: impl FnOnce(&State) -> u64) -> Start {
+        match (since, self.live_since) {
+            (None, _) => Start::Live,
+            (Some(since), Some(live)) if live <= since && last(self) <= since => Start::Live,
+            _ => Start::Resync,
+        }
+    }
+}
+
 /// How a new watch starts.
 pub(super) enum Start {
     /// Nothing after the requested revision was missed.
@@ -212,18 +225,9 @@ impl Watches {
             .entry(key.clone())
             .or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
             .subscribe();
-        let start = match (since, state.live_since) {
-            (None, _) => Start::Live,
-            (Some(since), Some(live)) if live <= since => {
-                let last = state.last.get(key).copied().unwrap_or(state.floor);
-                if last <= since {
-                    Start::Live
-                } else {
-                    Start::Resync
-                }
-            }
-            _ => Start::Resync,
-        };
+        let start = state.start(since, |state| {
+            state.last.get(key).copied().unwrap_or(state.floor)
+        });
         drop(state);
         let subscription = Subscription {
             rx,
@@ -251,23 +255,14 @@ impl Watches {
                 rx
             }
         };
-        let start = match (since, state.live_since) {
-            (None, _) => Start::Live,
-            (Some(since), Some(live)) if live <= since => {
-                let last = state
-                    .last
-                    .iter()
-                    .filter(|(key, _)| key.as_str().starts_with(prefix))
-                    .map(|(_, revision)| *revision)
-                    .fold(state.floor, u64::max);
-                if last <= since {
-                    Start::Live
-                } else {
-                    Start::Resync
-                }
-            }
-            _ => Start::Resync,
-        };
+        let start = state.start(since, |state| {
+            state
+                .last
+                .iter()
+                .filter(|(key, _)| key.as_str().starts_with(prefix))
+                .map(|(_, revision)| *revision)
+                .fold(state.floor, u64::max)
+        });
         drop(state);
         let subscription = PrefixSubscription {
             rx,
