@@ -18,7 +18,7 @@ use super::rpc::{
     CallError, ClientRequest, ClientResponse, NodeStatus, Peers, WatchMessage, WatchRequest,
 };
 use super::tls::{Tls, TlsConfig};
-use super::types::{WireRecord, WireWrite};
+use super::types::{listing_from_wire, WireWrite};
 
 pub use super::rpc::NodeStatus as RaftNodeStatus;
 
@@ -187,13 +187,7 @@ impl RaftClient {
             .call(&self.addr, ClientRequest::List(prefix.to_owned()))
             .await?
         {
-            ClientResponse::Listing(revision, records) => Ok(Listing {
-                revision,
-                records: records
-                    .into_iter()
-                    .map(|(key, record): (String, WireRecord)| (Key::new(key), record.into()))
-                    .collect(),
-            }),
+            ClientResponse::Listing(revision, records) => Ok(listing_from_wire(revision, records)),
             other => Err(self.unexpected(&other)),
         }
     }
@@ -231,13 +225,9 @@ impl RaftClient {
             Ok(WatchMessage::Event(key, event)) => {
                 Ok(PrefixItem::Event(Key::new(key), event.into_engine()))
             }
-            Ok(WatchMessage::Resync(revision, records)) => Ok(PrefixItem::Resync(Listing {
-                revision,
-                records: records
-                    .into_iter()
-                    .map(|(key, record)| (Key::new(key), record.into()))
-                    .collect(),
-            })),
+            Ok(WatchMessage::Resync(revision, records)) => {
+                Ok(PrefixItem::Resync(listing_from_wire(revision, records)))
+            }
             Ok(WatchMessage::Failed(message)) => Err(Error::Unavailable {
                 backend: BACKEND,
                 message: format!("node {addr}: {message}"),

@@ -20,7 +20,7 @@ use super::rpc::{
     ClientRequest, ClientResponse, Handler, RaftResult, SnapshotChunk, SnapshotResult,
     WatchMessage, WatchRequest,
 };
-use super::types::{Applied, TypeConfig, WireEvent, WireRecord};
+use super::types::{wire_records, Applied, TypeConfig, WireEvent, WireRecord};
 
 /// Serves the RPCs of a node it does not keep alive.
 pub(super) struct Rpc {
@@ -105,14 +105,9 @@ impl Handler for Rpc {
                     Some(event) => WatchMessage::Event(key.as_str().to_owned(), event),
                     None => WatchMessage::Failed(format!("cannot send the event {event:?}")),
                 },
-                Ok(PrefixItem::Resync(listing)) => WatchMessage::Resync(
-                    listing.revision,
-                    listing
-                        .records
-                        .iter()
-                        .map(|(key, record)| (key.as_str().to_owned(), record.into()))
-                        .collect(),
-                ),
+                Ok(PrefixItem::Resync(listing)) => {
+                    WatchMessage::Resync(listing.revision, wire_records(&listing.records))
+                }
                 Err(e) => WatchMessage::Failed(e.to_string()),
             })
             .boxed()
@@ -157,14 +152,9 @@ impl Handler for Rpc {
                     Err(e) => failed(e),
                 },
                 ClientRequest::List(prefix) => match node.list(prefix).await {
-                    Ok(listing) => ClientResponse::Listing(
-                        listing.revision,
-                        listing
-                            .records
-                            .iter()
-                            .map(|(key, record)| (key.as_str().to_owned(), record.into()))
-                            .collect(),
-                    ),
+                    Ok(listing) => {
+                        ClientResponse::Listing(listing.revision, wire_records(&listing.records))
+                    }
                     Err(e) => failed(e),
                 },
                 ClientRequest::Write(write) => {

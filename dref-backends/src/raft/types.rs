@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dref::engine::{
-    Condition, Event, EventKind, Field, FieldName, Key, LeaseId, Op, Record, Write, WriteOutcome,
+    Condition, Event, EventKind, Field, FieldName, Key, LeaseId, Listing, Op, Record, Write,
+    WriteOutcome,
 };
 use serde::{Deserialize, Serialize};
 
@@ -320,6 +321,25 @@ impl Applied {
 /// Milliseconds of a duration, saturating.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Wire form of a listing's records (for clients that are not nodes).
+pub fn wire_records(records: &[(Key, Record)]) -> Vec<(String, WireRecord)> {
+    records
+        .iter()
+        .map(|(key, record)| (key.as_str().to_owned(), record.into()))
+        .collect()
+}
+
+/// The listing at `revision` of records in wire form.
+pub fn listing_from_wire(revision: u64, records: Vec<(String, WireRecord)>) -> Listing {
+    Listing {
+        revision,
+        records: records
+            .into_iter()
+            .map(|(key, record)| (Key::new(key), record.into()))
+            .collect(),
+    }
 }
 
 /// Wire form of an [`Event`] (for the watches of clients that are not
