@@ -29,6 +29,29 @@ impl Drop for Killed {
     }
 }
 
+/// Starts the dashboard with `env` on a port of its choosing; returns it
+/// and the address it serves at (from its first line).
+fn dashboard(env: &[(&str, &str)]) -> (Killed, String) {
+    let mut command = Command::new(example_path("dashboard"));
+    command
+        .env_remove("DREF_REDIS_URL")
+        .env("DASHBOARD_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped());
+    let mut dashboard = Killed(command.spawn().expect("start the dashboard"));
+    let mut first = String::new();
+    BufReader::new(dashboard.0.stdout.take().expect("its stdout"))
+        .read_line(&mut first)
+        .expect("its first line");
+    let addr = first
+        .trim()
+        .strip_prefix("dashboard on http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
+        .to_owned();
+    (dashboard, addr)
+}
+
 /// The body of one HTTP/1.1 request to the dashboard at `addr`.
 fn http(addr: &str, method: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect to the dashboard");
@@ -63,25 +86,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn the_dashboard_serves_metrics_events_and_a_live_page() {
     let server = RedisServer::start(&[]);
-    let mut dashboard = Killed(
-        Command::new(example_path("dashboard"))
-            .env("DREF_REDIS_URL", server.url())
-            .env("DASHBOARD_ADDR", "127.0.0.1:0")
-            .env("DASHBOARD_DEMO", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the dashboard"),
-    );
-    let mut first = String::new();
-    BufReader::new(dashboard.0.stdout.take().expect("its stdout"))
-        .read_line(&mut first)
-        .expect("its first line");
-    let addr = first
-        .trim()
-        .strip_prefix("dashboard on http://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
-        .to_owned();
+    let (_dashboard, addr) =
+        dashboard(&[("DREF_REDIS_URL", &server.url()), ("DASHBOARD_DEMO", "1")]);
 
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let ctx = runtime.block_on(async {
@@ -176,24 +182,7 @@ fn the_dashboard_serves_metrics_events_and_a_live_page() {
 /// holds the cluster's members, one of them the leader.
 #[test]
 fn on_raft_the_dashboard_shows_the_members() {
-    let dashboard = Command::new(example_path("dashboard"))
-        .env("DASHBOARD_RAFT", "3")
-        .env("DASHBOARD_ADDR", "127.0.0.1:0")
-        .env_remove("DREF_REDIS_URL")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the dashboard");
-    let mut dashboard = Killed(dashboard);
-    let mut first = String::new();
-    BufReader::new(dashboard.0.stdout.take().expect("its stdout"))
-        .read_line(&mut first)
-        .expect("its first line");
-    let addr = first
-        .trim()
-        .strip_prefix("dashboard on http://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
-        .to_owned();
+    let (_dashboard, addr) = dashboard(&[("DASHBOARD_RAFT", "3")]);
     wait_for("three members, one leading", || {
         let state: serde_json::Value = serde_json::from_str(&http(&addr, "GET", "/state")).unwrap();
         let nodes = state["members"]["nodes"]
