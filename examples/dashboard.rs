@@ -126,7 +126,11 @@ async fn follow(backend: Arc<dyn Backend>, app: Arc<App>) {
         let mut stream = match backend.watch_prefix(String::new(), Some(revision)).await {
             Ok(stream) => stream,
             Err(e) => {
+                // (Backed off as a failed listing is: a store that lists
+                // but cannot watch must not be asked in a busy loop.)
                 eprintln!("dashboard: watching the store failed: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
