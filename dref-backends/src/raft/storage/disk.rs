@@ -1,22 +1,34 @@
 //! The durable Raft log: entries, vote, committed index and purge point in
-//! a `raft-log` write-ahead log, driven by one thread of its own.
+//! a `raft-log` write-ahead log.
 //!
-//! Every call is a message to that thread, which owns the log: appends,
-//! votes, truncations and purges go into the log's buffer in the order they
-//! were made (no file is touched on the async workers), and the thread asks
-//! the library to write and `fdatasync` whatever has accumulated. While one
-//! sync is under way, everything that arrives waits for the next one, so
-//! concurrent and consecutive appends share a sync (group commit) without
-//! any added delay: the first waiter pays one sync, the others at most two.
+//! The log sits behind one lock, and every call does its work on the
+//! caller's thread: appends, votes, truncations, purges and the commit
+//! index go into the library's buffer (memory only), reads come from its
+//! entry cache. Nothing waits for another thread except durability itself,
+//! because Raft's core runs its log calls one after another: on a write's
+//! path the leader reads each entry back to replicate it and to apply it,
+//! and a hop to a log thread and back for each call cost more than the disk
+//! sync (a reader that misses the cache reads the chunk file under the lock;
+//! openraft only reads entries that old to catch a lagging member up).
+//!
+//! Syncs (write + `fdatasync`) run on the library's flush thread, one at a
+//! time. An append starts one at once when none is under way; while one is,
+//! appends wait for the next, which starts when it ends and covers all of
+//! them, so concurrent and consecutive appends share a sync (group commit)
+//! without any added delay: the first waiter pays one sync, the others at
+//! most two. The end of a sync tells its waiters on the flush thread.
 //!
 //! What waits for the sync: `append` (its `LogFlushed` callback) and
 //! `save_vote` (its return). What does not: `save_committed`, `truncate`
 //! and `purge` return once buffered and are synced with the next append or
 //! vote (the log is ordered, so any later acknowledged write makes them
 //! durable too), or on their own after 50 ms without one: a commit after
-//! every write must not cost a second sync per write. Losing them in a crash is safe: an unsaved commit index is learnt
-//! again from the leader, an unsaved truncation or purge leaves entries
-//! that Raft truncates or purges again.
+//! every write must not cost a second sync per write. Losing them in a
+//! crash is safe: an unsaved commit index is learnt again from the leader,
+//! an unsaved truncation or purge leaves entries that Raft truncates or
+//! purges again. A thread of the log's own starts those lazy syncs, the
+//! sync that follows one that ended with writes waiting, and the last sync
+//! at close.
 //!
 //! After a failed sync the log refuses everything: retrying an `fsync` that
 //! failed can report success for data the kernel already dropped.
@@ -73,17 +85,12 @@ impl Types for LogTypes {
 /// Told when a write is durable (or failed to become so).
 type Waiter = Box<dyn FnOnce(io::Result<()>) + Send>;
 
-/// Reports the end of a sync to the log thread (the library calls it on
-/// its flush thread).
-pub(super) struct SyncDone(Sender<Request>);
+/// Reports the end of a sync (the library calls it on its flush thread).
+pub(super) struct SyncDone(Arc<Shared>);
 
 impl Callback for SyncDone {
     fn send(self, res: io::Result<()>) {
-        if self.0.send(Request::Synced(res)).is_err() {
-            // Only possible once the log thread has exited, and it waits
-            // for every sync it started before exiting.
-            tracing::error!("a raft log sync finished after its log closed");
-        }
+        self.0.synced(res);
     }
 }
 
@@ -97,39 +104,10 @@ struct State {
     committed: Option<LogId<u64>>,
 }
 
-type Reply<T> = oneshot::Sender<io::Result<T>>;
-
-enum Request {
-    Append {
-        entries: Vec<Entry<TypeConfig>>,
-        done: Waiter,
-    },
-    SaveVote {
-        vote: Vote<u64>,
-        done: Waiter,
-    },
-    SaveCommitted {
-        committed: LogId<u64>,
-        reply: Reply<()>,
-    },
-    Truncate {
-        since: LogId<u64>,
-        reply: Reply<()>,
-    },
-    Purge {
-        upto: LogId<u64>,
-        reply: Reply<()>,
-    },
-    Read {
-        from: u64,
-        to: u64,
-        reply: Reply<Vec<Entry<TypeConfig>>>,
-    },
-    State {
-        reply: Reply<State>,
-    },
-    /// Sent by the library's flush thread when a sync ends.
-    Synced(io::Result<()>),
+/// Wakes the log thread.
+enum Wake {
+    /// A sync ended with writes waiting for the next one (or at close).
+    SyncEnded,
     /// The last handle is gone: sync what is left, then stop.
     Close,
 }
@@ -163,17 +141,16 @@ pub struct DiskLog {
 impl fmt::Debug for DiskLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskLog")
-            .field("dir", &self.handle.dir)
+            .field("dir", &self.handle.shared.dir)
             .finish_non_exhaustive()
     }
 }
 
+/// Owned by the log's handles: closes the log when the last one goes.
 struct Handle {
-    tx: Sender<Request>,
-    dir: PathBuf,
+    shared: Arc<Shared>,
     /// Where the log started when it was opened.
     purged_at_open: Option<LogId<u64>>,
-    stats: Arc<LogStats>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -183,15 +160,40 @@ impl Drop for Handle {
         // when it exits; waiting for it makes "dropped" mean "closed", so
         // the directory can be reopened at once (the wait is one sync, at
         // shutdown only).
-        if self.tx.send(Request::Close).is_err() {
-            tracing::error!(dir = %self.dir.display(), "the raft log thread stopped early");
+        if self.shared.wake.send(Wake::Close).is_err() {
+            tracing::error!(dir = %self.shared.dir.display(), "the raft log thread stopped early");
         }
         if let Some(thread) = self.thread.lock().take() {
             if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
-                tracing::error!(dir = %self.dir.display(), "the raft log thread panicked");
+                tracing::error!(dir = %self.shared.dir.display(), "the raft log thread panicked");
             }
         }
     }
+}
+
+/// Shared by the handles, the log thread and the sync under way.
+struct Shared {
+    inner: Mutex<Inner>,
+    /// To the log thread.
+    wake: Sender<Wake>,
+    dir: PathBuf,
+    stats: Arc<LogStats>,
+}
+
+/// The log and its group-commit state, behind the lock.
+struct Inner {
+    /// `None` once closed.
+    log: Option<RaftLog<LogTypes>>,
+    /// Written, waiting for the next sync.
+    waiting: Vec<Waiter>,
+    /// Waiting for the sync under way, if one is.
+    in_flight: Option<Vec<Waiter>>,
+    /// Buffered records that no sync covers yet.
+    dirty: bool,
+    /// The log thread is closing the log: tell it when a sync ends.
+    closing: bool,
+    /// Why the log refuses further work.
+    failed: Option<String>,
 }
 
 impl DiskLog {
@@ -244,18 +246,23 @@ impl DiskLog {
             "opened the raft log"
         );
 
-        let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(LogStats::default());
-        let mut worker = Worker {
-            log,
-            rx,
-            tx: tx.clone(),
-            stats: stats.clone(),
+        let (wake, woken) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                log: Some(log),
+                waiting: Vec::new(),
+                in_flight: None,
+                dirty: false,
+                closing: false,
+                failed: None,
+            }),
+            wake,
             dir: dir.to_owned(),
-            waiting: Vec::new(),
-            in_flight: None,
-            dirty: false,
-            failed: None,
+            stats: Arc::new(LogStats::default()),
+        });
+        let worker = Worker {
+            shared: shared.clone(),
+            woken,
             _lock: lock,
         };
         let thread = std::thread::Builder::new()
@@ -264,10 +271,8 @@ impl DiskLog {
             .map_err(|e| open_error("start the log thread for", &e))?;
         Ok(DiskLog {
             handle: Arc::new(Handle {
-                tx,
-                dir: dir.to_owned(),
+                shared,
                 purged_at_open,
-                stats,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -280,73 +285,179 @@ impl DiskLog {
 
     /// The log's counters.
     pub fn stats(&self) -> &Arc<LogStats> {
-        &self.handle.stats
+        &self.handle.shared.stats
     }
 
-    fn stopped(&self, subject: ErrorSubject<u64>, verb: ErrorVerb) -> StorageError<u64> {
-        io_error(
-            subject,
-            verb,
-            "use the log in",
-            &self.handle.dir,
-            &io::Error::other("the raft log thread has stopped"),
-        )
-    }
-
-    fn send(
+    fn error(
         &self,
-        request: Request,
-        subject: ErrorSubject<u64>,
-        verb: ErrorVerb,
-    ) -> Result<(), StorageError<u64>> {
-        self.handle
-            .tx
-            .send(request)
-            .map_err(|_| self.stopped(subject, verb))
-    }
-
-    /// Sends a request and waits for its answer.
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Request,
         subject: ErrorSubject<u64>,
         verb: ErrorVerb,
         doing: &str,
-    ) -> Result<T, StorageError<u64>> {
-        let (reply, answer) = oneshot::channel();
-        self.send(make(reply), subject.clone(), verb)?;
-        match answer.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(io_error(subject, verb, doing, &self.handle.dir, &e)),
-            Err(_) => Err(self.stopped(subject, verb)),
+        e: &io::Error,
+    ) -> StorageError<u64> {
+        io_error(subject, verb, doing, &self.handle.shared.dir, e)
+    }
+
+    /// Buffers a record that need not be waited for.
+    fn write(
+        &self,
+        subject: ErrorSubject<u64>,
+        verb: ErrorVerb,
+        doing: &str,
+        op: impl FnOnce(&mut RaftLog<LogTypes>) -> io::Result<()>,
+    ) -> Result<(), StorageError<u64>> {
+        let mut inner = self.handle.shared.inner.lock();
+        inner
+            .writable()
+            .and_then(op)
+            .map_err(|e| self.error(subject, verb, doing, &e))?;
+        inner.dirty = true;
+        Ok(())
+    }
+
+    /// Buffers a record and has `done` told once it is durable (or could
+    /// not be made so). Returns at once.
+    fn write_durably(
+        &self,
+        op: impl FnOnce(&mut RaftLog<LogTypes>) -> io::Result<()>,
+        done: Waiter,
+    ) {
+        let shared = &self.handle.shared;
+        let mut inner = shared.inner.lock();
+        match inner.writable().and_then(op) {
+            Ok(()) => {
+                inner.dirty = true;
+                inner.waiting.push(done);
+                shared.start_sync(&mut inner, false);
+            }
+            Err(e) => {
+                drop(inner);
+                done(Err(e));
+            }
         }
     }
 
-    /// Queues entries for appending; `done` is called once they are
-    /// durable (or could not be made so). Returns at once.
+    /// Appends entries; `done` is called once they are durable (or could
+    /// not be made so). Returns at once.
     pub(super) fn submit(
         &self,
         entries: Vec<Entry<TypeConfig>>,
         done: impl FnOnce(io::Result<()>) + Send + 'static,
-    ) -> Result<(), StorageError<u64>> {
-        self.send(
-            Request::Append {
-                entries,
-                done: Box::new(done),
+    ) {
+        let stats = &self.handle.shared.stats;
+        self.write_durably(
+            |log| {
+                // An entry at or below the purge point is already covered
+                // by the snapshot it was purged for, so it is not stored
+                // (the library refuses to go back). openraft appends none
+                // such in operation; its storage suite does, after
+                // `get_initial_state` purges past an empty log.
+                let purged = log.log_state().purged().map(|l| l.0.index);
+                let entries: Vec<_> = entries
+                    .into_iter()
+                    .filter(|e| purged.is_none_or(|p| e.log_id.index > p))
+                    .collect();
+                let n = entries.len() as u64;
+                let records = entries
+                    .into_iter()
+                    .map(|e| (StoredLogId(e.log_id), StoredPayload(e.payload)));
+                log.append(records)?;
+                stats.appended.fetch_add(n, Ordering::Relaxed);
+                Ok(())
             },
-            ErrorSubject::Logs,
-            ErrorVerb::Write,
-        )
+            Box::new(done),
+        );
     }
 
-    async fn state(&self) -> Result<State, StorageError<u64>> {
-        self.ask(
-            |reply| Request::State { reply },
-            ErrorSubject::Logs,
-            ErrorVerb::Read,
-            "read the state of the log in",
-        )
-        .await
+    fn state(&self) -> Result<State, StorageError<u64>> {
+        let inner = self.handle.shared.inner.lock();
+        let log = inner.readable().map_err(|e| {
+            self.error(
+                ErrorSubject::Logs,
+                ErrorVerb::Read,
+                "read the state of the log in",
+                &e,
+            )
+        })?;
+        let s = log.log_state();
+        Ok(State {
+            purged: s.purged().map(|l| l.0),
+            last: s.last().map(|l| l.0),
+            vote: s.vote().map(|v| v.0),
+            committed: s.committed().map(|l| l.0),
+        })
+    }
+}
+
+impl Inner {
+    fn readable(&self) -> io::Result<&RaftLog<LogTypes>> {
+        self.log
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the raft log is closed"))
+    }
+
+    fn writable(&mut self) -> io::Result<&mut RaftLog<LogTypes>> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::other(format!(
+                "the log failed earlier and refuses writes: {why}"
+            )));
+        }
+        self.log
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the raft log is closed"))
+    }
+}
+
+impl Shared {
+    /// Starts a sync of everything buffered if someone waits for it (or
+    /// `unwaited` is set and something is buffered), unless one is under
+    /// way: the next one starts when it ends.
+    fn start_sync(self: &Arc<Self>, inner: &mut Inner, unwaited: bool) {
+        if inner.in_flight.is_some() || (inner.waiting.is_empty() && !(unwaited && inner.dirty)) {
+            return;
+        }
+        let waiters = std::mem::take(&mut inner.waiting);
+        let res = inner
+            .writable()
+            .and_then(|log| log.flush(true, Some(SyncDone(self.clone()))));
+        match res {
+            Ok(()) => {
+                inner.dirty = false;
+                inner.in_flight = Some(waiters);
+            }
+            Err(e) => {
+                if inner.failed.is_none() {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "cannot hand the raft log to its writer; the log refuses further writes");
+                    inner.failed = Some(e.to_string());
+                }
+                for waiter in waiters {
+                    waiter(Err(clone_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// The end of a sync, on the library's flush thread: its waiters are
+    /// told here, at once.
+    fn synced(&self, res: io::Result<()>) {
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let (waiters, wake) = {
+            let mut inner = self.inner.lock();
+            if let Err(e) = &res {
+                tracing::error!(dir = %self.dir.display(), error = %e, "syncing the raft log failed; the log refuses further writes");
+                inner.failed = Some(e.to_string());
+            }
+            let waiters = inner.in_flight.take().unwrap_or_default();
+            (waiters, inner.closing || !inner.waiting.is_empty())
+        };
+        for waiter in waiters {
+            waiter(res.as_ref().map(|_| ()).map_err(clone_error));
+        }
+        // The next sync starts on the log thread, not here: the flush
+        // thread must not queue work for itself.
+        if wake && self.wake.send(Wake::SyncEnded).is_err() {
+            tracing::error!(dir = %self.dir.display(), "the raft log thread stopped before the log closed");
+        }
     }
 }
 
@@ -373,13 +484,27 @@ impl RaftLogReader<TypeConfig> for DiskLog {
         if from >= to {
             return Ok(Vec::new());
         }
-        self.ask(
-            |reply| Request::Read { from, to, reply },
-            ErrorSubject::Logs,
-            ErrorVerb::Read,
-            "read entries of the log in",
-        )
-        .await
+        let inner = self.handle.shared.inner.lock();
+        inner
+            .readable()
+            .and_then(|log| {
+                log.read(from, to)
+                    .map(|r| {
+                        r.map(|(id, payload)| Entry {
+                            log_id: id.0,
+                            payload: payload.0,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(|e| {
+                self.error(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Read,
+                    "read entries of the log in",
+                    &e,
+                )
+            })
     }
 }
 
@@ -387,7 +512,7 @@ impl RaftLogStorage<TypeConfig> for DiskLog {
     type LogReader = DiskLog;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let state = self.state().await?;
+        let state = self.state()?;
         Ok(LogState {
             last_purged_log_id: state.purged,
             last_log_id: state.last.or(state.purged),
@@ -400,31 +525,30 @@ impl RaftLogStorage<TypeConfig> for DiskLog {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let (reply, answer) = oneshot::channel();
-        let done: Waiter = Box::new(move |res| {
-            // The caller may have given up waiting; the vote is durable
-            // (or failed) all the same.
-            let _unheard = reply.send(res);
-        });
-        self.send(
-            Request::SaveVote { vote: *vote, done },
+        let vote = *vote;
+        self.write_durably(
+            |log| log.save_vote(StoredVote(vote)).map(drop),
+            Box::new(move |res| {
+                // The caller may have given up waiting; the vote is durable
+                // (or failed) all the same.
+                let _unheard = reply.send(res);
+            }),
+        );
+        let failed = match answer.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::other("the raft log closed before the vote was synced"),
+        };
+        Err(self.error(
             ErrorSubject::Vote,
             ErrorVerb::Write,
-        )?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io_error(
-                ErrorSubject::Vote,
-                ErrorVerb::Write,
-                "save the vote in the log in",
-                &self.handle.dir,
-                &e,
-            )),
-            Err(_) => Err(self.stopped(ErrorSubject::Vote, ErrorVerb::Write)),
-        }
+            "save the vote in the log in",
+            &failed,
+        ))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        Ok(self.state().await?.vote)
+        Ok(self.state()?.vote)
     }
 
     async fn save_committed(
@@ -435,17 +559,16 @@ impl RaftLogStorage<TypeConfig> for DiskLog {
         let Some(committed) = committed else {
             return Ok(());
         };
-        self.ask(
-            |reply| Request::SaveCommitted { committed, reply },
+        self.write(
             ErrorSubject::Store,
             ErrorVerb::Write,
             "save the commit index in the log in",
+            |log| log.commit(StoredLogId(committed)).map(drop),
         )
-        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(self.state().await?.committed)
+        Ok(self.state()?.committed)
     }
 
     async fn append<I>(
@@ -459,248 +582,89 @@ impl RaftLogStorage<TypeConfig> for DiskLog {
     {
         self.submit(entries.into_iter().collect(), move |res| {
             callback.log_io_completed(res)
-        })
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, since: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.ask(
-            |reply| Request::Truncate { since, reply },
+        self.write(
             ErrorSubject::Log(since),
             ErrorVerb::Delete,
             "truncate the log in",
+            |log| {
+                // Nothing at or after `since`: nothing to remove (the
+                // library wants the entry before the cut to exist).
+                let last = log.log_state().last().map(|l| l.0.index);
+                if last.is_some_and(|last| since.index <= last) {
+                    log.truncate(since.index)?;
+                }
+                Ok(())
+            },
         )
-        .await
     }
 
     async fn purge(&mut self, upto: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.ask(
-            |reply| Request::Purge { upto, reply },
+        self.write(
             ErrorSubject::Log(upto),
             ErrorVerb::Delete,
             "purge the log in",
+            |log| log.purge(StoredLogId(upto)).map(drop),
         )
-        .await
     }
 }
 
-/// The log thread: owns the log and the group-commit state.
+/// The log thread: lazy syncs, the sync after one that ended with writes
+/// waiting, and the close.
 struct Worker {
-    log: RaftLog<LogTypes>,
-    rx: Receiver<Request>,
-    /// Given to the library with each sync, to report its end.
-    tx: Sender<Request>,
-    stats: Arc<LogStats>,
-    dir: PathBuf,
-    /// Written, waiting for the next sync.
-    waiting: Vec<Waiter>,
-    /// Waiting for the sync under way, if one is.
-    in_flight: Option<Vec<Waiter>>,
-    /// Buffered records that no sync covers yet.
-    dirty: bool,
-    /// Why the log refuses further work.
-    failed: Option<String>,
+    shared: Arc<Shared>,
+    woken: Receiver<Wake>,
     /// Keeps the data directory locked while the log is open.
     _lock: Arc<DirLock>,
 }
 
-fn clone_error(e: &io::Error) -> io::Error {
-    io::Error::new(e.kind(), e.to_string())
-}
-
 impl Worker {
-    fn run(&mut self) {
-        let mut closing = false;
+    fn run(self) {
         loop {
             // Records nobody waits for (a commit index, a purge) ride on the
             // next sync that someone does wait for; when none comes soon,
             // they get one of their own.
-            let idle = self.dirty && self.waiting.is_empty() && self.in_flight.is_none();
-            let first = if idle {
-                match self.rx.recv_timeout(LAZY_SYNC) {
-                    Ok(request) => request,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync(true);
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match self.rx.recv() {
-                    Ok(request) => request,
-                    // Unreachable while `self.tx` lives; stop all the same.
-                    Err(_) => break,
-                }
+            let lazy = match self.woken.recv_timeout(LAZY_SYNC) {
+                Ok(Wake::SyncEnded) => false,
+                Err(RecvTimeoutError::Timeout) => true,
+                Ok(Wake::Close) | Err(RecvTimeoutError::Disconnected) => break,
             };
-            closing |= self.handle(first);
-            // Take everything already queued before deciding on a sync:
-            // that is what lets concurrent writers share one.
-            while let Ok(next) = self.rx.try_recv() {
-                closing |= self.handle(next);
-            }
-            self.sync(closing);
-            if closing && self.in_flight.is_none() && self.waiting.is_empty() && !self.dirty {
-                break;
-            }
+            let mut inner = self.shared.inner.lock();
+            self.shared.start_sync(&mut inner, lazy);
         }
-        tracing::debug!(dir = %self.dir.display(), "closed the raft log");
+        self.close();
     }
 
-    fn failure(&self) -> Option<io::Error> {
-        self.failed.as_ref().map(|why| {
-            io::Error::other(format!("the log failed earlier and refuses writes: {why}"))
-        })
-    }
-
-    /// Handles one request; true for `Close`.
-    fn handle(&mut self, request: Request) -> bool {
-        match request {
-            Request::Append { entries, done } => {
-                if let Some(e) = self.failure() {
-                    return finish(done, Err(e));
+    /// Syncs what is left, waits for the syncs under way, and closes the
+    /// library's log (which joins its flush thread).
+    fn close(self) {
+        self.shared.inner.lock().closing = true;
+        let log = loop {
+            {
+                let mut inner = self.shared.inner.lock();
+                if inner.in_flight.is_none() {
+                    self.shared.start_sync(&mut inner, true);
                 }
-                // An entry at or below the purge point is already covered
-                // by the snapshot it was purged for, so it is not stored
-                // (the library refuses to go back). openraft appends none
-                // such in operation; its storage suite does, after
-                // `get_initial_state` purges past an empty log.
-                let purged = self.log.log_state().purged().map(|l| l.0.index);
-                let entries: Vec<_> = entries
-                    .into_iter()
-                    .filter(|e| purged.is_none_or(|p| e.log_id.index > p))
-                    .collect();
-                let n = entries.len() as u64;
-                let records = entries
-                    .into_iter()
-                    .map(|e| (StoredLogId(e.log_id), StoredPayload(e.payload)));
-                match self.log.append(records) {
-                    Ok(_) => {
-                        self.stats.appended.fetch_add(n, Ordering::Relaxed);
-                        self.dirty = true;
-                        self.waiting.push(done);
-                    }
-                    Err(e) => done(Err(e)),
+                if inner.in_flight.is_none() {
+                    break inner.log.take();
                 }
             }
-            Request::SaveVote { vote, done } => {
-                if let Some(e) = self.failure() {
-                    return finish(done, Err(e));
-                }
-                match self.log.save_vote(StoredVote(vote)) {
-                    Ok(_) => {
-                        self.dirty = true;
-                        self.waiting.push(done);
-                    }
-                    Err(e) => done(Err(e)),
-                }
+            // Told when the sync under way ends.
+            if self.woken.recv().is_err() {
+                break self.shared.inner.lock().log.take();
             }
-            Request::SaveCommitted { committed, reply } => {
-                let res = self.write(|log| log.commit(StoredLogId(committed)).map(drop));
-                answer(reply, res);
-            }
-            Request::Truncate { since, reply } => {
-                // Nothing at or after `since`: nothing to remove (the
-                // library wants the entry before the cut to exist).
-                let last = self.log.log_state().last().map(|l| l.0.index);
-                let res = if last.is_some_and(|last| since.index <= last) {
-                    self.write(|log| log.truncate(since.index).map(drop))
-                } else {
-                    Ok(())
-                };
-                answer(reply, res);
-            }
-            Request::Purge { upto, reply } => {
-                let res = self.write(|log| log.purge(StoredLogId(upto)).map(drop));
-                answer(reply, res);
-            }
-            Request::Read { from, to, reply } => {
-                let res = self
-                    .log
-                    .read(from, to)
-                    .map(|r| {
-                        r.map(|(id, payload)| Entry {
-                            log_id: id.0,
-                            payload: payload.0,
-                        })
-                    })
-                    .collect();
-                answer(reply, res);
-            }
-            Request::State { reply } => {
-                let s = self.log.log_state();
-                answer(
-                    reply,
-                    Ok(State {
-                        purged: s.purged().map(|l| l.0),
-                        last: s.last().map(|l| l.0),
-                        vote: s.vote().map(|v| v.0),
-                        committed: s.committed().map(|l| l.0),
-                    }),
-                );
-            }
-            Request::Synced(res) => {
-                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = &res {
-                    tracing::error!(dir = %self.dir.display(), error = %e, "syncing the raft log failed; the log refuses further writes");
-                    self.failed = Some(e.to_string());
-                }
-                for waiter in self.in_flight.take().unwrap_or_default() {
-                    waiter(res.as_ref().map(|_| ()).map_err(clone_error));
-                }
-            }
-            Request::Close => return true,
-        }
-        false
-    }
-
-    /// Buffers a record that need not be waited for.
-    fn write(
-        &mut self,
-        op: impl FnOnce(&mut RaftLog<LogTypes>) -> io::Result<()>,
-    ) -> io::Result<()> {
-        if let Some(e) = self.failure() {
-            return Err(e);
-        }
-        op(&mut self.log)?;
-        self.dirty = true;
-        Ok(())
-    }
-
-    /// Starts a sync of everything buffered if someone waits for it (or
-    /// `unwaited` is set and something is buffered), unless one is under
-    /// way: the next one starts when it ends.
-    fn sync(&mut self, unwaited: bool) {
-        if self.in_flight.is_some() || (self.waiting.is_empty() && !(unwaited && self.dirty)) {
-            return;
-        }
-        let waiters = std::mem::take(&mut self.waiting);
-        self.dirty = false;
-        if let Some(e) = self.failure() {
-            for waiter in waiters {
-                waiter(Err(clone_error(&e)));
-            }
-            return;
-        }
-        match self.log.flush(true, Some(SyncDone(self.tx.clone()))) {
-            Ok(()) => self.in_flight = Some(waiters),
-            Err(e) => {
-                tracing::error!(dir = %self.dir.display(), error = %e, "cannot hand the raft log to its writer; the log refuses further writes");
-                self.failed = Some(e.to_string());
-                for waiter in waiters {
-                    waiter(Err(clone_error(&e)));
-                }
-            }
-        }
+        };
+        drop(log);
+        tracing::debug!(dir = %self.shared.dir.display(), "closed the raft log");
     }
 }
 
-fn finish(done: Waiter, res: io::Result<()>) -> bool {
-    done(res);
-    false
-}
-
-fn answer<T>(reply: Reply<T>, res: io::Result<T>) {
-    // The asker may have been cancelled; the work is done regardless.
-    let _unheard = reply.send(res);
+fn clone_error(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
 }
 
 /// Bytes in the files of `dir` (not recursive), 0 if unreadable: only used

@@ -176,8 +176,7 @@ async fn concurrent_appends_share_syncs() {
                     let mut index = next.lock().await;
                     disk.submit(vec![entry(1, *index)], move |res| {
                         tx.send(res).unwrap();
-                    })
-                    .unwrap();
+                    });
                     *index += 1;
                 }
                 rx.await.unwrap().unwrap();
