@@ -275,3 +275,69 @@ async fn a_damaged_log_is_refused_and_an_emptied_directory_rejoins_with_everythi
     let r = ctx.make(ManualId::<u64>::new("damaged"), 0).await.unwrap();
     assert_eq!(r.get().await.unwrap(), 30);
 }
+
+/// A leader replicates its own entries while its disk syncs, so a
+/// majority can count a commit while the leader's copy is only in memory.
+/// Nothing of such a write may be seen until that copy is on disk: not the
+/// caller's answer, and no follower may apply it (the leader could still
+/// lose it in a crash, and Raft could then replace it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_seen_only_once_the_leader_has_it_on_disk() {
+    let root = data_root("leader-disk");
+    let ports = free_ports(3);
+    let nodes = start_all(&root, &ports).await;
+    let leader = within("a leader", async {
+        loop {
+            if let Some(i) = nodes.iter().position(RaftBackend::is_leader) {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let ctx = nodes[leader].context_builder().connect().await.unwrap();
+    let r = ctx.make(ManualId::<u64>::new("held"), 0).await.unwrap();
+    r.set(1).await.unwrap();
+    // Every node has applied everything so far.
+    let settled = nodes[leader].applied_index();
+    within("every node applies the first writes", async {
+        while nodes.iter().any(|n| n.applied_index() < settled) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let applied: Vec<u64> = nodes.iter().map(RaftBackend::applied_index).collect();
+
+    nodes[leader].stall_log_syncs(true);
+    let write = tokio::spawn({
+        let r = r.clone();
+        async move { r.set(2).await }
+    });
+    // Time is what this is about: for a second (many heartbeats, each
+    // telling the followers the leader's commit index), nothing is seen.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !write.is_finished(),
+        "the write was answered while the leader's copy was not on disk"
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            node.applied_index(),
+            applied[i],
+            "node {i} applied an entry the leader does not have on disk"
+        );
+    }
+
+    nodes[leader].stall_log_syncs(false);
+    within("the write, once the leader's disk syncs", write)
+        .await
+        .expect("the write task")
+        .expect("the write succeeds");
+    let follower = (leader + 1) % 3;
+    let reader = nodes[follower].context_builder().connect().await.unwrap();
+    let seen = reader.make(ManualId::<u64>::new("held"), 0).await.unwrap();
+    assert_eq!(
+        eventually("a read through a follower", || seen.get()).await,
+        2
+    );
+}

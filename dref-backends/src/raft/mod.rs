@@ -174,6 +174,8 @@ pub struct RaftBackend {
     node: Arc<Node>,
     _owner: Arc<Owner>,
     log_stats: Option<Arc<storage::LogStats>>,
+    #[cfg(feature = "test-util")]
+    sync_stall: Option<storage::SyncStall>,
 }
 
 /// Shared by the user's handles only (the node's own tasks hold weak
@@ -320,7 +322,6 @@ impl RaftBackend {
             config.data_dir.clone(),
             id,
         ));
-        let log_stats = storage.log.stats().cloned();
 
         let raft_config = openraft::Config {
             cluster_name: config.cluster_name.clone(),
@@ -341,15 +342,24 @@ impl RaftBackend {
         .validate()
         .map_err(|e| Error::Config(format!("raft configuration: {e}")))?;
 
+        let log_stats = storage.log.stats().cloned();
+        #[cfg(feature = "test-util")]
+        let sync_stall = storage.log.sync_stall();
         let peers = Peers::new(config.connect_timeout, tls.clone(), cluster);
+        // As leader, this node replicates its own entries while they sync;
+        // the state machine and the network keep what is not yet on disk
+        // unseen (storage/durability.rs).
+        storage.log.lead_as(id);
+        let durability = storage.log.durability().cloned();
         let state_machine =
             state_machine::StateMachine::open(config.watch_buffer, storage.snapshots)
-                .map_err(|e| Error::Config(format!("cannot restore the raft state: {e}")))?;
+                .map_err(|e| Error::Config(format!("cannot restore the raft state: {e}")))?
+                .with_durability(durability.clone());
         let machines = state_machine.shared().clone();
         let raft = openraft::Raft::<TypeConfig>::new(
             id,
             Arc::new(raft_config),
-            network::Network::new(peers.clone()),
+            network::Network::new(peers.clone(), durability),
             storage.log,
             state_machine,
         )
@@ -400,6 +410,8 @@ impl RaftBackend {
             _owner: Arc::new(Owner { node: node.clone() }),
             node,
             log_stats,
+            #[cfg(feature = "test-util")]
+            sync_stall,
         };
         backend.wait_ready(join_timeout).await?;
         Ok(backend)
@@ -512,6 +524,18 @@ impl RaftBackend {
     /// appended and disk syncs (`None` without a data directory).
     pub fn log_syncs(&self) -> Option<(u64, u64)> {
         self.log_stats.as_ref().map(|s| (s.appended(), s.syncs()))
+    }
+
+    /// Holds this node's disk syncs back (`true`) or lets them go on
+    /// (`false`): its log keeps taking entries, but none becomes durable
+    /// meanwhile (nothing with the log in memory). Feature `test-util`:
+    /// not part of the production API.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn stall_log_syncs(&self, stalled: bool) {
+        if let Some(stall) = &self.sync_stall {
+            stall.set(stalled);
+        }
     }
 
     /// Index of the last log entry this node has applied.

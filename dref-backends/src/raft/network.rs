@@ -13,6 +13,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 
 use super::rpc::{CallError, Peers};
+use super::storage::Durability;
 use super::types::TypeConfig;
 
 /// Makes one [`PeerLink`] per replication target; all share the node's
@@ -20,18 +21,23 @@ use super::types::TypeConfig;
 #[derive(Clone)]
 pub struct Network {
     peers: Peers,
+    durability: Option<Durability>,
 }
 
 impl Network {
-    /// A network over `peers`.
-    pub fn new(peers: Peers) -> Self {
-        Network { peers }
+    /// A network over `peers`. With the durability of a log whose leader
+    /// entries are replicated while they sync, no commit index beyond what
+    /// this node's disk holds is told to a follower (see
+    /// `storage/durability.rs`).
+    pub fn new(peers: Peers, durability: Option<Durability>) -> Self {
+        Network { peers, durability }
     }
 }
 
 /// The link to one peer.
 pub struct PeerLink {
     peers: Peers,
+    durability: Option<Durability>,
     target: u64,
     addr: String,
 }
@@ -42,6 +48,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerLink {
         PeerLink {
             peers: self.peers.clone(),
+            durability: self.durability.clone(),
             target,
             addr: node.addr.clone(),
         }
@@ -87,9 +94,20 @@ impl PeerLink {
 impl RaftNetwork<TypeConfig> for PeerLink {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        if let Some(durability) = &self.durability {
+            // A commit counted with this leader's copy still syncing is not
+            // told before the copy is on disk: a follower would apply an
+            // entry that a crash of this node could still take back.
+            let durable = durability.durable();
+            let ahead =
+                |commit: &openraft::LogId<u64>| durable.is_none_or(|d| d.index < commit.index);
+            if rpc.leader_commit.as_ref().is_some_and(ahead) {
+                rpc.leader_commit = durable;
+            }
+        }
         let called = self
             .peers
             .append(&self.addr, self.target, rpc, option.hard_ttl())

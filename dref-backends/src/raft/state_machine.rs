@@ -25,6 +25,7 @@ use std::time::Duration;
 use dref::engine::store::{Store, StoreAccess, StoreImage};
 use dref::engine::{Key, LeaseId, Record, WriteOutcome};
 use openraft::storage::RaftStateMachine;
+use openraft::AnyError;
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
@@ -32,7 +33,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::storage::{SnapshotStore, Snapshots};
+use super::storage::{Durability, SnapshotStore, Snapshots};
 use super::types::{
     millis, revision_of, Applied, Command, CommandOp, RequestId, TypeConfig, WireRecord,
 };
@@ -131,6 +132,10 @@ pub struct StateMachine {
     shared: Arc<Machines>,
     /// Where snapshots are made durable; `None` keeps them in memory only.
     snapshots: Option<SnapshotStore>,
+    /// How far this node's log is on disk: an entry is applied only once
+    /// it is there (`None`: a log in memory, whose entries are stored when
+    /// appended). See `storage/durability.rs`.
+    durability: Option<Durability>,
 }
 
 impl StateMachine {
@@ -138,6 +143,7 @@ impl StateMachine {
     pub fn new(watch_buffer: usize) -> Self {
         StateMachine {
             snapshots: None,
+            durability: None,
             shared: Arc::new(Machines {
                 machine: Mutex::new(Machine {
                     store: Store::new(watch_buffer),
@@ -150,6 +156,13 @@ impl StateMachine {
                 }),
             }),
         }
+    }
+
+    /// Applies an entry only once `durability` says it is on this node's
+    /// disk (see `storage/durability.rs`); `None` applies at once.
+    pub fn with_durability(mut self, durability: Option<Durability>) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// A state machine for a node's storage (`Storage::open`): in memory
@@ -358,6 +371,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        if let (Some(durability), Some(last)) = (&self.durability, entries.last()) {
+            // A leader's own entries may be committed while they sync;
+            // what they do is seen only once they are on disk.
+            durability
+                .reached(last.log_id.index)
+                .await
+                .map_err(|why| StorageIOError::apply(last.log_id, AnyError::error(why)))?;
+        }
         let mut m = self.shared.machine.lock();
         let mut answers = Vec::new();
         for entry in entries {

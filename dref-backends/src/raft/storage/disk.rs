@@ -30,6 +30,18 @@
 //! sync that follows one that ended with writes waiting, and the last sync
 //! at close.
 //!
+//! A leader's own entries are the exception (`lead_as`): their `LogFlushed`
+//! is told as soon as they are buffered and their sync has started, so that
+//! openraft, which replicates nothing until the leader's append is
+//! flushed, sends them to the followers while the disk syncs. The
+//! [`Durability`] mark says when they are really on disk, and nothing they
+//! imply is seen before (see `durability.rs`). Which entries are the
+//! leader's own: those of the term in which the saved vote is this node's
+//! own, committed (it won that election), and none that changes the
+//! membership (openraft acts on a membership's commit itself, so a
+//! membership entry's commit must be a real one). A follower's appends are
+//! never told early: its acknowledgement is what the leader counts.
+//!
 //! After a failed sync the log refuses everything: retrying an `fsync` that
 //! failed can report success for data the kernel already dropped.
 
@@ -39,14 +51,14 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError,
-    Vote,
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader,
+    StorageError, Vote,
 };
 use parking_lot::Mutex;
 use raft_log::api::raft_log_writer::RaftLogWriter;
@@ -54,7 +66,8 @@ use raft_log::{Callback, RaftLog, Types};
 use tokio::sync::oneshot;
 
 use super::codec::{payload_size, StoredLogId, StoredPayload, StoredVote};
-use super::dir::{io_error, DirLock};
+use super::dir::{io_error, sync_dir, DirLock};
+use super::durability::Durability;
 use super::StorageOptions;
 use crate::raft::types::TypeConfig;
 
@@ -171,6 +184,25 @@ impl Drop for Handle {
     }
 }
 
+/// Holds a log's syncs back, to test what waits for the disk (feature
+/// `test-util`). Does not keep the log open.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Clone)]
+pub struct SyncStall(Arc<Shared>);
+
+#[cfg(any(test, feature = "test-util"))]
+impl SyncStall {
+    /// Holds syncs back (`true`) or lets them go on (`false`).
+    pub fn set(&self, stalled: bool) {
+        let shared = &self.0;
+        shared.stalled.store(stalled, Ordering::SeqCst);
+        let mut inner = shared.inner.lock();
+        if !stalled && inner.log.is_some() {
+            shared.start_sync(&mut inner, true);
+        }
+    }
+}
+
 /// Shared by the handles, the log thread and the sync under way.
 struct Shared {
     inner: Mutex<Inner>,
@@ -178,6 +210,22 @@ struct Shared {
     wake: Sender<Wake>,
     dir: PathBuf,
     stats: Arc<LogStats>,
+    /// How far the log is on disk.
+    durability: Durability,
+    /// This node's id, once it may lead: its own entries are then told
+    /// flushed before their sync ends.
+    leader_id: OnceLock<u64>,
+    /// Syncs are held back (tests of what waits for the disk).
+    #[cfg(any(test, feature = "test-util"))]
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+/// A sync under way.
+struct InFlight {
+    /// Told when it ends.
+    waiters: Vec<Waiter>,
+    /// The last entry it makes durable (moved back by a truncation).
+    covers: Option<LogId<u64>>,
 }
 
 /// The log and its group-commit state, behind the lock.
@@ -186,10 +234,13 @@ struct Inner {
     log: Option<RaftLog<LogTypes>>,
     /// Written, waiting for the next sync.
     waiting: Vec<Waiter>,
-    /// Waiting for the sync under way, if one is.
-    in_flight: Option<Vec<Waiter>>,
+    /// The sync under way, if one is.
+    in_flight: Option<InFlight>,
     /// Buffered records that no sync covers yet.
     dirty: bool,
+    /// Buffered entries a leader told flushed early: the next sync is
+    /// wanted as soon as possible, though nobody waits on it.
+    wanted: bool,
     /// The log thread is closing the log: tell it when a sync ends.
     closing: bool,
     /// Why the log refuses further work.
@@ -227,6 +278,12 @@ impl DiskLog {
         let size_before = dir_size(dir);
         let log = RaftLog::<LogTypes>::open(Arc::new(config))
             .map_err(|e| open_error("open the log", &e))?;
+        // What the log replayed counts as on disk from now on (a leader
+        // marks it durable, openraft counts it flushed), but after a crash
+        // of this process alone some of it may still be only in the page
+        // cache, written before a sync that never ended: sync it now, so
+        // that a power cut later cannot take it back.
+        sync_files(dir).map_err(|e| open_error("sync what was replayed of the log", &e))?;
         let size_after = dir_size(dir);
         if size_after < size_before {
             tracing::warn!(
@@ -246,6 +303,7 @@ impl DiskLog {
             "opened the raft log"
         );
 
+        let durable = state.last().or(state.purged()).map(|l| l.0);
         let (wake, woken) = mpsc::channel();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -253,12 +311,17 @@ impl DiskLog {
                 waiting: Vec::new(),
                 in_flight: None,
                 dirty: false,
+                wanted: false,
                 closing: false,
                 failed: None,
             }),
             wake,
             dir: dir.to_owned(),
             stats: Arc::new(LogStats::default()),
+            durability: Durability::new(durable),
+            leader_id: OnceLock::new(),
+            #[cfg(any(test, feature = "test-util"))]
+            stalled: std::sync::atomic::AtomicBool::new(false),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -286,6 +349,32 @@ impl DiskLog {
     /// The log's counters.
     pub fn stats(&self) -> &Arc<LogStats> {
         &self.handle.shared.stats
+    }
+
+    /// How far the log is on disk.
+    pub fn durability(&self) -> &Durability {
+        &self.handle.shared.durability
+    }
+
+    /// From now on, the entries node `id` appends as leader are told
+    /// flushed once buffered, before their sync ends (see the module
+    /// documentation). Set once; later calls are ignored.
+    pub fn lead_as(&self, id: u64) {
+        let _already = self.handle.shared.leader_id.set(id);
+    }
+
+    /// Holds syncs back (`true`) or lets them go on (`false`), to test
+    /// what waits for the disk.
+    #[cfg(test)]
+    pub fn stall_syncs(&self, stalled: bool) {
+        self.sync_stall().set(stalled);
+    }
+
+    /// A switch that holds this log's syncs back, and that does not keep
+    /// the log open (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn sync_stall(&self) -> SyncStall {
+        SyncStall(self.handle.shared.clone())
     }
 
     fn error(
@@ -316,19 +405,28 @@ impl DiskLog {
     }
 
     /// Buffers a record and has `done` told once it is durable (or could
-    /// not be made so). Returns at once.
+    /// not be made so), or as soon as it is buffered and its sync started
+    /// if `op` answers `true` (a leader's own entries). Returns at once.
     fn write_durably(
         &self,
-        op: impl FnOnce(&mut RaftLog<LogTypes>) -> io::Result<()>,
+        op: impl FnOnce(&mut RaftLog<LogTypes>, Option<u64>) -> io::Result<bool>,
         done: Waiter,
     ) {
         let shared = &self.handle.shared;
         let mut inner = shared.inner.lock();
-        match inner.writable().and_then(op) {
-            Ok(()) => {
+        let leader_id = shared.leader_id.get().copied();
+        match inner.writable().and_then(|log| op(log, leader_id)) {
+            Ok(early) => {
                 inner.dirty = true;
-                inner.waiting.push(done);
-                shared.start_sync(&mut inner, false);
+                if early {
+                    inner.wanted = true;
+                    shared.start_sync(&mut inner, false);
+                    drop(inner);
+                    done(Ok(()));
+                } else {
+                    inner.waiting.push(done);
+                    shared.start_sync(&mut inner, false);
+                }
             }
             Err(e) => {
                 drop(inner);
@@ -346,7 +444,8 @@ impl DiskLog {
     ) {
         let stats = &self.handle.shared.stats;
         self.write_durably(
-            |log| {
+            |log, leader_id| {
+                let early = leader_id.is_some_and(|me| own_entries(log, me, &entries));
                 // An entry at or below the purge point is already covered
                 // by the snapshot it was purged for, so it is not stored
                 // (the library refuses to go back). openraft appends none
@@ -363,7 +462,7 @@ impl DiskLog {
                     .map(|e| (StoredLogId(e.log_id), StoredPayload(e.payload)));
                 log.append(records)?;
                 stats.appended.fetch_add(n, Ordering::Relaxed);
-                Ok(())
+                Ok(early)
             },
             Box::new(done),
         );
@@ -413,23 +512,32 @@ impl Shared {
     /// `unwaited` is set and something is buffered), unless one is under
     /// way: the next one starts when it ends.
     fn start_sync(self: &Arc<Self>, inner: &mut Inner, unwaited: bool) {
-        if inner.in_flight.is_some() || (inner.waiting.is_empty() && !(unwaited && inner.dirty)) {
+        let wanted = !inner.waiting.is_empty() || inner.wanted || (unwaited && inner.dirty);
+        if inner.in_flight.is_some() || !wanted {
+            return;
+        }
+        #[cfg(any(test, feature = "test-util"))]
+        if self.stalled.load(Ordering::SeqCst) {
             return;
         }
         let waiters = std::mem::take(&mut inner.waiting);
-        let res = inner
-            .writable()
-            .and_then(|log| log.flush(true, Some(SyncDone(self.clone()))));
+        inner.wanted = false;
+        let res = inner.writable().and_then(|log| {
+            let covers = log.log_state().last().map(|l| l.0);
+            log.flush(true, Some(SyncDone(self.clone())))?;
+            Ok(covers)
+        });
         match res {
-            Ok(()) => {
+            Ok(covers) => {
                 inner.dirty = false;
-                inner.in_flight = Some(waiters);
+                inner.in_flight = Some(InFlight { waiters, covers });
             }
             Err(e) => {
                 if inner.failed.is_none() {
                     tracing::error!(dir = %self.dir.display(), error = %e, "cannot hand the raft log to its writer; the log refuses further writes");
                     inner.failed = Some(e.to_string());
                 }
+                self.durability.fail();
                 for waiter in waiters {
                     waiter(Err(clone_error(&e)));
                 }
@@ -443,12 +551,21 @@ impl Shared {
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         let (waiters, wake) = {
             let mut inner = self.inner.lock();
-            if let Err(e) = &res {
-                tracing::error!(dir = %self.dir.display(), error = %e, "syncing the raft log failed; the log refuses further writes");
-                inner.failed = Some(e.to_string());
+            let done = inner.in_flight.take();
+            match &res {
+                Ok(()) => {
+                    if let Some(done) = &done {
+                        self.durability.set(done.covers);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "syncing the raft log failed; the log refuses further writes");
+                    inner.failed = Some(e.to_string());
+                    self.durability.fail();
+                }
             }
-            let waiters = inner.in_flight.take().unwrap_or_default();
-            (waiters, inner.closing || !inner.waiting.is_empty())
+            let wake = inner.closing || inner.wanted || !inner.waiting.is_empty();
+            (done.map(|d| d.waiters).unwrap_or_default(), wake)
         };
         for waiter in waiters {
             waiter(res.as_ref().map(|_| ()).map_err(clone_error));
@@ -527,7 +644,7 @@ impl RaftLogStorage<TypeConfig> for DiskLog {
         let (reply, answer) = oneshot::channel();
         let vote = *vote;
         self.write_durably(
-            |log| log.save_vote(StoredVote(vote)).map(drop),
+            |log, _| log.save_vote(StoredVote(vote)).map(|_| false),
             Box::new(move |res| {
                 // The caller may have given up waiting; the vote is durable
                 // (or failed) all the same.
@@ -587,20 +704,38 @@ impl RaftLogStorage<TypeConfig> for DiskLog {
     }
 
     async fn truncate(&mut self, since: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.write(
-            ErrorSubject::Log(since),
-            ErrorVerb::Delete,
-            "truncate the log in",
-            |log| {
-                // Nothing at or after `since`: nothing to remove (the
-                // library wants the entry before the cut to exist).
-                let last = log.log_state().last().map(|l| l.0.index);
-                if last.is_some_and(|last| since.index <= last) {
-                    log.truncate(since.index)?;
-                }
-                Ok(())
-            },
-        )
+        let shared = &self.handle.shared;
+        let mut inner = shared.inner.lock();
+        let cut = inner.writable().and_then(|log| {
+            // Nothing at or after `since`: nothing to remove (the library
+            // wants the entry before the cut to exist).
+            let last = log.log_state().last().map(|l| l.0.index);
+            if last.is_some_and(|last| since.index <= last) {
+                log.truncate(since.index)?;
+            }
+            Ok(log.log_state().last().map(|l| l.0))
+        });
+        let kept = cut.map_err(|e| {
+            self.error(
+                ErrorSubject::Log(since),
+                ErrorVerb::Delete,
+                "truncate the log in",
+                &e,
+            )
+        })?;
+        inner.dirty = true;
+        // Entries that the cut removed are no longer on disk as far as
+        // anyone may rely: new ones will take their indexes.
+        let removed = |mark: Option<LogId<u64>>| mark.is_some_and(|m| m.index >= since.index);
+        if removed(shared.durability.durable()) {
+            shared.durability.set(kept);
+        }
+        if let Some(in_flight) = &mut inner.in_flight {
+            if removed(in_flight.covers) {
+                in_flight.covers = kept;
+            }
+        }
+        Ok(())
     }
 
     async fn purge(&mut self, upto: LogId<u64>) -> Result<(), StorageError<u64>> {
@@ -663,8 +798,35 @@ impl Worker {
     }
 }
 
+/// Whether `entries` are node `me`'s own as leader, to be told flushed
+/// before their sync (see the module documentation): of the term in which
+/// the saved vote is `me`'s own and committed, and none a membership.
+fn own_entries(log: &RaftLog<LogTypes>, me: u64, entries: &[Entry<TypeConfig>]) -> bool {
+    let Some(vote) = log.log_state().vote().map(|v| v.0) else {
+        return false;
+    };
+    vote.committed
+        && vote.leader_id.node_id == me
+        && entries.iter().all(|e| {
+            e.log_id.leader_id.term == vote.leader_id.term
+                && e.log_id.leader_id.node_id == me
+                && !matches!(e.payload, EntryPayload::Membership(_))
+        })
+}
+
 fn clone_error(e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), e.to_string())
+}
+
+/// Syncs every file in `dir` (not recursive), and `dir` itself.
+fn sync_files(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Bytes in the files of `dir` (not recursive), 0 if unreadable: only used

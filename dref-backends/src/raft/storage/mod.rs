@@ -80,6 +80,7 @@
 mod codec;
 mod dir;
 mod disk;
+mod durability;
 mod identity;
 mod memory;
 mod snapshots;
@@ -96,7 +97,10 @@ use openraft::{
     Vote,
 };
 
+#[cfg(feature = "test-util")]
+pub use disk::SyncStall;
 pub use disk::{DiskLog, LogStats};
+pub use durability::Durability;
 pub use identity::Identity;
 #[cfg(test)]
 pub use identity::IDENTITY_FILE;
@@ -243,6 +247,33 @@ impl LogStore {
         match self {
             LogStore::Memory(_) => None,
             LogStore::Disk(disk) => Some(disk.stats()),
+        }
+    }
+
+    /// How far the durable log is on disk; `None` in memory, where an
+    /// entry is "flushed" once stored.
+    pub fn durability(&self) -> Option<&Durability> {
+        match self {
+            LogStore::Memory(_) => None,
+            LogStore::Disk(disk) => Some(disk.durability()),
+        }
+    }
+
+    /// Node `id` runs on this store: as leader, its own entries may be
+    /// replicated while they sync (see [`DiskLog::lead_as`]).
+    pub fn lead_as(&self, id: u64) {
+        if let LogStore::Disk(disk) = self {
+            disk.lead_as(id);
+        }
+    }
+
+    /// A switch that holds the durable log's syncs back (feature
+    /// `test-util`; `None` in memory). It does not keep the log open.
+    #[cfg(feature = "test-util")]
+    pub fn sync_stall(&self) -> Option<SyncStall> {
+        match self {
+            LogStore::Memory(_) => None,
+            LogStore::Disk(disk) => Some(disk.sync_stall()),
         }
     }
 }

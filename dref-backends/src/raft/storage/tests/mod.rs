@@ -3,6 +3,7 @@
 //! commit, disk use), and a measurement to run by hand.
 
 mod identity;
+mod leader;
 mod log;
 mod measure;
 mod node;

@@ -26,7 +26,13 @@ pub(super) async fn start(
     let storage = Storage::open(Some(dir), &StorageOptions::default())
         .await
         .unwrap();
-    let machine = StateMachine::open(16, storage.snapshots).unwrap();
+    // As in production: the node's own entries are replicated (here:
+    // committed) while they sync, and applied once on disk.
+    storage.log.lead_as(NODE);
+    let durability = storage.log.durability().cloned();
+    let machine = StateMachine::open(16, storage.snapshots)
+        .unwrap()
+        .with_durability(durability.clone());
     let machines = machine.shared().clone();
     let config = openraft::Config {
         heartbeat_interval: 50,
@@ -42,18 +48,21 @@ pub(super) async fn start(
     let raft = Raft::new(
         NODE,
         Arc::new(config),
-        Network::new(Peers::new(
-            Duration::from_secs(1),
-            None,
-            std::sync::Arc::new(crate::raft::cluster::Cluster::new(
-                crate::raft::cluster::ClusterTag {
-                    name: "test".into(),
-                    id: None,
-                },
+        Network::new(
+            Peers::new(
+                Duration::from_secs(1),
                 None,
-                1,
-            )),
-        )),
+                std::sync::Arc::new(crate::raft::cluster::Cluster::new(
+                    crate::raft::cluster::ClusterTag {
+                        name: "test".into(),
+                        id: None,
+                    },
+                    None,
+                    1,
+                )),
+            ),
+            durability,
+        ),
         storage.log,
         machine,
     )
