@@ -188,9 +188,10 @@ impl<T: Value> RefShared<T> {
     /// the size of its value fields, as the limit was given.
     pub(crate) async fn write(&self, write: Write) -> Result<WriteOutcome> {
         let limited = write.max_record_bytes.is_some();
-        let result = match self.backend().try_write(write) {
-            Ok(answered) => answered,
-            Err(write) => {
+        let mut write = write;
+        let result = match self.backend().try_write(&mut write) {
+            Some(answered) => answered,
+            None => {
                 let written = self.backend().write(write);
                 written.instrument(self.span("write")).await
             }

@@ -257,13 +257,13 @@ where
         };
         loop {
             let (b, new) = f(current.clone()).await?;
-            let (write, written) = target.prepare(shared, &new, revision)?;
-            let outcome = match shared.backend().try_write(write) {
-                Ok(answered) => {
+            let (mut write, written) = target.prepare(shared, &new, revision)?;
+            let outcome = match shared.backend().try_write(&mut write) {
+                Some(answered) => {
                     shared.answers_at_once.store(true, Ordering::Relaxed);
                     answered?
                 }
-                Err(write) => {
+                None => {
                     if combine && claim.is_none() {
                         if !combiner.claim() {
                             // Another update's write went out meanwhile:
@@ -342,10 +342,10 @@ fn write_in_lane<T: Value, B>(
     b: B,
     new: T,
 ) -> Result<Lane<B, T>> {
-    let (write, digests) = shared.put_write(&new, Condition::ModRevision(revision))?;
-    match shared.backend().try_write(write) {
-        Err(_declined) => Ok(Lane::Declined),
-        Ok(answered) => match answered? {
+    let (mut write, digests) = shared.put_write(&new, Condition::ModRevision(revision))?;
+    match shared.backend().try_write(&mut write) {
+        None => Ok(Lane::Declined),
+        Some(answered) => match answered? {
             WriteOutcome::Committed { revision, .. } => {
                 shared.commit_put(revision, new.clone(), &digests);
                 Ok(Lane::Done((b, current, new)))

@@ -241,17 +241,19 @@ fn same_fields<'a>(record: &Record, names: impl IntoIterator<Item = &'a FieldNam
 }
 
 /// Writes `values` over the fields of `record` (which has as many, see
-/// [`same_fields`]): fields whose bytes change take `revision` and, when
-/// the key is watched, go into the event.
-fn overwrite_fields(
+/// [`same_fields`]): fields whose bytes change take the written value
+/// (leaving it empty) and `revision` and, when the key is watched, go into
+/// the event.
+fn overwrite_fields<'a>(
     record: &mut Record,
-    values: impl Iterator<Item = Bytes>,
+    values: impl Iterator<Item = &'a mut Bytes>,
     revision: u64,
     watched: bool,
 ) -> Changed {
     let mut changed = Changed::None;
     for (field, value) in record.fields.iter_mut().zip(values) {
-        if field.value != value {
+        if field.value != *value {
+            let value = std::mem::take(value);
             if watched {
                 changed.push(field.name.clone(), value.clone());
             }
@@ -265,11 +267,11 @@ fn overwrite_fields(
 /// A `Put` onto `record`, which has exactly the written fields in this
 /// order: the bytes are overwritten in place, and watchers get the
 /// changed ones. Returns the new version.
-fn overwrite(
+fn overwrite<'a>(
     record: &mut Record,
     feed: &mut Option<Feed>,
     prefixed: Prefixed<'_>,
-    values: impl Iterator<Item = Bytes>,
+    values: impl Iterator<Item = &'a mut Bytes>,
     revision: u64,
     lease: Option<LeaseId>,
 ) -> u64 {
@@ -292,18 +294,19 @@ fn overwrite(
 
 /// A `Put` that creates the slot's record or changes its set of fields:
 /// unchanged fields keep their revisions, missing ones are announced as
-/// removed. Returns the new version.
+/// removed. Takes the written values. Returns the new version.
 fn replace(
     slot: &mut Slot,
     prefixed: Prefixed<'_>,
-    fields: Vec<(FieldName, Bytes)>,
+    fields: &mut [(FieldName, Bytes)],
     revision: u64,
     lease: Option<LeaseId>,
 ) -> u64 {
     let old = slot.record.take();
     let mut changed = Changed::None;
     let mut new_fields = Vec::with_capacity(fields.len());
-    for (name, value) in fields {
+    for (name, value) in fields.iter_mut() {
+        let (name, value) = (name.clone(), std::mem::take(value));
         let previous = old.as_ref().and_then(|r| r.field(&name));
         let mod_revision = match previous {
             Some(p) if p.value == value => p.mod_revision,
@@ -415,7 +418,17 @@ impl Store {
     /// Applies a conditional write (the rules of the [contract](super)).
     /// Fails with `LeaseExpired` when a `Put` names a lease the store does
     /// not hold.
-    pub fn write(&mut self, write: Write) -> Result<WriteOutcome> {
+    pub fn write(&mut self, mut write: Write) -> Result<WriteOutcome> {
+        self.write_from(&mut write)
+    }
+
+    /// [`write`](Self::write) of a lent write, as
+    /// [`Backend::try_write`](super::Backend::try_write) lends it: the
+    /// same outcome, record and event, but the store takes from `write`
+    /// only the field values it keeps (leaving each empty), and clones
+    /// the key and the field names only where it has none of its own (a
+    /// new record, a new field, a change of lease).
+    pub fn write_from(&mut self, write: &mut Write) -> Result<WriteOutcome> {
         let current = self.get(&write.key);
         let holds = match &write.condition {
             Condition::Any => true,
@@ -439,8 +452,9 @@ impl Store {
         if write.max_record_bytes.is_some() {
             write.check_record_size(record_size_after(current, &write.op))?;
         }
-        let Write { key, op, lease, .. } = write;
         let old_lease = current.and_then(|r| r.lease);
+        let Write { key, op, lease, .. } = write;
+        let lease = *lease;
         if let (Op::Put(_), Some(lease)) = (&op, lease) {
             if !self.leases.contains_key(&lease) {
                 return Err(Error::LeaseExpired { lease });
@@ -449,8 +463,8 @@ impl Store {
         let revision = self.next_revision();
         match op {
             Op::Put(fields) => Ok(self.put(key, fields, lease, old_lease, revision)),
-            Op::Patch(fields) => Ok(self.patch(&key, fields, revision)),
-            Op::Delete => Ok(self.delete(&key, revision, EventKind::Deleted)),
+            Op::Patch(fields) => Ok(self.patch(key, fields, revision)),
+            Op::Delete => Ok(self.delete(key, revision, EventKind::Deleted)),
         }
     }
 
@@ -478,65 +492,76 @@ impl Store {
     }
 
     /// A `Put` of `fields` on the record under `key`, currently attached to
-    /// `old_lease`.
+    /// `old_lease`. Takes the values it keeps.
     fn put(
         &mut self,
-        key: Key,
-        fields: Vec<(FieldName, Bytes)>,
+        key: &Key,
+        fields: &mut [(FieldName, Bytes)],
         lease: Option<LeaseId>,
         old_lease: Option<LeaseId>,
         revision: u64,
     ) -> WriteOutcome {
-        // Only a change of lease, or a prefix watch, needs the key after
-        // the slot's lookup.
-        let lease_key = (old_lease != lease).then(|| key.clone());
-        let prefix_key = self.prefixes.cover(&key).then(|| key.clone());
-        let prefixed = prefix_key.as_ref().map(|k| (k, &mut self.prefixes));
-        let slot = match self.slots.get_mut(&key) {
+        let prefixed = self
+            .prefixes
+            .cover(key)
+            .then_some((key, &mut self.prefixes));
+        let slot = match self.slots.get_mut(key) {
             Some(slot) => slot,
-            None => self.slots.entry(key).or_default(),
+            None => self.slots.entry(key.clone()).or_default(),
         };
         let version = match &mut slot.record {
             // The common case: the same fields in the same order, updated in
             // place.
             Some(record) if same_fields(record, fields.iter().map(|(n, _)| n)) => {
-                let values = fields.into_iter().map(|(_, v)| v);
+                let values = fields.iter_mut().map(|(_, v)| v);
                 overwrite(record, &mut slot.feed, prefixed, values, revision, lease)
             }
             _ => replace(slot, prefixed, fields, revision, lease),
         };
-        if let Some(key) = lease_key {
+        if old_lease != lease {
             if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.remove(&key);
+                l.keys.remove(key);
             }
             if let Some(l) = lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.insert(key);
+                l.keys.insert(key.clone());
             }
         }
         WriteOutcome::Committed { revision, version }
     }
 
-    fn patch(&mut self, key: &Key, fields: Vec<(FieldName, Bytes)>, revision: u64) -> WriteOutcome {
-        let Some(record) = self.slots.get_mut(key).and_then(|s| s.record.as_mut()) else {
+    /// A `Patch` of `fields` on the record under `key`. Takes the values
+    /// it keeps.
+    fn patch(
+        &mut self,
+        key: &Key,
+        fields: &mut [(FieldName, Bytes)],
+        revision: u64,
+    ) -> WriteOutcome {
+        let Some(slot) = self.slots.get_mut(key) else {
             // `write` checked existence before taking a revision.
             return WriteOutcome::Rejected { current: None };
         };
+        let Some(record) = slot.record.as_mut() else {
+            return WriteOutcome::Rejected { current: None };
+        };
         let mut changed = Vec::new();
-        for (name, value) in fields {
-            match record.fields.iter_mut().find(|f| f.name == name) {
-                Some(f) if f.value == value => {}
+        for (name, value) in fields.iter_mut() {
+            match record.fields.iter_mut().find(|f| f.name == *name) {
+                Some(f) if f.value == *value => {}
                 Some(f) => {
+                    let value = std::mem::take(value);
                     f.value = value.clone();
                     f.mod_revision = revision;
-                    changed.push((name, value));
+                    changed.push((name.clone(), value));
                 }
                 None => {
+                    let value = std::mem::take(value);
                     record.fields.push(Field {
                         name: name.clone(),
                         value: value.clone(),
                         mod_revision: revision,
                     });
-                    changed.push((name, value));
+                    changed.push((name.clone(), value));
                 }
             }
         }
