@@ -310,6 +310,18 @@ fn value_impl(input: &Distributed, names: &Names) -> TokenStream {
                 }
             }
 
+            fn encode_field_into(
+                &self,
+                index: usize,
+                codec: ::dref::__private::Codec,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), ::dref::__private::CodecError> {
+                match index {
+                    #(#indices => codec.encode_into(&self.#stored_idents, out),)*
+                    _ => ::core::result::Result::Err(::dref::__private::no_such_field(index)),
+                }
+            }
+
             fn decode_fields(
                 fields: &[&[u8]],
                 codec: ::dref::__private::Codec,

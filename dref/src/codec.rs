@@ -62,6 +62,27 @@ impl Codec {
         }
     }
 
+    /// [`encode`](Codec::encode), appending the same bytes to `out`: for
+    /// callers that encode into one buffer again and again. On failure,
+    /// `out` may hold part of the encoding.
+    pub fn encode_into<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        match self {
+            Codec::Postcard => postcard::to_io(value, out)
+                .map(drop)
+                .map_err(|e| CodecError(e.to_string())),
+            #[cfg(feature = "msgpack")]
+            Codec::MessagePack => {
+                rmp_serde::encode::write_named(out, value).map_err(|e| CodecError(e.to_string()))
+            }
+            #[cfg(feature = "json")]
+            Codec::Json => serde_json::to_writer(out, value).map_err(|e| CodecError(e.to_string())),
+        }
+    }
+
     /// Decodes a value. Trailing bytes are an error: they mean the bytes
     /// were written for another type.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
@@ -122,6 +143,17 @@ mod tests {
                     .unwrap(),
                 value
             );
+        }
+    }
+
+    #[test]
+    fn encoding_into_a_buffer_gives_the_same_bytes() {
+        for codec in all() {
+            let value = (7u64, "seven".to_string(), vec![Some(1.5f64), None]);
+            let mut out = b"kept".to_vec();
+            codec.encode_into(&value, &mut out).unwrap();
+            assert_eq!(&out[..4], b"kept");
+            assert_eq!(out[4..], codec.encode(&value).unwrap()[..], "{codec}");
         }
     }
 

@@ -165,15 +165,15 @@ impl Backend for FaultyBackend {
         }
     }
 
-    fn try_write(&self, write: Write) -> std::result::Result<Result<WriteOutcome>, Write> {
+    fn try_write(&self, write: &mut Write) -> Option<Result<WriteOutcome>> {
         if let Some(e) = self.cut() {
-            return Ok(Err(e));
+            return Some(Err(e));
         }
         let armed = |slot: &std::sync::Mutex<Option<Duration>>| {
             slot.lock().unwrap_or_else(|e| e.into_inner()).is_some()
         };
         if armed(&self.switches.next_send_delay) || armed(&self.switches.next_answer_delay) {
-            return Err(write);
+            return None;
         }
         self.inner.try_write(write)
     }

@@ -654,6 +654,41 @@ async fn collection_fields() {
     assert_eq!(inventory.address.zip.as_deref(), Some("10100"));
 }
 
+/// The generated `encode_field_into` appends exactly what
+/// `encode_field` returns, for every field and codec (refs encode their
+/// updates through it).
+#[test]
+fn fields_encode_into_a_buffer_as_they_encode_alone() {
+    let inventory = Inventory {
+        items: vec!["a".into(), "bb".into()],
+        counts: HashMap::from([("x".to_string(), 7)]),
+        sorted: BTreeMap::from([(3, vec![1, 2, 3])]),
+        note: None,
+        address: Address {
+            city: "Lyon".into(),
+            zip: Some("69001".into()),
+        },
+    };
+    for codec in [
+        dref::Codec::Postcard,
+        dref::Codec::MessagePack,
+        dref::Codec::Json,
+    ] {
+        for index in 0..Inventory::field_names().len() {
+            let mut out = b"kept".to_vec();
+            inventory.encode_field_into(index, codec, &mut out).unwrap();
+            let alone = inventory.encode_field(index, codec).unwrap();
+            assert_eq!(
+                (&out[..4], &out[4..]),
+                (&b"kept"[..], &alone[..]),
+                "{codec} #{index}"
+            );
+        }
+        let mut out = Vec::new();
+        assert!(inventory.encode_field_into(99, codec, &mut out).is_err());
+    }
+}
+
 #[tokio::test]
 async fn plain_values_have_no_field_handles() {
     let ctx = Context::local();

@@ -241,8 +241,8 @@ async fn every_metric_of_the_table_is_recorded() {
     for n in 0..300u64 {
         let mut fields = fields.clone();
         fields.push((FieldName::from("filler"), Bytes::from(n.to_string())));
-        let write = Write::new(key.clone(), Op::Put(fields));
-        assert!(matches!(store.try_write(write), Ok(Ok(_))));
+        let mut write = Write::new(key.clone(), Op::Put(fields));
+        assert!(matches!(store.try_write(&mut write), Some(Ok(_))));
     }
     wait_until("a resync of the ref's watch", || {
         tally.value("dref_watch_resyncs_total", &[]) >= 1.0

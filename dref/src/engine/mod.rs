@@ -92,6 +92,10 @@
 //! keeps the defaults, which decline, and callers then make the async call.
 //! Refs try the synchronous form first, so a backend gets the fast path by
 //! implementing it and nothing else in dref knows which backend it is.
+//! `try_write` borrows its write: a backend takes only the field values it
+//! keeps, so a caller that writes one key again and again (a ref's updates)
+//! builds the write once and refills its values, paying for neither the
+//! key nor the field names at each write.
 //!
 //! # Errors
 //! Backends report unreachable servers as
@@ -169,11 +173,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// [`write`](Backend::write) without waiting, for a backend that can
     /// commit at once (see [Answering at once](self#answering-at-once)).
-    /// Declining gives the write back unchanged, and the caller passes it
-    /// to `write`; a backend must not decline after it committed. The
-    /// default declines.
-    fn try_write(&self, write: Write) -> std::result::Result<Result<WriteOutcome>, Write> {
-        Err(write)
+    /// `None` declines and leaves `write` as it was, and the caller passes
+    /// it to `write`; a backend must not decline after it committed. The
+    /// write is lent, not given: a backend that answers takes from it only
+    /// what it keeps, the field values of a committed `Put` or `Patch`
+    /// (each left empty), and leaves the key, the condition and the field
+    /// names, so that a caller may refill the values and use the write
+    /// again. The default declines.
+    fn try_write(&self, _write: &mut Write) -> Option<Result<WriteOutcome>> {
+        None
     }
 
     /// Watches one key. With `since`, the stream covers every commit after

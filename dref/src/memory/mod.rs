@@ -83,7 +83,7 @@ impl MemoryBackend {
         self.shared.with_store(|store| store.get(key).cloned())
     }
 
-    fn write_now(&self, write: Write) -> Result<WriteOutcome> {
+    fn write_now(&self, write: &mut Write) -> Result<WriteOutcome> {
         write.check_size(self.shared.max_write_bytes)?;
         self.shared.state.lock().write(write)
     }
@@ -161,8 +161,8 @@ impl Backend for MemoryBackend {
         future::ready(Ok(self.shared.with_store(|store| store.list(&prefix)))).boxed()
     }
 
-    fn write(&self, write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
-        future::ready(self.write_now(write)).boxed()
+    fn write(&self, mut write: Write) -> BoxFuture<'_, Result<WriteOutcome>> {
+        future::ready(self.write_now(&mut write)).boxed()
     }
 
     // Every operation completes under the store's lock: refs call these
@@ -171,8 +171,8 @@ impl Backend for MemoryBackend {
         Some(Ok(self.read_now(key)))
     }
 
-    fn try_write(&self, write: Write) -> std::result::Result<Result<WriteOutcome>, Write> {
-        Ok(self.write_now(write))
+    fn try_write(&self, write: &mut Write) -> Option<Result<WriteOutcome>> {
+        Some(self.write_now(write))
     }
 
     fn watch(&self, key: Key, since: Option<u64>) -> BoxFuture<'_, Result<WatchStream>> {

@@ -28,9 +28,9 @@ impl State {
         }
     }
 
-    pub(super) fn write(&mut self, write: Write) -> Result<WriteOutcome> {
+    pub(super) fn write(&mut self, write: &mut Write) -> Result<WriteOutcome> {
         self.expire_due();
-        self.store.write(write)
+        self.store.write_from(write)
     }
 
     pub(super) fn grant(&mut self, ttl: std::time::Duration, now: Instant) -> LeaseId {

@@ -1,11 +1,12 @@
 //! State shared by the clones of one `DRef`: its cache of the latest value,
 //! and the hub that fans the watcher's commits out to subscribers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
@@ -60,10 +61,41 @@ pub(crate) enum Digests {
 }
 
 impl Digests {
-    fn as_slice(&self) -> &[u64] {
+    pub(crate) fn as_slice(&self) -> &[u64] {
         match self {
             Digests::One(d) => std::slice::from_ref(d),
             Digests::Many(all) => all,
+        }
+    }
+}
+
+/// A ref's `Put`, kept so that each write only refills its values (see
+/// [`RefShared::reuse_put`]): the key and the field names are made once,
+/// and fields are encoded into one buffer.
+#[derive(Default)]
+pub(crate) struct PutParts {
+    /// The last write, made by `reuse_put` (a `Put` of the fingerprint and
+    /// every value field); a backend may have taken its values.
+    write: Option<Write>,
+    /// The buffer fields are encoded into.
+    scratch: Vec<u8>,
+}
+
+/// What updates in a ref's lane keep from one to the next (see
+/// `update.rs`).
+pub(crate) struct LaneState<T> {
+    pub(crate) parts: PutParts,
+    /// The value the last update in the lane cached, its revision, and
+    /// the [cache generation](RefShared::cache_generation) it made: while
+    /// the cache is at that generation, this copy is what it holds.
+    pub(crate) known: Option<(T, u64, u64)>,
+}
+
+impl<T> Default for LaneState<T> {
+    fn default() -> Self {
+        LaneState {
+            parts: PutParts::default(),
+            known: None,
         }
     }
 }
@@ -84,14 +116,18 @@ pub(crate) struct RefShared<T: Value> {
     pub(crate) names: Box<[FieldName]>,
     type_field: (FieldName, Bytes),
     cache: RwLock<Cache<T>>,
+    /// Moves on at every write of the cache (see
+    /// [`cache_generation`](Self::cache_generation)).
+    generation: AtomicU64,
     pub(crate) hub: broadcast::Sender<Arc<HubItem<T>>>,
     pub(crate) watcher: OnceLock<AbortHandle>,
     /// The queue of concurrent updates of the whole value.
     pub(crate) combiner: Combiner<T>,
     /// Serializes updates of the whole value on a backend that answers at
-    /// once (see `update.rs`). Reentrant, so that an update whose closure
-    /// updates this ref again (in its first poll) does not deadlock.
-    pub(crate) lane: parking_lot::ReentrantMutex<()>,
+    /// once (see `update.rs`), and holds what they keep from one to the
+    /// next. Reentrant, so that an update whose closure updates this ref
+    /// again (in its first poll) does not deadlock.
+    pub(crate) lane: parking_lot::ReentrantMutex<std::cell::RefCell<LaneState<T>>>,
     /// Whether the backend answered a write of this ref at once.
     pub(crate) answers_at_once: std::sync::atomic::AtomicBool,
     /// Per stored field, what its updates need (made by the first field
@@ -126,10 +162,11 @@ impl<T: Value> RefShared<T> {
                 mod_revision: 0,
                 fields: Vec::new(),
             }),
+            generation: AtomicU64::new(0),
             hub,
             watcher: OnceLock::new(),
             combiner: Combiner::default(),
-            lane: parking_lot::ReentrantMutex::new(()),
+            lane: parking_lot::ReentrantMutex::new(std::cell::RefCell::default()),
             answers_at_once: std::sync::atomic::AtomicBool::new(false),
             field_slots: T::field_names().iter().map(|_| OnceLock::new()).collect(),
         }
@@ -188,9 +225,10 @@ impl<T: Value> RefShared<T> {
     /// the size of its value fields, as the limit was given.
     pub(crate) async fn write(&self, write: Write) -> Result<WriteOutcome> {
         let limited = write.max_record_bytes.is_some();
-        let result = match self.backend().try_write(write) {
-            Ok(answered) => answered,
-            Err(write) => {
+        let mut write = write;
+        let result = match self.backend().try_write(&mut write) {
+            Some(answered) => answered,
+            None => {
                 let written = self.backend().write(write);
                 written.instrument(self.span("write")).await
             }
@@ -257,6 +295,18 @@ impl<T: Value> RefShared<T> {
             })
     }
 
+    /// [`encode_field`](Self::encode_field), appended to `out`.
+    fn encode_field_into(&self, value: &T, index: usize, out: &mut Vec<u8>) -> Result<()> {
+        let codec = self.ctx.inner.codec;
+        value
+            .encode_field_into(index, codec, out)
+            .map_err(|e| Error::Encode {
+                key: self.key.clone(),
+                codec: codec.name(),
+                message: format!("field `{}`: {e}", self.field_name(index)),
+            })
+    }
+
     /// The fields of a `Put` of `value`: the type fingerprint, then every
     /// value field.
     pub(crate) fn encode_put(&self, value: &T) -> Result<Vec<(FieldName, Bytes)>> {
@@ -278,6 +328,51 @@ impl<T: Value> RefShared<T> {
         let fields = self.encode_put(value)?;
         let digests = put_digests(&fields);
         let write = Write::new(self.key.clone(), Op::Put(fields)).when(condition);
+        Ok((write, digests))
+    }
+
+    /// [`put_write`](Self::put_write) (the same write and digests), made
+    /// in `parts` from the last write made there: the key and the field
+    /// names stay, the condition is set and every value refilled (each
+    /// encoded through their buffer into bytes of its exact size).
+    pub(crate) fn reuse_put<'p>(
+        &self,
+        parts: &'p mut PutParts,
+        value: &T,
+        condition: Condition,
+    ) -> Result<(&'p mut Write, Digests)> {
+        let PutParts { write, scratch } = parts;
+        let write = write.get_or_insert_with(|| {
+            let mut fields = Vec::with_capacity(self.names.len() + 1);
+            fields.push(self.type_field.clone());
+            fields.extend(self.names.iter().map(|name| (name.clone(), Bytes::new())));
+            Write::new(self.key.clone(), Op::Put(fields))
+        });
+        write.condition = condition;
+        let Op::Put(fields) = &mut write.op else {
+            // Made a `Put` above, and backends take nothing but values.
+            return Err(Error::Protocol {
+                backend: self.backend().name(),
+                message: format!("the reused write of `{}` is no longer a put", self.key),
+            });
+        };
+        let mut values = fields.iter_mut();
+        if let Some((_, fingerprint)) = values.next() {
+            // (Still the same bytes unless the backend took them.)
+            let ours = &self.type_field.1;
+            if fingerprint.as_ptr() != ours.as_ptr() || fingerprint.len() != ours.len() {
+                *fingerprint = ours.clone();
+            }
+        }
+        let mut size = 0;
+        for (index, (_, bytes)) in values.enumerate() {
+            scratch.clear();
+            self.encode_field_into(value, index, scratch)?;
+            size += scratch.len();
+            *bytes = Bytes::copy_from_slice(scratch);
+        }
+        self.check_size(size)?;
+        let digests = put_digests(fields);
         Ok((write, digests))
     }
 
@@ -441,11 +536,11 @@ impl<T: Value> RefShared<T> {
     /// write) and returns its value.
     pub(crate) fn observe_record(&self, record: Option<&Record>) -> Result<Option<T>> {
         let Some(record) = record else {
-            self.cache.write().value = None;
+            self.write_cache().value = None;
             return Ok(None);
         };
         let (value, fields) = self.decode_record(record)?;
-        let mut cache = self.cache.write();
+        let mut cache = self.write_cache();
         if record.mod_revision >= cache.mod_revision {
             *cache = Cache {
                 value: Some(value.clone()),
@@ -457,12 +552,13 @@ impl<T: Value> RefShared<T> {
     }
 
     /// Records a committed `Put` of `value` made by this node, given the
-    /// [`put_digests`] of its fields.
-    pub(crate) fn commit_put(&self, revision: u64, value: T, digests: &Digests) {
+    /// [`put_digests`] of its fields. Returns the cache generation that
+    /// holds it, `None` when the cache already held a later revision.
+    pub(crate) fn commit_put(&self, revision: u64, value: T, digests: &Digests) -> Option<u64> {
         let digests = digests.as_slice();
-        let mut cache = self.cache.write();
+        let mut cache = self.write_cache();
         if revision <= cache.mod_revision {
-            return;
+            return None;
         }
         if cache.fields.len() == digests.len() {
             for (slot, new) in cache.fields.iter_mut().zip(digests) {
@@ -475,11 +571,13 @@ impl<T: Value> RefShared<T> {
         }
         cache.value = Some(value);
         cache.mod_revision = revision;
+        // Writers of the cache hold its lock, which keeps this current.
+        Some(self.generation.load(Ordering::Relaxed))
     }
 
     /// Records a committed `Patch` of one field made by this node.
     pub(crate) fn commit_field(&self, revision: u64, index: usize, value: T, bytes: &[u8]) {
-        let mut cache = self.cache.write();
+        let mut cache = self.write_cache();
         if revision <= cache.mod_revision {
             return;
         }
@@ -492,7 +590,7 @@ impl<T: Value> RefShared<T> {
 
     /// Records a delete (by this node or seen in the watch).
     pub(crate) fn commit_delete(&self, revision: u64) {
-        let mut cache = self.cache.write();
+        let mut cache = self.write_cache();
         if revision > cache.mod_revision {
             cache.value = None;
             cache.mod_revision = revision;
@@ -501,7 +599,7 @@ impl<T: Value> RefShared<T> {
 
     /// Records a value seen by the watcher at `revision`.
     pub(crate) fn commit_seen(&self, revision: u64, value: Option<(T, Vec<(u64, u64)>)>) {
-        let mut cache = self.cache.write();
+        let mut cache = self.write_cache();
         if revision <= cache.mod_revision {
             return;
         }
@@ -513,6 +611,22 @@ impl<T: Value> RefShared<T> {
             None => cache.value = None,
         }
         cache.mod_revision = revision;
+    }
+
+    /// Write access to the cache, which moves its generation on first.
+    fn write_cache(&self) -> RwLockWriteGuard<'_, Cache<T>> {
+        let cache = self.cache.write();
+        // Writers hold the lock: a load and a store do (no read-modify-write).
+        let next = self.generation.load(Ordering::Relaxed).wrapping_add(1);
+        self.generation.store(next, Ordering::Release);
+        cache
+    }
+
+    /// A number that moves on whenever the cache is written: a copy of
+    /// the cache taken at one generation is still what the cache holds
+    /// while it has not moved on. Read without a lock.
+    pub(crate) fn cache_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub(crate) fn cache_revision(&self) -> u64 {

@@ -23,6 +23,7 @@
 //! of the batch; its contribution stays if it had already given it, as a
 //! write whose caller went away may or may not have committed.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::combiner::{Combiner, FieldSlot, Turn};
-use super::shared::{Digests, RefShared};
+use super::shared::{Digests, LaneState, RefShared};
 use super::value::Value;
 use crate::engine::{Condition, Write, WriteOutcome};
 use crate::{Error, Result};
@@ -212,7 +213,13 @@ where
     E: From<Error>,
 {
     let span = shared.span("update");
-    update_in_span(shared, target, f).instrument(span).await
+    if span.is_disabled() {
+        // (Not wrapping the future spares moving it for a span that
+        // records nothing.)
+        update_in_span(shared, target, f).await
+    } else {
+        update_in_span(shared, target, f).instrument(span).await
+    }
 }
 
 async fn update_in_span<T, B, E, F, Fut>(
@@ -257,13 +264,13 @@ where
         };
         loop {
             let (b, new) = f(current.clone()).await?;
-            let (write, written) = target.prepare(shared, &new, revision)?;
-            let outcome = match shared.backend().try_write(write) {
-                Ok(answered) => {
+            let (mut write, written) = target.prepare(shared, &new, revision)?;
+            let outcome = match shared.backend().try_write(&mut write) {
+                Some(answered) => {
                     shared.answers_at_once.store(true, Ordering::Relaxed);
                     answered?
                 }
-                Err(write) => {
+                None => {
                     if combine && claim.is_none() {
                         if !combiner.claim() {
                             // Another update's write went out meanwhile:
@@ -319,8 +326,8 @@ where
     E: From<Error>,
 {
     std::future::poll_fn(|cx| {
-        let _lane = shared.lane.lock();
-        let Some((current, revision)) = shared.cached() else {
+        let lane = shared.lane.lock();
+        let Some((current, revision)) = lane_start(shared, &lane) else {
             return Poll::Ready(Ok(Lane::Declined));
         };
         let made = std::pin::pin!(f(current.clone()));
@@ -329,25 +336,62 @@ where
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Ready(Ok(Lane::Declined)),
         };
-        Poll::Ready(write_in_lane(shared, current, revision, b, new).map_err(E::from))
+        Poll::Ready(write_in_lane(shared, &lane, current, revision, b, new).map_err(E::from))
     })
     .await
 }
 
-/// The write of an update in the lane (see [`in_lane`]).
+/// The value and revision an update in the lane starts from: the lane's
+/// copy of what the last update cached, while the cache has not been
+/// written since (which spares a read of the cache's lock), else the
+/// cache's.
+fn lane_start<T: Value>(shared: &RefShared<T>, lane: &RefCell<LaneState<T>>) -> Option<(T, u64)> {
+    if let Ok(state) = lane.try_borrow() {
+        if let Some((value, revision, generation)) = &state.known {
+            if *generation == shared.cache_generation() {
+                return Some((value.clone(), *revision));
+            }
+        }
+    }
+    shared.cached()
+}
+
+/// The write of an update in the lane (see [`in_lane`]), made again in
+/// the lane's [`LaneState`]; a commit leaves its value there for the next
+/// update ([`lane_start`]).
 fn write_in_lane<T: Value, B>(
     shared: &RefShared<T>,
+    lane: &RefCell<LaneState<T>>,
     current: T,
     revision: u64,
     b: B,
     new: T,
 ) -> Result<Lane<B, T>> {
-    let (write, digests) = shared.put_write(&new, Condition::ModRevision(revision))?;
-    match shared.backend().try_write(write) {
-        Err(_declined) => Ok(Lane::Declined),
-        Ok(answered) => match answered? {
+    let condition = Condition::ModRevision(revision);
+    // The lane's state is borrowed only here and in `lane_start`, where
+    // nothing calls back into the ref; should it be borrowed all the
+    // same, the write is made without it.
+    let mut state = lane.try_borrow_mut();
+    let answered = match state.as_deref_mut() {
+        Ok(state) => {
+            state.known = None;
+            let (write, digests) = shared.reuse_put(&mut state.parts, &new, condition)?;
+            (shared.backend().try_write(write), digests)
+        }
+        Err(_) => {
+            let (mut write, digests) = shared.put_write(&new, condition)?;
+            (shared.backend().try_write(&mut write), digests)
+        }
+    };
+    let (answered, digests) = answered;
+    match answered {
+        None => Ok(Lane::Declined),
+        Some(answered) => match answered? {
             WriteOutcome::Committed { revision, .. } => {
-                shared.commit_put(revision, new.clone(), &digests);
+                let generation = shared.commit_put(revision, new.clone(), &digests);
+                if let (Ok(state), Some(generation)) = (state.as_deref_mut(), generation) {
+                    state.known = Some((new.clone(), revision, generation));
+                }
                 Ok(Lane::Done((b, current, new)))
             }
             WriteOutcome::Rejected { current: record } => {
@@ -497,7 +541,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::engine::{Backend, Key, LeaseId, Record, WatchStream};
+    use crate::engine::{Backend, Key, LeaseId, Op, Record, WatchStream};
     use crate::{Context, DRef, ManualId, MemoryBackend};
 
     /// The in-memory store behind writes that each wait for a permit, and
@@ -781,6 +825,103 @@ mod tests {
         }
         assert_eq!(seen.len(), 16 * 500);
         assert_eq!(r.get().await.unwrap(), 2 * 16 * 500);
+    }
+
+    /// Everything the store's watch of `key` has ready now.
+    fn ready_items(watch: &mut WatchStream) -> Vec<crate::engine::WatchItem> {
+        use futures_util::StreamExt;
+        let mut items = Vec::new();
+        while let Some(Some(item)) = watch.next().now_or_never() {
+            items.push(item.unwrap());
+        }
+        items
+    }
+
+    /// The same updates through the lane (a store that answers at once,
+    /// writes refilled from the lane's parts) and through the async forms
+    /// of the contract: the same results, records and events, value by
+    /// value, through errors and a delete.
+    #[tokio::test]
+    async fn updates_in_the_lane_write_what_the_async_forms_write() {
+        let direct = MemoryBackend::new();
+        let gated = Gated::new();
+        gated.open(1_000);
+        let contexts = [
+            Context::builder()
+                .backend(direct.clone())
+                .max_value_bytes(16)
+                .build(),
+            Context::builder()
+                .backend(gated.clone())
+                .max_value_bytes(16)
+                .build(),
+        ];
+        let stores: [Arc<dyn Backend>; 2] =
+            [Arc::new(direct.clone()), Arc::new(gated.store.clone())];
+        let mut outcomes = Vec::new();
+        let mut watches = Vec::new();
+        let mut in_lane = Vec::new();
+        let id = ManualId::<String>::new("text");
+        let key = crate::id::RefId::key(&id);
+        for ctx in &contexts {
+            watches.push(ctx.backend().watch(key.clone(), None).await.unwrap());
+            let r = ctx.make(id.clone(), String::new()).await.unwrap();
+            let mut seen = Vec::new();
+            for word in ["a", "bb", "", "cccc", "dd", "dd"] {
+                seen.push(format!("{:?}", r.get_and_update(|s| s + word).await));
+                seen.push(format!(
+                    "{:?}",
+                    r.update_and_get(|s| s.replace('c', "")).await
+                ));
+            }
+            // Too large, then the same write parts again.
+            seen.push(format!("{:?}", r.update(|s| s.repeat(10)).await));
+            seen.push(format!("{:?}", r.modify(|s| (s.len(), s + "e")).await));
+            seen.push(format!("{:?}", r.update(|s| s).await));
+            seen.push(format!("{:?}", r.delete().await));
+            seen.push(format!("{:?}", r.update(|s| s + "f").await));
+            seen.push(format!("{:?}", r.set("g".into()).await));
+            seen.push(format!("{:?}", r.update_and_get(|s| s + "h").await));
+            outcomes.push(seen);
+            in_lane.push(r.shared.answers_at_once.load(Ordering::Relaxed));
+        }
+        // One ref took the lane, the other the async forms.
+        assert_eq!(in_lane, [true, false]);
+        assert!(gated.writes() > 10);
+        assert_eq!(outcomes[0], outcomes[1]);
+        let records = [stores[0].read(key.clone()).await, stores[1].read(key).await];
+        assert_eq!(records[0].as_ref().unwrap(), records[1].as_ref().unwrap());
+        let events = [ready_items(&mut watches[0]), ready_items(&mut watches[1])];
+        assert!(events[0].len() > 10, "{:?}", events[0]);
+        assert_eq!(events[0], events[1]);
+    }
+
+    /// The lane's reused writes are the writes `put_write` makes, value
+    /// after value, whatever the backend took from the last one.
+    #[tokio::test]
+    async fn a_reused_put_is_the_put_write_of_its_value() {
+        let r = Context::local()
+            .make(ManualId::<Vec<u8>>::new("bytes"), Vec::new())
+            .await
+            .unwrap();
+        let shared = &r.shared;
+        let mut parts = crate::reference::shared::PutParts::default();
+        for (n, value) in [vec![], vec![1], vec![2; 300], vec![], vec![3; 7]]
+            .into_iter()
+            .enumerate()
+        {
+            let condition = Condition::ModRevision(n as u64);
+            let (expected, digests) = shared.put_write(&value, condition.clone()).unwrap();
+            let (reused, reused_digests) = shared.reuse_put(&mut parts, &value, condition).unwrap();
+            assert_eq!(*reused, expected);
+            assert_eq!(reused_digests.as_slice(), digests.as_slice());
+            // What a store takes from a write it commits.
+            if let Op::Put(fields) = &mut reused.op {
+                for (_, value) in fields.iter_mut() {
+                    drop(std::mem::take(value));
+                }
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,19 @@ pub trait Value: Clone + Send + Sync + 'static {
     /// Encodes field `index` (an index into [`field_names`](Value::field_names)).
     fn encode_field(&self, index: usize, codec: Codec) -> Result<Vec<u8>, CodecError>;
 
+    /// [`encode_field`](Value::encode_field), appending the same bytes to
+    /// `out`, a buffer that refs reuse from one write to the next. The
+    /// default copies what `encode_field` returns.
+    fn encode_field_into(
+        &self,
+        index: usize,
+        codec: Codec,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        out.extend_from_slice(&self.encode_field(index, codec)?);
+        Ok(())
+    }
+
     /// Decodes a whole value from its encoded fields, given in
     /// [`field_names`](Value::field_names) order. On failure, returns the
     /// index of the field that could not be decoded.
@@ -73,6 +86,15 @@ where
 
     fn encode_field(&self, _index: usize, codec: Codec) -> Result<Vec<u8>, CodecError> {
         codec.encode(self)
+    }
+
+    fn encode_field_into(
+        &self,
+        _index: usize,
+        codec: Codec,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        codec.encode_into(self, out)
     }
 
     fn decode_fields(fields: &[&[u8]], codec: Codec) -> Result<Self, (usize, CodecError)> {

@@ -40,13 +40,32 @@ enum Notice {
         removed: Vec<FieldName>,
         lease: Option<LeaseId>,
     },
+    /// A `Put` that changed one field, at `position` in the record, whose
+    /// bytes are still those the record holds: a reader copies them from
+    /// the record. Only the newest notice of a key's feed (never a prefix
+    /// feed's) is of this kind. Before anything changes the record, it
+    /// becomes a [`Notice::Put`] with a copy of the bytes
+    /// ([`settle_newest`]), and when the next write overwrites that field,
+    /// the bytes it replaces move into the notice instead of being
+    /// dropped. So a change that nobody reads before the next one costs
+    /// no copy of its bytes, and the record holds the only handle on the
+    /// bytes that are current.
+    PutCurrent {
+        revision: u64,
+        version: u64,
+        create_revision: u64,
+        position: usize,
+        lease: Option<LeaseId>,
+    },
     /// The whole store was replaced ([`Store::restore`]): watchers resync.
     Reset,
 }
 
 impl Notice {
-    /// The event a watcher receives (`None` for a reset).
-    fn into_event(self) -> Option<Event> {
+    /// The event a watcher receives, given the key's record (`None` for a
+    /// reset, and for a notice that reads its bytes from a record that
+    /// has none: its reader resyncs).
+    fn into_event(self, record: Option<&Record>) -> Option<Event> {
         match self {
             Notice::Event(event) => Some(event),
             Notice::Put {
@@ -66,8 +85,75 @@ impl Notice {
                     lease,
                 },
             }),
+            Notice::PutCurrent { position, .. } => {
+                let field = record?.fields.get(position)?;
+                let (name, value) = (field.name.clone(), field.value.clone());
+                self.settled(name, value).into_event(None)
+            }
             Notice::Reset => None,
         }
+    }
+
+    /// The position of the record field whose bytes this notice reads
+    /// from the record (see [`Notice::PutCurrent`]).
+    fn current(&self) -> Option<usize> {
+        match self {
+            Notice::PutCurrent { position, .. } => Some(*position),
+            _ => None,
+        }
+    }
+
+    /// A [`Notice::PutCurrent`] as the [`Notice::Put`] that carries the
+    /// field's `name` and `value`.
+    fn settled(self, name: FieldName, value: Bytes) -> Notice {
+        match self {
+            Notice::PutCurrent {
+                revision,
+                version,
+                create_revision,
+                lease,
+                ..
+            } => Notice::Put {
+                revision,
+                version,
+                create_revision,
+                changed: Changed::One(name, value),
+                removed: Vec::new(),
+                lease,
+            },
+            other => other,
+        }
+    }
+
+    /// Gives a notice that reads its bytes from `record` (see
+    /// [`Notice::PutCurrent`]) a copy of them, before the record changes.
+    /// Should the record lack them, the notice becomes a reset: its
+    /// readers resync rather than miss the change.
+    fn settle(&mut self, record: Option<&Record>) {
+        let Some(position) = self.current() else {
+            return;
+        };
+        match record.and_then(|r| r.fields.get(position)) {
+            Some(field) => self.settle_with(field.name.clone(), field.value.clone()),
+            None => *self = Notice::Reset,
+        }
+    }
+
+    /// Gives a notice that reads its bytes from the record (see
+    /// [`Notice::PutCurrent`]) the field's name and bytes, moved out of
+    /// a record that is about to drop them.
+    fn settle_with(&mut self, name: FieldName, value: Bytes) {
+        let notice = std::mem::replace(self, Notice::Reset);
+        *self = notice.settled(name, value);
+    }
+}
+
+/// Before the record of a key changes: the newest notice of its feed
+/// takes the bytes it still reads from the record (see
+/// [`Notice::PutCurrent`]).
+fn settle_newest(feed: &mut Option<Feed>, record: Option<&Record>) {
+    if let Some(notice) = feed.as_mut().and_then(|f| f.notices.back_mut()) {
+        notice.settle(record);
     }
 }
 
@@ -103,12 +189,50 @@ impl Changed {
     }
 }
 
+/// The positions in a record of the fields a write changed; one needs no
+/// `Vec`.
+#[derive(Default)]
+enum Positions {
+    #[default]
+    None,
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Positions {
+    fn push(&mut self, position: usize) {
+        match self {
+            Positions::None => *self = Positions::One(position),
+            Positions::One(first) => *self = Positions::Many(vec![*first, position]),
+            Positions::Many(all) => all.push(position),
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Positions::None => &[],
+            Positions::One(position) => std::slice::from_ref(position),
+            Positions::Many(all) => all,
+        }
+    }
+
+    /// The changed fields of `record` at these positions, with copies of
+    /// their bytes.
+    fn changed(&self, record: &Record) -> Changed {
+        let mut changed = Changed::None;
+        for field in self.as_slice().iter().filter_map(|p| record.fields.get(*p)) {
+            changed.push(field.name.clone(), field.value.clone());
+        }
+        changed
+    }
+}
+
 impl Notice {
     /// The revision of an event (`None` for a reset).
     fn revision(&self) -> Option<u64> {
         match self {
             Notice::Event(event) => Some(event.revision),
-            Notice::Put { revision, .. } => Some(*revision),
+            Notice::Put { revision, .. } | Notice::PutCurrent { revision, .. } => Some(*revision),
             Notice::Reset => None,
         }
     }
@@ -137,11 +261,23 @@ struct Feed {
     /// had not read them resyncs.
     notices: VecDeque<Notice>,
     capacity: usize,
-    /// The streams waiting for the next notice (see [`Cursor::alive`]).
-    waiting: Vec<(Weak<()>, Waker)>,
+    /// The streams of the key (those dropped are forgotten from time to
+    /// time): where each reads next, and the wakers of those waiting.
+    readers: Vec<Reader>,
     /// Held by every stream of the key: when only the feed holds it, nobody
     /// listens and the feed is dropped.
     streams: Arc<()>,
+}
+
+/// One stream of a key, as its feed knows it.
+struct Reader {
+    /// The stream's [`Cursor::alive`]: gone once the stream is dropped.
+    alive: Weak<()>,
+    /// The sequence number the stream reads next, as of its last poll
+    /// (streams move only when polled, under the store's lock).
+    next: u64,
+    /// Set while the stream waits for the next notice.
+    waker: Option<Waker>,
 }
 
 impl Feed {
@@ -149,14 +285,75 @@ impl Feed {
     fn end(&self) -> u64 {
         self.first + self.notices.len() as u64
     }
+
+    /// Whether some stream will read the notices in the feed and the
+    /// next one. A stream that lagged behind `first` resyncs instead, so
+    /// while every stream has, notices are not worth building.
+    fn read(&self) -> bool {
+        self.readers
+            .iter()
+            .any(|r| r.next >= self.first && r.alive.strong_count() > 0)
+    }
+
+    /// Adds a notice: after the others, the oldest dropped when full; or,
+    /// while nobody will read it ([`read`](Self::read)), none at all,
+    /// only its sequence number taken (which resyncs the streams).
+    fn push(&mut self, notice: impl FnOnce() -> Notice) {
+        if self.read() {
+            if self.notices.len() >= self.capacity {
+                self.notices.pop_front();
+                self.first += 1;
+            }
+            self.notices.push_back(notice());
+        } else {
+            self.first = self.end() + 1;
+            self.notices.clear();
+        }
+        self.wake();
+    }
+
+    /// Wakes the streams waiting for the next notice.
+    fn wake(&mut self) {
+        for reader in &mut self.readers {
+            if let Some(waker) = reader.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Notes where the stream at `cursor` reads next and, when it waits
+    /// for a notice, its waker.
+    fn note(&mut self, cursor: &Cursor, waker: Option<&Waker>) {
+        let me = Arc::as_ptr(&cursor.alive);
+        let reader = match self.readers.iter_mut().position(|r| r.alive.as_ptr() == me) {
+            Some(at) => &mut self.readers[at],
+            None => {
+                // Forget the streams dropped since, once they could be as
+                // many as the live ones.
+                if self.readers.len() >= Arc::strong_count(&self.streams) {
+                    self.readers.retain(|r| r.alive.strong_count() > 0);
+                }
+                self.readers.push(Reader {
+                    alive: Arc::downgrade(&cursor.alive),
+                    next: cursor.next,
+                    waker: None,
+                });
+                let last = self.readers.len() - 1;
+                &mut self.readers[last]
+            }
+        };
+        reader.next = cursor.next;
+        match (waker, &mut reader.waker) {
+            (Some(waker), Some(held)) => held.clone_from(waker),
+            (waker, held) => *held = waker.cloned(),
+        }
+    }
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
         // When the store goes, its waiting streams wake up to end.
-        for (_, waker) in self.waiting.drain(..) {
-            waker.wake();
-        }
+        self.wake();
     }
 }
 
@@ -181,27 +378,23 @@ fn publish(feed: &mut Option<Feed>, prefixed: Prefixed<'_>, notice: impl FnOnce(
     if feed.is_none() && prefixed.is_none() {
         return;
     }
-    let notice = notice();
-    if let Some((key, prefixes)) = prefixed {
-        prefixes.publish(key, &notice);
-    }
-    let Some(f) = feed else {
-        return;
-    };
-    if f.notices.len() >= f.capacity {
-        f.notices.pop_front();
-        f.first += 1;
-    }
-    f.notices.push_back(notice);
-    for (_, waker) in f.waiting.drain(..) {
-        waker.wake();
+    match (feed, prefixed) {
+        (Some(f), None) => f.push(notice),
+        (feed, Some((key, prefixes))) => {
+            let notice = notice();
+            prefixes.publish(key, &notice);
+            if let Some(f) = feed {
+                f.push(|| notice);
+            }
+        }
+        (None, None) => {}
     }
 }
 
-/// Whether someone watches the key (so that events are worth building).
+/// Whether someone will read the key's next notice (so that events are
+/// worth building, see [`Feed::read`]).
 fn watched(feed: &Option<Feed>) -> bool {
-    feed.as_ref()
-        .is_some_and(|f| Arc::strong_count(&f.streams) > 1)
+    feed.as_ref().is_some_and(Feed::read)
 }
 
 /// Takes the next revision: one above `revision`, or the pinned one.
@@ -241,69 +434,104 @@ fn same_fields<'a>(record: &Record, names: impl IntoIterator<Item = &'a FieldNam
 }
 
 /// Writes `values` over the fields of `record` (which has as many, see
-/// [`same_fields`]): fields whose bytes change take `revision` and, when
-/// the key is watched, go into the event.
-fn overwrite_fields(
+/// [`same_fields`]): fields whose bytes change take the written value
+/// (leaving it empty) and `revision`. `newest` is the newest notice of the
+/// key's feed, which takes the bytes it reads from the record first (see
+/// [`Notice::PutCurrent`]). Returns the positions of the changed fields when
+/// the key is `watched`.
+fn overwrite_fields<'a>(
     record: &mut Record,
-    values: impl Iterator<Item = Bytes>,
+    mut newest: Option<&mut Notice>,
+    values: impl Iterator<Item = &'a mut Bytes>,
     revision: u64,
     watched: bool,
-) -> Changed {
-    let mut changed = Changed::None;
-    for (field, value) in record.fields.iter_mut().zip(values) {
-        if field.value != value {
-            if watched {
-                changed.push(field.name.clone(), value.clone());
-            }
-            field.value = value;
-            field.mod_revision = revision;
+) -> Positions {
+    let mut positions = Positions::None;
+    for (position, (field, value)) in record.fields.iter_mut().zip(values).enumerate() {
+        // (The same bytes, such as a fingerprint both hold, need no
+        // comparison.)
+        let same_bytes = field.value.as_ptr() == value.as_ptr() && field.value.len() == value.len();
+        if same_bytes || field.value == *value {
+            continue;
+        }
+        let old = std::mem::replace(&mut field.value, std::mem::take(value));
+        field.mod_revision = revision;
+        if let Some(notice) = newest.take_if(|n| n.current() == Some(position)) {
+            notice.settle_with(field.name.clone(), old);
+        }
+        if watched {
+            positions.push(position);
         }
     }
-    changed
+    // A field the notice reads and this write left as it was.
+    if let Some(notice) = newest {
+        notice.settle(Some(record));
+    }
+    positions
 }
 
 /// A `Put` onto `record`, which has exactly the written fields in this
 /// order: the bytes are overwritten in place, and watchers get the
 /// changed ones. Returns the new version.
-fn overwrite(
+fn overwrite<'a>(
     record: &mut Record,
     feed: &mut Option<Feed>,
     prefixed: Prefixed<'_>,
-    values: impl Iterator<Item = Bytes>,
+    values: impl Iterator<Item = &'a mut Bytes>,
     revision: u64,
     lease: Option<LeaseId>,
 ) -> u64 {
-    let watched = watched(feed) || prefixed.is_some();
-    let changed = overwrite_fields(record, values, revision, watched);
+    let read = watched(feed);
+    let watched = read || prefixed.is_some();
+    // (Notices nobody reads are dropped when the next one comes.)
+    let newest = feed
+        .as_mut()
+        .filter(|_| read)
+        .and_then(|f| f.notices.back_mut());
+    let positions = overwrite_fields(record, newest, values, revision, watched);
     record.version += 1;
     record.mod_revision = revision;
     record.lease = lease;
     let (version, create_revision) = (record.version, record.create_revision);
-    publish(feed, prefixed, || Notice::Put {
-        revision,
-        version,
-        create_revision,
-        changed,
-        removed: Vec::new(),
-        lease,
-    });
+    let notice = match positions {
+        // Only the key's feed may read the bytes from the record: a
+        // prefix feed's notices carry their own.
+        Positions::One(position) if prefixed.is_none() => Notice::PutCurrent {
+            revision,
+            version,
+            create_revision,
+            position,
+            lease,
+        },
+        positions => Notice::Put {
+            revision,
+            version,
+            create_revision,
+            changed: positions.changed(record),
+            removed: Vec::new(),
+            lease,
+        },
+    };
+    publish(feed, prefixed, || notice);
     version
 }
 
 /// A `Put` that creates the slot's record or changes its set of fields:
 /// unchanged fields keep their revisions, missing ones are announced as
-/// removed. Returns the new version.
+/// removed. Takes the written values. Returns the new version.
 fn replace(
     slot: &mut Slot,
     prefixed: Prefixed<'_>,
-    fields: Vec<(FieldName, Bytes)>,
+    fields: &mut [(FieldName, Bytes)],
     revision: u64,
     lease: Option<LeaseId>,
 ) -> u64 {
+    settle_newest(&mut slot.feed, slot.record.as_ref());
     let old = slot.record.take();
     let mut changed = Changed::None;
     let mut new_fields = Vec::with_capacity(fields.len());
-    for (name, value) in fields {
+    for (name, value) in fields.iter_mut() {
+        let (name, value) = (name.clone(), std::mem::take(value));
         let previous = old.as_ref().and_then(|r| r.field(&name));
         let mod_revision = match previous {
             Some(p) if p.value == value => p.mod_revision,
@@ -415,7 +643,17 @@ impl Store {
     /// Applies a conditional write (the rules of the [contract](super)).
     /// Fails with `LeaseExpired` when a `Put` names a lease the store does
     /// not hold.
-    pub fn write(&mut self, write: Write) -> Result<WriteOutcome> {
+    pub fn write(&mut self, mut write: Write) -> Result<WriteOutcome> {
+        self.write_from(&mut write)
+    }
+
+    /// [`write`](Self::write) of a lent write, as
+    /// [`Backend::try_write`](super::Backend::try_write) lends it: the
+    /// same outcome, record and event, but the store takes from `write`
+    /// only the field values it keeps (leaving each empty), and clones
+    /// the key and the field names only where it has none of its own (a
+    /// new record, a new field, a change of lease).
+    pub fn write_from(&mut self, write: &mut Write) -> Result<WriteOutcome> {
         let current = self.get(&write.key);
         let holds = match &write.condition {
             Condition::Any => true,
@@ -439,8 +677,9 @@ impl Store {
         if write.max_record_bytes.is_some() {
             write.check_record_size(record_size_after(current, &write.op))?;
         }
-        let Write { key, op, lease, .. } = write;
         let old_lease = current.and_then(|r| r.lease);
+        let Write { key, op, lease, .. } = write;
+        let lease = *lease;
         if let (Op::Put(_), Some(lease)) = (&op, lease) {
             if !self.leases.contains_key(&lease) {
                 return Err(Error::LeaseExpired { lease });
@@ -449,8 +688,8 @@ impl Store {
         let revision = self.next_revision();
         match op {
             Op::Put(fields) => Ok(self.put(key, fields, lease, old_lease, revision)),
-            Op::Patch(fields) => Ok(self.patch(&key, fields, revision)),
-            Op::Delete => Ok(self.delete(&key, revision, EventKind::Deleted)),
+            Op::Patch(fields) => Ok(self.patch(key, fields, revision)),
+            Op::Delete => Ok(self.delete(key, revision, EventKind::Deleted)),
         }
     }
 
@@ -478,65 +717,77 @@ impl Store {
     }
 
     /// A `Put` of `fields` on the record under `key`, currently attached to
-    /// `old_lease`.
+    /// `old_lease`. Takes the values it keeps.
     fn put(
         &mut self,
-        key: Key,
-        fields: Vec<(FieldName, Bytes)>,
+        key: &Key,
+        fields: &mut [(FieldName, Bytes)],
         lease: Option<LeaseId>,
         old_lease: Option<LeaseId>,
         revision: u64,
     ) -> WriteOutcome {
-        // Only a change of lease, or a prefix watch, needs the key after
-        // the slot's lookup.
-        let lease_key = (old_lease != lease).then(|| key.clone());
-        let prefix_key = self.prefixes.cover(&key).then(|| key.clone());
-        let prefixed = prefix_key.as_ref().map(|k| (k, &mut self.prefixes));
-        let slot = match self.slots.get_mut(&key) {
+        let prefixed = self
+            .prefixes
+            .cover(key)
+            .then_some((key, &mut self.prefixes));
+        let slot = match self.slots.get_mut(key) {
             Some(slot) => slot,
-            None => self.slots.entry(key).or_default(),
+            None => self.slots.entry(key.clone()).or_default(),
         };
         let version = match &mut slot.record {
             // The common case: the same fields in the same order, updated in
             // place.
             Some(record) if same_fields(record, fields.iter().map(|(n, _)| n)) => {
-                let values = fields.into_iter().map(|(_, v)| v);
+                let values = fields.iter_mut().map(|(_, v)| v);
                 overwrite(record, &mut slot.feed, prefixed, values, revision, lease)
             }
             _ => replace(slot, prefixed, fields, revision, lease),
         };
-        if let Some(key) = lease_key {
+        if old_lease != lease {
             if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.remove(&key);
+                l.keys.remove(key);
             }
             if let Some(l) = lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.insert(key);
+                l.keys.insert(key.clone());
             }
         }
         WriteOutcome::Committed { revision, version }
     }
 
-    fn patch(&mut self, key: &Key, fields: Vec<(FieldName, Bytes)>, revision: u64) -> WriteOutcome {
-        let Some(record) = self.slots.get_mut(key).and_then(|s| s.record.as_mut()) else {
+    /// A `Patch` of `fields` on the record under `key`. Takes the values
+    /// it keeps.
+    fn patch(
+        &mut self,
+        key: &Key,
+        fields: &mut [(FieldName, Bytes)],
+        revision: u64,
+    ) -> WriteOutcome {
+        let Some(slot) = self.slots.get_mut(key) else {
             // `write` checked existence before taking a revision.
             return WriteOutcome::Rejected { current: None };
         };
+        settle_newest(&mut slot.feed, slot.record.as_ref());
+        let Some(record) = slot.record.as_mut() else {
+            return WriteOutcome::Rejected { current: None };
+        };
         let mut changed = Vec::new();
-        for (name, value) in fields {
-            match record.fields.iter_mut().find(|f| f.name == name) {
-                Some(f) if f.value == value => {}
+        for (name, value) in fields.iter_mut() {
+            match record.fields.iter_mut().find(|f| f.name == *name) {
+                Some(f) if f.value == *value => {}
                 Some(f) => {
+                    let value = std::mem::take(value);
                     f.value = value.clone();
                     f.mod_revision = revision;
-                    changed.push((name, value));
+                    changed.push((name.clone(), value));
                 }
                 None => {
+                    let value = std::mem::take(value);
                     record.fields.push(Field {
                         name: name.clone(),
                         value: value.clone(),
                         mod_revision: revision,
                     });
-                    changed.push((name, value));
+                    changed.push((name.clone(), value));
                 }
             }
         }
@@ -571,6 +822,7 @@ impl Store {
             .cover(key)
             .then_some((key, &mut self.prefixes));
         if let Some(slot) = self.slots.get_mut(key) {
+            settle_newest(&mut slot.feed, slot.record.as_ref());
             if let Some(old) = slot.record.take() {
                 if let Some(l) = old.lease.and_then(|l| self.leases.get_mut(&l)) {
                     l.keys.remove(key);
@@ -679,6 +931,7 @@ impl Store {
             })
             .collect();
         for slot in self.slots.values_mut() {
+            settle_newest(&mut slot.feed, slot.record.as_ref());
             slot.record = None;
         }
         for (key, record) in image.records {
@@ -703,15 +956,17 @@ impl Store {
             first: 0,
             notices: VecDeque::new(),
             capacity,
-            waiting: Vec::new(),
+            readers: Vec::new(),
             streams: Arc::new(()),
         });
-        Cursor {
+        let cursor = Cursor {
             alive: Arc::new(()),
             hold: feed.streams.clone(),
             next: feed.end(),
             floor: 0,
-        }
+        };
+        feed.note(&cursor, None);
+        cursor
     }
 
     /// The next item for the stream at `cursor`, or `Pending` with its
@@ -741,42 +996,38 @@ impl Store {
             return Poll::Ready(WatchItem::Resync(self.get(key).cloned()));
         };
         // Events in order until a reset, or until the notices the stream
-        // has not read were dropped (it lagged): then it resyncs.
-        while let Some(offset) = cursor.next.checked_sub(feed.first) {
-            let Some(notice) = usize::try_from(offset)
-                .ok()
-                .and_then(|i| feed.notices.get(i))
-            else {
-                let me = Arc::as_ptr(&cursor.alive);
-                match feed.waiting.iter_mut().find(|(s, _)| s.as_ptr() == me) {
-                    Some((_, waker)) => waker.clone_from(cx.waker()),
-                    None => {
-                        // Forget the streams dropped while waiting, once
-                        // they could be as many as the live ones.
-                        if feed.waiting.len() >= Arc::strong_count(&feed.streams) {
-                            feed.waiting.retain(|(s, _)| s.strong_count() > 0);
+        // has not read were dropped (it lagged): then it resyncs. `None`
+        // when there is nothing new.
+        let item = 'read: {
+            while let Some(offset) = cursor.next.checked_sub(feed.first) {
+                let Some(notice) = usize::try_from(offset)
+                    .ok()
+                    .and_then(|i| feed.notices.get(i))
+                else {
+                    break 'read None;
+                };
+                cursor.next += 1;
+                match notice.revision() {
+                    Some(r) if r <= cursor.floor => {}
+                    Some(r) => {
+                        cursor.floor = r;
+                        match notice.clone().into_event(record.as_ref()) {
+                            Some(event) => break 'read Some(WatchItem::Event(event)),
+                            None => break,
                         }
-                        let alive = Arc::downgrade(&cursor.alive);
-                        feed.waiting.push((alive, cx.waker().clone()));
                     }
+                    None => break,
                 }
-                return Poll::Pending;
-            };
-            cursor.next += 1;
-            match notice.revision() {
-                Some(r) if r <= cursor.floor => {}
-                Some(r) => {
-                    cursor.floor = r;
-                    if let Some(event) = notice.clone().into_event() {
-                        return Poll::Ready(WatchItem::Event(event));
-                    }
-                }
-                None => break,
             }
+            cursor.next = feed.end();
+            cursor.floor = revision;
+            Some(WatchItem::Resync(record.clone()))
+        };
+        feed.note(cursor, item.is_none().then(|| cx.waker()));
+        match item {
+            Some(item) => Poll::Ready(item),
+            None => Poll::Pending,
         }
-        cursor.next = feed.end();
-        cursor.floor = revision;
-        Poll::Ready(WatchItem::Resync(record.clone()))
     }
 }
 
@@ -907,22 +1158,16 @@ impl<A: StoreAccess> StorePrefixWatch<A> {
                 return Poll::Ready(None);
             };
             access.with_store(|store| {
-                let item = loop {
-                    match store.prefixes.poll(&mut self.cursor, cx) {
-                        Polled::Pending => return Poll::Pending,
-                        Polled::Event(key, notice) => {
-                            if let Some(event) = notice.into_event() {
-                                break PrefixItem::Event(key, event);
-                            }
-                        }
-                        Polled::Resync => {
-                            // Anew at the feed's end (the feed itself is
-                            // made anew should it have gone).
-                            let capacity = store.watch_buffer;
-                            self.cursor = store.prefixes.subscribe(&self.prefix, capacity);
-                            self.cursor.floor = store.revision();
-                            break PrefixItem::Resync(store.list(&self.prefix));
-                        }
+                let item = match store.prefixes.poll(&mut self.cursor, cx) {
+                    Polled::Pending => return Poll::Pending,
+                    Polled::Event(key, event) => PrefixItem::Event(key, event),
+                    Polled::Resync => {
+                        // Anew at the feed's end (the feed itself is made
+                        // anew should it have gone).
+                        let capacity = store.watch_buffer;
+                        self.cursor = store.prefixes.subscribe(&self.prefix, capacity);
+                        self.cursor.floor = store.revision();
+                        PrefixItem::Resync(store.list(&self.prefix))
                     }
                 };
                 Poll::Ready(Some(item))
@@ -940,7 +1185,7 @@ mod tests {
     use futures_util::{FutureExt, StreamExt};
 
     use super::*;
-    use crate::engine::{FieldName, Op};
+    use crate::engine::{Field, FieldName, Op};
 
     struct Locked(parking_lot::Mutex<Store>);
 
@@ -1052,7 +1297,7 @@ mod tests {
             assert!(waiting.next().now_or_never().is_none());
         }
         let waiting = |store: &Arc<Locked>| {
-            store.with_store(|s| s.slots[&key].feed.as_ref().map(|f| f.waiting.len()))
+            store.with_store(|s| s.slots[&key].feed.as_ref().map(|f| f.readers.len()))
         };
         assert!(
             waiting(&store).is_some_and(|n| n <= 3),
@@ -1136,6 +1381,237 @@ mod tests {
             lease,
             ..Write::new(Key::new(key), Op::Put(fields))
         }
+    }
+
+    /// The event the contract owes for a commit at `revision` that made
+    /// `after` of `before`: every field whose bytes changed or that is
+    /// new, the fields a `Put` no longer lists, or a delete.
+    fn owed(before: Option<&Record>, after: Option<&Record>, revision: u64) -> Event {
+        let Some(after) = after else {
+            return Event {
+                revision,
+                kind: EventKind::Deleted,
+            };
+        };
+        let before = before.filter(|b| b.create_revision == after.create_revision);
+        let unchanged = |f: &Field| {
+            before
+                .and_then(|b| b.field(&f.name))
+                .is_some_and(|old| old.value == f.value)
+        };
+        let changed = after
+            .fields
+            .iter()
+            .filter(|f| !unchanged(f))
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect();
+        let removed = before.map_or_else(Vec::new, |b| {
+            b.fields
+                .iter()
+                .filter(|f| after.field(&f.name).is_none())
+                .map(|f| f.name.clone())
+                .collect()
+        });
+        Event {
+            revision,
+            kind: EventKind::Put {
+                version: after.version,
+                create_revision: after.create_revision,
+                changed,
+                removed,
+                lease: after.lease,
+            },
+        }
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(FieldName, Bytes)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (FieldName::from(*n), Bytes::copy_from_slice(v.as_bytes())))
+            .collect()
+    }
+
+    /// Every item a stream has ready now.
+    fn drain<S: futures_core::Stream<Item = Result<T>> + Unpin, T>(stream: &mut S) -> Vec<T> {
+        let mut items = Vec::new();
+        while let Some(Some(item)) = stream.next().now_or_never() {
+            items.push(item.unwrap());
+        }
+        items
+    }
+
+    /// The same writes, given to one store as owned writes and to another
+    /// lent, through one write whose values are refilled as a ref does
+    /// (so that the store takes the values and reads some notices' bytes
+    /// from the record): the same outcomes and records, and every stream,
+    /// prompt, lagging, prefix or fallen out of its feed, reads what the
+    /// contract owes it, with the bytes of each commit.
+    #[test]
+    fn lent_writes_and_notices_read_from_the_record_give_every_stream_its_events() {
+        let key = Key::new("k");
+        // Granted first in each store.
+        let lease = LeaseId(1);
+        let put = |pairs: &[(&str, &str)]| Write::new(key.clone(), Op::Put(fields(pairs)));
+        let patch = |pairs: &[(&str, &str)]| Write::new(key.clone(), Op::Patch(fields(pairs)));
+        let mut steps = vec![
+            put(&[("a", "1"), ("b", "1")]),
+            put(&[("a", "2"), ("b", "1")]),
+            put(&[("a", "2"), ("b", "2")]),
+            put(&[("a", "3"), ("b", "2")]),
+            put(&[("a", "3"), ("b", "2")]),
+            put(&[("a", "4"), ("b", "4")]).when(Condition::Version(99)),
+            put(&[("a", "4"), ("b", "4")]),
+            put(&[("a", "4"), ("b", "5")]),
+            patch(&[("a", "5")]),
+            put(&[("a", "6"), ("b", "4")]),
+            put(&[("a", "6"), ("b", "9")]),
+            put(&[("a", "6"), ("c", "1")]),
+            put(&[("a", "7"), ("c", "1")]),
+            Write::new(key.clone(), Op::Delete),
+            put(&[("a", "8"), ("b", "8")]),
+            put(&[("a", "9"), ("b", "8")]).with_lease(Some(lease)),
+            put(&[("a", "10"), ("b", "8")]),
+        ];
+        for n in 11..30 {
+            steps.push(put(&[("a", &n.to_string()), ("b", "8")]));
+        }
+
+        let owned = locked(8);
+        let lent = locked(8);
+        for store in [&owned, &lent] {
+            assert_eq!(
+                store.with_store(|s| s.grant(Duration::from_secs(60))),
+                lease
+            );
+        }
+        let mut prompt = [&owned, &lent].map(|s| watch(s, key.clone(), None));
+        // Read every 3 and every 5 commits: notices are read at every
+        // distance from their commit (up to the feed's capacity).
+        let periods = [3, 5];
+        let mut lagging = periods.map(|_| [&owned, &lent].map(|s| watch(s, key.clone(), None)));
+        let mut late = [&owned, &lent].map(|s| watch(s, key.clone(), None));
+        let mut prefixed = None;
+        let mut owed_lagging = periods.map(|_| [Vec::new(), Vec::new()]);
+        let mut owed_prefixed = [Vec::new(), Vec::new()];
+        let mut reused: Option<Write> = None;
+        for (step, write) in steps.into_iter().enumerate() {
+            // A prefix watch over part of the run: those commits' notices
+            // carry their bytes.
+            if step == 16 {
+                prefixed = Some([&owned, &lent].map(|s| watch_prefix(s, "k".into(), None)));
+            }
+            if step == 22 {
+                prefixed = None;
+            }
+            // The lent write: values refilled when the names stay.
+            let lending = match (reused.take(), &write.op) {
+                (Some(mut old), Op::Put(new)) => match &mut old.op {
+                    Op::Put(held) if held.iter().map(|f| &f.0).eq(new.iter().map(|f| &f.0)) => {
+                        for (held, new) in held.iter_mut().zip(new) {
+                            held.1 = new.1.clone();
+                        }
+                        old.condition = write.condition.clone();
+                        old.lease = write.lease;
+                        old
+                    }
+                    _ => write.clone(),
+                },
+                _ => write.clone(),
+            };
+            let mut lending = lending;
+            let before = record(&owned, &key);
+            let outcome = owned.with_store(|s| s.write(write.clone())).unwrap();
+            let lent_outcome = lent.with_store(|s| s.write_from(&mut lending)).unwrap();
+            assert_eq!(outcome, lent_outcome, "step {step}");
+            let after = record(&owned, &key);
+            assert_eq!(after, record(&lent, &key), "step {step}");
+            // The store took values at most: all else is as lent.
+            assert_eq!(
+                (&lending.key, &lending.condition),
+                (&write.key, &write.condition)
+            );
+            if let (Op::Put(given) | Op::Patch(given), Op::Put(left) | Op::Patch(left)) =
+                (&write.op, &lending.op)
+            {
+                for (given, left) in given.iter().zip(left) {
+                    assert_eq!(given.0, left.0);
+                    assert!(left.1.is_empty() || left.1 == given.1, "step {step}");
+                }
+            }
+            reused = Some(lending);
+
+            let owed_now = match outcome {
+                WriteOutcome::Committed { revision, .. } => {
+                    vec![owed(before.as_ref(), after.as_ref(), revision)]
+                }
+                WriteOutcome::Rejected { .. } => Vec::new(),
+            };
+            for side in 0..2 {
+                let items = drain(&mut prompt[side]);
+                let owed_items: Vec<_> = owed_now.iter().cloned().map(WatchItem::Event).collect();
+                assert_eq!(items, owed_items, "prompt stream, step {step}");
+                for (at, period) in periods.into_iter().enumerate() {
+                    let owed_items = &mut owed_lagging[at][side];
+                    owed_items.extend(owed_now.iter().cloned().map(WatchItem::Event));
+                    if step % period == period - 1 {
+                        let items = drain(&mut lagging[at][side]);
+                        assert_eq!(items, std::mem::take(owed_items), "step {step}");
+                    }
+                }
+                if let Some(streams) = &mut prefixed {
+                    let event = owed_now.iter().cloned();
+                    owed_prefixed[side].extend(event.map(|e| PrefixItem::Event(key.clone(), e)));
+                    let items = drain(&mut streams[side]);
+                    assert_eq!(
+                        items,
+                        std::mem::take(&mut owed_prefixed[side]),
+                        "step {step}"
+                    );
+                }
+            }
+        }
+        for (side, store) in [&owned, &lent].into_iter().enumerate() {
+            for at in 0..periods.len() {
+                let items = drain(&mut lagging[at][side]);
+                assert_eq!(items, std::mem::take(&mut owed_lagging[at][side]));
+            }
+            // Fallen out of its feed: the record as it is now.
+            let items = drain(&mut late[side]);
+            assert_eq!(items, vec![WatchItem::Resync(record(store, &key))]);
+        }
+    }
+
+    /// While every stream of a key has fallen out of its feed, commits
+    /// leave no notices: the streams resync, and then read every event
+    /// again, as does a stream opened meanwhile.
+    #[test]
+    fn a_feed_that_only_streams_fallen_behind_read_keeps_no_notices() {
+        let store = locked(2);
+        let key = Key::new("k");
+        let put = |value: &'static [u8]| {
+            let write = Write::new(key.clone(), Op::Put(typed(value)));
+            store.with_store(|s| s.write(write)).unwrap()
+        };
+        let mut behind = watch(&store, key.clone(), None);
+        for value in [b"1", b"2", b"3", b"4", b"5", b"6"] {
+            put(value);
+        }
+        let notices = |store: &Arc<Locked>| {
+            store.with_store(|s| s.slots[&key].feed.as_ref().map(|f| f.notices.len()))
+        };
+        assert_eq!(notices(&store), Some(0));
+        let mut opened = watch(&store, key.clone(), None);
+        assert_eq!(
+            drain(&mut behind),
+            vec![WatchItem::Resync(record(&store, &key))]
+        );
+        let before = record(&store, &key);
+        let WriteOutcome::Committed { revision, .. } = put(b"7") else {
+            panic!("an unconditional put was rejected");
+        };
+        let event = owed(before.as_ref(), record(&store, &key).as_ref(), revision);
+        assert_eq!(drain(&mut behind), vec![WatchItem::Event(event.clone())]);
+        assert_eq!(drain(&mut opened), vec![WatchItem::Event(event)]);
     }
 
     #[test]

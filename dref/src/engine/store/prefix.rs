@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Waker};
 
 use super::{Cursor, Notice};
-use crate::engine::Key;
+use crate::engine::{Event, Key};
 
 /// The prefix feeds of one store. Empty unless someone watches a prefix,
 /// so that a commit pays one emptiness check for them.
@@ -62,7 +62,7 @@ impl Drop for PrefixFeed {
 /// What a prefix stream finds in its feed.
 pub(super) enum Polled {
     /// The next event of a key under the prefix.
-    Event(Key, Notice),
+    Event(Key, Event),
     /// Nothing new: the stream's waker is registered.
     Pending,
     /// Notices were missed (the stream lagged, or the store was reset):
@@ -170,7 +170,11 @@ impl PrefixFeeds {
             // several keys' notices may share a revision.)
             match notice.revision() {
                 Some(r) if r <= cursor.floor => {}
-                Some(_) => return Polled::Event(key.clone(), notice.clone()),
+                // (Prefix feeds get notices that carry their bytes.)
+                Some(_) => match notice.clone().into_event(None) {
+                    Some(event) => return Polled::Event(key.clone(), event),
+                    None => break,
+                },
                 None => break,
             }
         }
