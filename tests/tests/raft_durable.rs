@@ -341,3 +341,69 @@ async fn a_write_is_seen_only_once_the_leader_has_it_on_disk() {
         2
     );
 }
+
+/// Followers learn a commit that waited for the leader's disk as soon as
+/// the disk has it, not at the next heartbeat: a write through a follower
+/// is answered once its follower has applied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_held_back_for_the_leader_s_disk_reaches_followers_without_a_heartbeat() {
+    const HEARTBEAT: Duration = Duration::from_secs(3);
+    let root = data_root("no-heartbeat-wait");
+    let ports = free_ports(3);
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let starts = (0..3).map(|i| {
+        config(&root, i, ports[i], &addrs)
+            .heartbeat(HEARTBEAT)
+            .election_timeout(Duration::from_secs(8), Duration::from_secs(10))
+            .connect()
+    });
+    let nodes: Vec<RaftBackend> = join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("start a durable raft node"))
+        .collect();
+    wait_for_voters(&nodes, 3).await;
+    let leader = within("a leader", async {
+        loop {
+            if let Some(i) = nodes.iter().position(RaftBackend::is_leader) {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let ctx = nodes[(leader + 1) % 3]
+        .context_builder()
+        .connect()
+        .await
+        .unwrap();
+    let r = ctx
+        .make(ManualId::<u64>::new("forwarded"), 0)
+        .await
+        .unwrap();
+    r.set(1).await.unwrap();
+    for n in 2..=6u64 {
+        // The followers acknowledge the write while the leader's disk is
+        // held back: the commit is counted, and held back from them.
+        nodes[leader].stall_log_syncs(true);
+        let write = tokio::spawn({
+            let r = r.clone();
+            async move { r.set(n).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nodes[leader].stall_log_syncs(false);
+        // Time is what this is about: without a heartbeat of its own, the
+        // follower would learn the commit at the next one, up to three
+        // seconds later.
+        let started = std::time::Instant::now();
+        within("the write", write)
+            .await
+            .expect("the write task")
+            .expect("the write succeeds");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "write {n} was answered {took:?} after the leader's disk synced (heartbeat {HEARTBEAT:?})"
+        );
+    }
+}

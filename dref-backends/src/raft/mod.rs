@@ -351,6 +351,7 @@ impl RaftBackend {
         // unseen (storage/durability.rs).
         storage.log.lead_as(id);
         let durability = storage.log.durability().cloned();
+        let withheld_commits = durability.clone();
         let state_machine =
             state_machine::StateMachine::open(config.watch_buffer, storage.snapshots)
                 .map_err(|e| Error::Config(format!("cannot restore the raft state: {e}")))?
@@ -359,7 +360,7 @@ impl RaftBackend {
         let raft = openraft::Raft::<TypeConfig>::new(
             id,
             Arc::new(raft_config),
-            network::Network::new(peers.clone(), durability),
+            network::Network::new(peers.clone(), durability.clone()),
             storage.log,
             state_machine,
         )
@@ -405,6 +406,13 @@ impl RaftBackend {
             Duration::from_millis(200),
         ));
         tokio::spawn(discovery::bootstrap(Arc::downgrade(&node)));
+        if let Some(durability) = withheld_commits {
+            tokio::spawn(network::tell_withheld_commits(
+                node.raft.clone(),
+                durability,
+                node.stop_signal(),
+            ));
+        }
 
         let backend = RaftBackend {
             _owner: Arc::new(Owner { node: node.clone() }),

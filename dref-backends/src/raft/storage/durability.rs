@@ -19,11 +19,18 @@
 //! An entry the leader lost in a crash was therefore never applied
 //! anywhere nor acknowledged, and Raft may replace it like any entry that
 //! was not committed.
+//!
+//! A commit index held back from the followers is owed to them once the
+//! disk has it: the network notes it here ([`Durability::withhold`]), and
+//! the node sends a heartbeat as soon as the disk catches up
+//! ([`Durability::withheld_reached`]) rather than at the next heartbeat
+//! (a follower that waits for the write it forwarded would wait for it).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::LogId;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Mark {
@@ -36,48 +43,100 @@ struct Mark {
 /// How far the log is on disk, shared by the log, the state machine and
 /// the network of one node (clones share it).
 #[derive(Clone, Debug)]
-pub struct Durability(Arc<watch::Sender<Mark>>);
+pub struct Durability(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    mark: watch::Sender<Mark>,
+    /// The highest commit index held back from followers and not yet
+    /// owed to them (0: none).
+    withheld: AtomicU64,
+    /// Told when the disk may have caught up with `withheld`.
+    caught_up: Notify,
+}
 
 impl Durability {
     /// Everything up to `durable` is on disk.
     pub(super) fn new(durable: Option<LogId<u64>>) -> Self {
-        Durability(Arc::new(watch::Sender::new(Mark {
-            durable,
-            failed: false,
-        })))
+        Durability(Arc::new(Shared {
+            mark: watch::Sender::new(Mark {
+                durable,
+                failed: false,
+            }),
+            withheld: AtomicU64::new(0),
+            caught_up: Notify::new(),
+        }))
     }
 
     /// The last entry on disk.
     pub fn durable(&self) -> Option<LogId<u64>> {
-        self.0.borrow().durable
+        self.0.mark.borrow().durable
+    }
+
+    fn holds(&self, index: u64) -> bool {
+        self.durable().is_some_and(|d| d.index >= index)
     }
 
     /// Everything up to `durable`, and nothing known after it, is on disk
     /// (a truncation may move the mark back).
     pub(super) fn set(&self, durable: Option<LogId<u64>>) {
-        self.0.send_if_modified(|mark| {
+        self.0.mark.send_if_modified(|mark| {
             let changed = mark.durable != durable;
             mark.durable = durable;
             changed
         });
+        let withheld = self.0.withheld.load(Ordering::SeqCst);
+        if withheld > 0 && self.holds(withheld) {
+            self.0.caught_up.notify_one();
+        }
     }
 
     /// A sync failed: whoever waits is told so.
     pub(super) fn fail(&self) {
-        self.0.send_modify(|mark| mark.failed = true);
+        self.0.mark.send_modify(|mark| mark.failed = true);
+    }
+
+    /// Notes that followers were told a commit index below `index`
+    /// because the disk did not hold `index` yet.
+    pub fn withhold(&self, index: u64) {
+        self.0.withheld.fetch_max(index, Ordering::SeqCst);
+        // The disk may have caught up since the caller looked.
+        if self.holds(index) {
+            self.0.caught_up.notify_one();
+        }
+    }
+
+    /// Waits until the disk holds every commit index held back from
+    /// followers so far (and forgets them): the followers are owed it.
+    pub async fn withheld_reached(&self) {
+        loop {
+            let withheld = self.0.withheld.load(Ordering::SeqCst);
+            if withheld > 0
+                && self.holds(withheld)
+                && self
+                    .0
+                    .withheld
+                    .compare_exchange(withheld, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                return;
+            }
+            // A notice between the check and here is kept as a permit.
+            self.0.caught_up.notified().await;
+        }
     }
 
     /// Waits until the entry at `index` is on disk; an error once the log
     /// has failed (the entry may never get there).
     pub async fn reached(&self, index: u64) -> Result<(), String> {
         let reached = |mark: &Mark| mark.failed || mark.durable.is_some_and(|d| d.index >= index);
-        let mark = *self.0.borrow();
+        let mark = *self.0.mark.borrow();
         let mark = if reached(&mark) {
             mark
         } else {
             // The sender lives as long as `self`: the wait cannot end
             // without a mark.
-            match self.0.subscribe().wait_for(reached).await {
+            match self.0.mark.subscribe().wait_for(reached).await {
                 Ok(mark) => *mark,
                 Err(_) => return Err("the raft log closed".to_owned()),
             }
