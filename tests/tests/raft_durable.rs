@@ -58,6 +58,19 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The index of the node that leads, once one does.
+async fn leader_of(nodes: &[RaftBackend]) -> usize {
+    within("a leader", async {
+        loop {
+            if let Some(i) = nodes.iter().position(RaftBackend::is_leader) {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 fn ids(nodes: &[RaftBackend]) -> Vec<u64> {
     let mut ids: Vec<u64> = nodes.iter().map(RaftBackend::node_id).collect();
     ids.sort_unstable();
@@ -286,15 +299,7 @@ async fn a_write_is_seen_only_once_the_leader_has_it_on_disk() {
     let root = data_root("leader-disk");
     let ports = free_ports(3);
     let nodes = start_all(&root, &ports).await;
-    let leader = within("a leader", async {
-        loop {
-            if let Some(i) = nodes.iter().position(RaftBackend::is_leader) {
-                return i;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let leader = leader_of(&nodes).await;
     let ctx = nodes[leader].context_builder().connect().await.unwrap();
     let r = ctx.make(ManualId::<u64>::new("held"), 0).await.unwrap();
     r.set(1).await.unwrap();
@@ -363,15 +368,7 @@ async fn a_commit_held_back_for_the_leader_s_disk_reaches_followers_without_a_he
         .map(|r| r.expect("start a durable raft node"))
         .collect();
     wait_for_voters(&nodes, 3).await;
-    let leader = within("a leader", async {
-        loop {
-            if let Some(i) = nodes.iter().position(RaftBackend::is_leader) {
-                return i;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let leader = leader_of(&nodes).await;
     let ctx = nodes[(leader + 1) % 3]
         .context_builder()
         .connect()
