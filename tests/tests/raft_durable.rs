@@ -34,11 +34,20 @@ fn config(root: &Path, i: usize, port: u16, addrs: &[String]) -> RaftConfig {
 
 /// Starts every node at `ports` at once with its data directory.
 async fn start_all(root: &Path, ports: &[u16]) -> Vec<RaftBackend> {
+    start_all_with(root, ports, |config| config).await
+}
+
+/// [`start_all`] with each node's config changed by `tune`.
+async fn start_all_with(
+    root: &Path,
+    ports: &[u16],
+    tune: impl Fn(RaftConfig) -> RaftConfig,
+) -> Vec<RaftBackend> {
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let starts = ports
         .iter()
         .enumerate()
-        .map(|(i, port)| config(root, i, *port, &addrs).connect());
+        .map(|(i, port)| tune(config(root, i, *port, &addrs)).connect());
     let nodes: Vec<RaftBackend> = join_all(starts)
         .await
         .into_iter()
@@ -355,19 +364,12 @@ async fn a_commit_held_back_for_the_leader_s_disk_reaches_followers_without_a_he
     const HEARTBEAT: Duration = Duration::from_secs(3);
     let root = data_root("no-heartbeat-wait");
     let ports = free_ports(3);
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let starts = (0..3).map(|i| {
-        config(&root, i, ports[i], &addrs)
+    let nodes = start_all_with(&root, &ports, |config| {
+        config
             .heartbeat(HEARTBEAT)
             .election_timeout(Duration::from_secs(8), Duration::from_secs(10))
-            .connect()
-    });
-    let nodes: Vec<RaftBackend> = join_all(starts)
-        .await
-        .into_iter()
-        .map(|r| r.expect("start a durable raft node"))
-        .collect();
-    wait_for_voters(&nodes, 3).await;
+    })
+    .await;
     let leader = leader_of(&nodes).await;
     let ctx = nodes[(leader + 1) % 3]
         .context_builder()
