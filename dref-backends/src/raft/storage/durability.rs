@@ -150,3 +150,70 @@ impl Durability {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::Durability;
+
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    fn at(index: u64) -> Option<LogId<u64>> {
+        Some(LogId::new(CommittedLeaderId::new(1, 1), index))
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_the_disk_reaches_the_entry() {
+        let durability = Durability::new(at(1));
+        let waiting = tokio::spawn({
+            let durability = durability.clone();
+            async move { durability.reached(3).await }
+        });
+        durability.set(at(2));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "entry 3 is not on disk at 2");
+        durability.set(at(3));
+        let reached = tokio::time::timeout(PATIENCE, waiting).await.unwrap();
+        assert_eq!(reached.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_the_waits_below_it_and_not_the_entries_on_disk() {
+        let durability = Durability::new(at(2));
+        let waiting = tokio::spawn({
+            let durability = durability.clone();
+            async move { durability.reached(5).await }
+        });
+        durability.fail();
+        let reached = tokio::time::timeout(PATIENCE, waiting).await.unwrap();
+        assert!(
+            reached.unwrap().is_err(),
+            "entry 5 may never reach the disk"
+        );
+        assert_eq!(durability.reached(2).await, Ok(()), "entry 2 is on disk");
+    }
+
+    #[tokio::test]
+    async fn a_withheld_commit_is_owed_once_the_disk_holds_it() {
+        let durability = Durability::new(at(1));
+        durability.withhold(4);
+        let owed = tokio::spawn({
+            let durability = durability.clone();
+            async move { durability.withheld_reached().await }
+        });
+        durability.set(at(3));
+        tokio::task::yield_now().await;
+        assert!(!owed.is_finished(), "commit 4 is not on disk at 3");
+        durability.set(at(4));
+        tokio::time::timeout(PATIENCE, owed).await.unwrap().unwrap();
+        // Withheld after the disk already holds it (the network looked just
+        // before the sync ended): owed at once.
+        durability.withhold(4);
+        tokio::time::timeout(PATIENCE, durability.withheld_reached())
+            .await
+            .unwrap();
+    }
+}
