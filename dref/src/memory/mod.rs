@@ -111,6 +111,7 @@ impl MemoryBackend {
 /// Expires leases when their deadlines pass, so that `Expired` events reach
 /// watchers without anyone touching the store.
 async fn reap(shared: Weak<Shared>) {
+    let _gone = ReaperGone(shared.clone());
     loop {
         let Some(s) = shared.upgrade() else { return };
         let next = {
@@ -140,10 +141,23 @@ async fn reap(shared: Weak<Shared>) {
     }
 }
 
+/// Marks the reaper gone when its task ends, or is dropped with its
+/// runtime: operations then expire leases themselves again, and the next
+/// grant starts another reaper.
+struct ReaperGone(Weak<Shared>);
+
+impl Drop for ReaperGone {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.state.lock().reaper_running = false;
+        }
+    }
+}
+
 impl StoreAccess for Shared {
     fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         let mut st = self.state.lock();
-        st.expire_due();
+        st.expire_unless_reaped();
         f(&mut st.store)
     }
 }
@@ -280,5 +294,42 @@ mod tests {
             "{item:?}"
         );
         assert!(store.read(key).await.unwrap().is_none());
+    }
+
+    /// A reaper dropped with its runtime leaves the backend expiring leases
+    /// at each operation again, and the next grant starts another.
+    #[test]
+    fn leases_expire_after_the_reaper_s_runtime_is_gone() {
+        let store = MemoryBackend::new();
+        let key = Key::new("leased");
+        let runtime = || tokio::runtime::Runtime::new().expect("runtime");
+        runtime().block_on(async {
+            let lease = store.grant_lease(Duration::from_millis(20)).await.unwrap();
+            store
+                .write(put(&key, 1).with_lease(Some(lease)))
+                .await
+                .unwrap();
+        });
+        // The runtime, and the reaper task with it, are gone. (Time is what
+        // this test is about: the lease's deadline must pass.)
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(store.try_read(&key).unwrap().unwrap().is_none());
+        runtime().block_on(async {
+            let lease = store.grant_lease(Duration::from_millis(20)).await.unwrap();
+            store
+                .write(put(&key, 2).with_lease(Some(lease)))
+                .await
+                .unwrap();
+            let mut watch = store.watch(key.clone(), None).await.unwrap();
+            let item = tokio::time::timeout(Duration::from_secs(30), watch.next())
+                .await
+                .expect("the new reaper expires the lease")
+                .unwrap()
+                .unwrap();
+            assert!(
+                matches!(item, WatchItem::Event(ref e) if e.kind == EventKind::Expired),
+                "{item:?}"
+            );
+        });
     }
 }
