@@ -426,11 +426,44 @@ fn record_size_after(current: Option<&Record>, op: &Op) -> usize {
 
 fn same_fields<'a>(record: &Record, names: impl IntoIterator<Item = &'a FieldName>) -> bool {
     let mut names = names.into_iter();
-    record
-        .fields
-        .iter()
-        .all(|f| names.next().is_some_and(|n| f.name == *n))
-        && names.next().is_none()
+    record.fields.iter().all(|f| {
+        names
+            .next()
+            .is_some_and(|n| Arc::ptr_eq(&f.name, n) || f.name == *n)
+    }) && names.next().is_none()
+}
+
+/// A `Put` of `fields` into `slot`, which `prefixed` covers; returns the
+/// record's new version. Takes the values it keeps.
+fn put(
+    slot: &mut Slot,
+    fields: &mut [(FieldName, Bytes)],
+    prefixed: Prefixed<'_>,
+    revision: u64,
+    lease: Option<LeaseId>,
+) -> u64 {
+    match &mut slot.record {
+        // The common case: the same fields in the same order, updated in
+        // place.
+        Some(record) if same_fields(record, fields.iter().map(|(n, _)| n)) => {
+            adopt_names(record, fields);
+            let values = fields.iter_mut().map(|(_, v)| v);
+            overwrite(record, &mut slot.feed, prefixed, values, revision, lease)
+        }
+        _ => replace(slot, prefixed, fields, revision, lease),
+    }
+}
+
+/// Makes the field names of `record` the very names of `fields` (equal
+/// names, see [`same_fields`]), so that the next write made with the same
+/// names (a ref reuses its own) finds them equal by pointer instead of
+/// comparing their bytes.
+fn adopt_names(record: &mut Record, fields: &[(FieldName, Bytes)]) {
+    for (field, (name, _)) in record.fields.iter_mut().zip(fields) {
+        if !Arc::ptr_eq(&field.name, name) {
+            field.name = name.clone();
+        }
+    }
 }
 
 /// Writes `values` over the fields of `record` (which has as many, see
@@ -654,7 +687,9 @@ impl Store {
     /// the key and the field names only where it has none of its own (a
     /// new record, a new field, a change of lease).
     pub fn write_from(&mut self, write: &mut Write) -> Result<WriteOutcome> {
-        let current = self.get(&write.key);
+        // One lookup of the key serves the check and a `Put`'s commit.
+        let mut slot = self.slots.get_mut(&write.key);
+        let current = slot.as_deref().and_then(|s| s.record.as_ref());
         let holds = match &write.condition {
             Condition::Any => true,
             Condition::Absent => current.is_none(),
@@ -685,9 +720,28 @@ impl Store {
                 return Err(Error::LeaseExpired { lease });
             }
         }
-        let revision = self.next_revision();
+        let revision = advance(&mut self.revision, self.pinned);
         match op {
-            Op::Put(fields) => Ok(self.put(key, fields, lease, old_lease, revision)),
+            Op::Put(fields) => {
+                let prefixed = self
+                    .prefixes
+                    .cover(key)
+                    .then_some((&*key, &mut self.prefixes));
+                let slot = match slot.take() {
+                    Some(slot) => slot,
+                    None => self.slots.entry(key.clone()).or_default(),
+                };
+                let version = put(slot, fields, prefixed, revision, lease);
+                if old_lease != lease {
+                    if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
+                        l.keys.remove(key);
+                    }
+                    if let Some(l) = lease.and_then(|l| self.leases.get_mut(&l)) {
+                        l.keys.insert(key.clone());
+                    }
+                }
+                Ok(WriteOutcome::Committed { revision, version })
+            }
             Op::Patch(fields) => Ok(self.patch(key, fields, revision)),
             Op::Delete => Ok(self.delete(key, revision, EventKind::Deleted)),
         }
@@ -714,44 +768,6 @@ impl Store {
         (expected <= self.revision() && now != Some(expected)).then(|| WriteOutcome::Rejected {
             current: current.cloned(),
         })
-    }
-
-    /// A `Put` of `fields` on the record under `key`, currently attached to
-    /// `old_lease`. Takes the values it keeps.
-    fn put(
-        &mut self,
-        key: &Key,
-        fields: &mut [(FieldName, Bytes)],
-        lease: Option<LeaseId>,
-        old_lease: Option<LeaseId>,
-        revision: u64,
-    ) -> WriteOutcome {
-        let prefixed = self
-            .prefixes
-            .cover(key)
-            .then_some((key, &mut self.prefixes));
-        let slot = match self.slots.get_mut(key) {
-            Some(slot) => slot,
-            None => self.slots.entry(key.clone()).or_default(),
-        };
-        let version = match &mut slot.record {
-            // The common case: the same fields in the same order, updated in
-            // place.
-            Some(record) if same_fields(record, fields.iter().map(|(n, _)| n)) => {
-                let values = fields.iter_mut().map(|(_, v)| v);
-                overwrite(record, &mut slot.feed, prefixed, values, revision, lease)
-            }
-            _ => replace(slot, prefixed, fields, revision, lease),
-        };
-        if old_lease != lease {
-            if let Some(l) = old_lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.remove(key);
-            }
-            if let Some(l) = lease.and_then(|l| self.leases.get_mut(&l)) {
-                l.keys.insert(key.clone());
-            }
-        }
-        WriteOutcome::Committed { revision, version }
     }
 
     /// A `Patch` of `fields` on the record under `key`. Takes the values
