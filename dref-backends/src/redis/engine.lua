@@ -153,6 +153,19 @@ if OP == 'write' then
   -- below may raise a Lua error for bad data (an error would end the call
   -- with the earlier writes committed, answering for all of them).
 
+  -- Small counts and lengths (of netstrings, fields, removals) as
+  -- decimals, each formatted once per call: string.format costs a third
+  -- of a microsecond, and a call's writes share most of these numbers.
+  local small = {}
+  local function digits(n)
+    local s = small[n]
+    if not s then
+      s = fmt('%d', n)
+      small[n] = s
+    end
+    return s
+  end
+
   -- One write, whose key is ARGV[at]; its field names and values start at
   -- ARGV[at + 7]. Returns its reply: {1, revision, version} committed,
   -- {0, record} rejected (the record as HGETALL gives it), {2} for a lease
@@ -377,7 +390,7 @@ if OP == 'write' then
     end
     if count then
       set[#set + 1] = 'm:n'
-      set[#set + 1] = fmt('%d', count)
+      set[#set + 1] = digits(count)
     end
     if new_lease ~= old_lease then
       if new_lease ~= '' then
@@ -388,31 +401,22 @@ if OP == 'write' then
       end
     end
     redis.call('HSET', rkey, unpack(set))
-    local nchanged = fmt('%d', #changed)
+    -- The event, in as few pieces as it has fields: each `..` chain is
+    -- one concatenation.
+    local nchanged = digits(#changed)
     local parts = {
-      fmt('3:put%d:%s%d:%s%d:', #rev, rev, #ver, ver, #crev),
-      crev,
-      fmt('%d:', #new_lease),
-      new_lease,
-      fmt('%d:%s', #nchanged, nchanged),
+      '3:put' .. digits(#rev) .. ':' .. rev .. digits(#ver) .. ':' .. ver
+        .. digits(#crev) .. ':' .. crev .. digits(#new_lease) .. ':' .. new_lease
+        .. digits(#nchanged) .. ':' .. nchanged,
     }
-    local n = 5
     for _, i in ipairs(changed) do
       local name, value = ARGV[f + 2 * i], ARGV[f + 1 + 2 * i]
-      parts[n + 1] = fmt('%d:', #name)
-      parts[n + 2] = name
-      parts[n + 3] = fmt('%d:', #value)
-      parts[n + 4] = value
-      n = n + 4
+      parts[#parts + 1] = digits(#name) .. ':' .. name .. digits(#value) .. ':' .. value
     end
-    if #removed == 0 then
-      parts[n + 1] = '1:0'
-    else
-      local nremoved = fmt('%d', #removed)
-      parts[n + 1] = fmt('%d:%s', #nremoved, nremoved)
-      for _, name in ipairs(removed) do
-        parts[#parts + 1] = fmt('%d:', #name) .. name
-      end
+    local nremoved = digits(#removed)
+    parts[#parts + 1] = digits(#nremoved) .. ':' .. nremoved
+    for _, name in ipairs(removed) do
+      parts[#parts + 1] = digits(#name) .. ':' .. name
     end
     redis.call('PUBLISH', P .. 'c:' .. key, table.concat(parts))
     return {1, revision, version}
