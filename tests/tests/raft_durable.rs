@@ -384,12 +384,18 @@ async fn a_commit_held_back_for_the_leader_s_disk_reaches_followers_without_a_he
     for n in 2..=6u64 {
         // The followers acknowledge the write while the leader's disk is
         // held back: the commit is counted, and held back from them.
+        let before = nodes[leader].last_log_index().unwrap_or(0);
         nodes[leader].stall_log_syncs(true);
         let write = tokio::spawn({
             let r = r.clone();
             async move { r.set(n).await }
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            nodes[leader]
+                .wait_followers_matched_beyond(before, Duration::from_secs(30))
+                .await,
+            "the followers did not acknowledge write {n} while the leader's disk was held back"
+        );
         nodes[leader].stall_log_syncs(false);
         // Time is what this is about: without a heartbeat of its own, the
         // follower would learn the commit at the next one, up to three

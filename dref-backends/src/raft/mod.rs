@@ -546,6 +546,41 @@ impl RaftBackend {
         }
     }
 
+    /// Index of the last entry in this node's log (appended, not
+    /// necessarily committed), as its metrics last showed. Feature
+    /// `test-util`: not part of the production API.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn last_log_index(&self) -> Option<u64> {
+        self.node.raft.metrics().borrow().last_log_index
+    }
+
+    /// Waits until this node leads, its log holds an entry beyond
+    /// `index`, and every follower has acknowledged its whole log (the
+    /// leader's replication metrics). `false` when that does not happen
+    /// within `timeout`. Feature `test-util`: not part of the production
+    /// API.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub async fn wait_followers_matched_beyond(&self, index: u64, timeout: Duration) -> bool {
+        let id = self.node.id;
+        let mut metrics = self.node.raft.metrics();
+        let matched = metrics.wait_for(|m| {
+            let Some(last) = m.last_log_index.filter(|last| *last > index) else {
+                return false;
+            };
+            m.current_leader == Some(id)
+                && m.replication.as_ref().is_some_and(|followers| {
+                    followers
+                        .iter()
+                        .filter(|(follower, _)| **follower != id)
+                        .all(|(_, matched)| matched.is_some_and(|log| log.index >= last))
+                })
+        });
+        let matched = tokio::time::timeout(timeout, matched).await;
+        matches!(matched, Ok(Ok(_)))
+    }
+
     /// Index of the last log entry this node has applied.
     pub fn applied_index(&self) -> u64 {
         self.node.machines.applied_index()
