@@ -109,6 +109,39 @@ async fn run() {
             3.0,
         );
 
+        // update, one task, through a context that holds a session (as
+        // `connect()` makes, and as locks and elections need): a live
+        // lease on the store.
+        let connected = Context::builder().connect().await.expect("connect");
+        let session_counter = connected
+            .make(ManualId::<u64>::new("bench-session-counter"), 0)
+            .await
+            .expect("make");
+        let dref_session_update = per_op(SINGLE_OPS, || async {
+            for _ in 0..SINGLE_OPS {
+                session_counter.update(|n| n + 1).await.expect("update");
+            }
+        })
+        .await;
+        let session_mutex = tokio::sync::Mutex::new(0u64);
+        let session_mutex_update = per_op(SINGLE_OPS, || async {
+            for _ in 0..SINGLE_OPS {
+                *session_mutex.lock().await += 1;
+            }
+        })
+        .await;
+        assert_eq!(
+            session_counter.get().await.expect("get"),
+            *session_mutex.lock().await
+        );
+        report(
+            "update, 1 task, session",
+            dref_session_update,
+            session_mutex_update,
+            "tokio Mutex",
+            3.0,
+        );
+
         // update, 8 tasks
         let total = TASKS * OPS_PER_TASK;
         let dref_update8 = per_op(total, || {
