@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use dref::{Context, ManualId};
+use dref::{Context, DRef, ManualId};
 
 const SINGLE_OPS: u64 = 200_000;
 const TASKS: u64 = 8;
@@ -62,6 +62,24 @@ fn report(what: &str, dref: Duration, baseline: Duration, baseline_name: &str, t
     );
 }
 
+/// The row `what`: one task's `update(|n| n + 1)` on `counter` against
+/// its `*mutex.lock().await += 1`.
+async fn single_task_updates(what: &str, counter: &DRef<u64>, mutex: &tokio::sync::Mutex<u64>) {
+    let dref = per_op(SINGLE_OPS, || async {
+        for _ in 0..SINGLE_OPS {
+            counter.update(|n| n + 1).await.expect("update");
+        }
+    })
+    .await;
+    let locked = per_op(SINGLE_OPS, || async {
+        for _ in 0..SINGLE_OPS {
+            *mutex.lock().await += 1;
+        }
+    })
+    .await;
+    report(what, dref, locked, "tokio Mutex", 3.0);
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -89,25 +107,7 @@ async fn run() {
         println!("dref in-memory benchmark: median of {ROUNDS} rounds, 2 worker threads");
 
         // update, one task
-        let dref_update = per_op(SINGLE_OPS, || async {
-            for _ in 0..SINGLE_OPS {
-                counter.update(|n| n + 1).await.expect("update");
-            }
-        })
-        .await;
-        let mutex_update = per_op(SINGLE_OPS, || async {
-            for _ in 0..SINGLE_OPS {
-                *mutex.lock().await += 1;
-            }
-        })
-        .await;
-        report(
-            "update, 1 task",
-            dref_update,
-            mutex_update,
-            "tokio Mutex",
-            3.0,
-        );
+        single_task_updates("update, 1 task", &counter, &mutex).await;
 
         // update, one task, through a context that holds a session (as
         // `connect()` makes, and as locks and elections need): a live
@@ -117,29 +117,11 @@ async fn run() {
             .make(ManualId::<u64>::new("bench-session-counter"), 0)
             .await
             .expect("make");
-        let dref_session_update = per_op(SINGLE_OPS, || async {
-            for _ in 0..SINGLE_OPS {
-                session_counter.update(|n| n + 1).await.expect("update");
-            }
-        })
-        .await;
         let session_mutex = tokio::sync::Mutex::new(0u64);
-        let session_mutex_update = per_op(SINGLE_OPS, || async {
-            for _ in 0..SINGLE_OPS {
-                *session_mutex.lock().await += 1;
-            }
-        })
-        .await;
+        single_task_updates("update, 1 task, session", &session_counter, &session_mutex).await;
         assert_eq!(
             session_counter.get().await.expect("get"),
             *session_mutex.lock().await
-        );
-        report(
-            "update, 1 task, session",
-            dref_session_update,
-            session_mutex_update,
-            "tokio Mutex",
-            3.0,
         );
 
         // update, 8 tasks
