@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dref::{Error, ManualId};
+use dref::{DRef, Error, ManualId};
 use dref_backends::raft::{RaftBackend, RaftConfig};
 use dref_tests::{eventually, within};
 use futures_util::future::join_all;
@@ -78,6 +78,12 @@ async fn leader_of(nodes: &[RaftBackend]) -> usize {
         }
     })
     .await
+}
+
+/// The counter `key` through a new context on `node`.
+async fn counter_on(node: &RaftBackend, key: &str) -> DRef<u64> {
+    let ctx = node.context_builder().connect().await.unwrap();
+    ctx.make(ManualId::<u64>::new(key), 0).await.unwrap()
 }
 
 fn ids(nodes: &[RaftBackend]) -> Vec<u64> {
@@ -158,15 +164,7 @@ async fn a_restarted_node_keeps_its_identity_and_catches_up_from_its_log() {
     for i in [2, 1, 0] {
         let id = nodes[i].node_id();
         nodes[i].kill().await;
-        let writer = nodes[(i + 1) % 3]
-            .context_builder()
-            .connect()
-            .await
-            .unwrap();
-        let r = writer
-            .make(ManualId::<u64>::new("rolling"), 0)
-            .await
-            .unwrap();
+        let r = counter_on(&nodes[(i + 1) % 3], "rolling").await;
         for _ in 0..20 {
             eventually("an update while a node is down", || r.update(|n| n + 1)).await;
             acknowledged += 1;
@@ -371,15 +369,7 @@ async fn a_commit_held_back_for_the_leader_s_disk_reaches_followers_without_a_he
     })
     .await;
     let leader = leader_of(&nodes).await;
-    let ctx = nodes[(leader + 1) % 3]
-        .context_builder()
-        .connect()
-        .await
-        .unwrap();
-    let r = ctx
-        .make(ManualId::<u64>::new("forwarded"), 0)
-        .await
-        .unwrap();
+    let r = counter_on(&nodes[(leader + 1) % 3], "forwarded").await;
     r.set(1).await.unwrap();
     for n in 2..=6u64 {
         // The followers acknowledge the write while the leader's disk is

@@ -165,13 +165,19 @@ mod tests {
         Some(LogId::new(CommittedLeaderId::new(1, 1), index))
     }
 
+    /// A task waiting until the entry at `index` is on disk.
+    fn wait_for(
+        durability: &Durability,
+        index: u64,
+    ) -> tokio::task::JoinHandle<Result<(), String>> {
+        let durability = durability.clone();
+        tokio::spawn(async move { durability.reached(index).await })
+    }
+
     #[tokio::test]
     async fn a_wait_ends_when_the_disk_reaches_the_entry() {
         let durability = Durability::new(at(1));
-        let waiting = tokio::spawn({
-            let durability = durability.clone();
-            async move { durability.reached(3).await }
-        });
+        let waiting = wait_for(&durability, 3);
         durability.set(at(2));
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "entry 3 is not on disk at 2");
@@ -183,10 +189,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_sync_fails_the_waits_below_it_and_not_the_entries_on_disk() {
         let durability = Durability::new(at(2));
-        let waiting = tokio::spawn({
-            let durability = durability.clone();
-            async move { durability.reached(5).await }
-        });
+        let waiting = wait_for(&durability, 5);
         durability.fail();
         let reached = tokio::time::timeout(PATIENCE, waiting).await.unwrap();
         assert!(
