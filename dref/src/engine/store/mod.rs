@@ -403,7 +403,6 @@ fn advance(revision: &mut u64, pinned: Option<u64>) -> u64 {
     *revision
 }
 
-/// Whether `record` has exactly the fields `names`, in this order.
 /// Bytes of field values in the record `op` makes of `current`.
 fn record_size_after(current: Option<&Record>, op: &Op) -> usize {
     let values = |fields: &[(FieldName, Bytes)]| fields.iter().map(|(_, v)| v.len()).sum::<usize>();
@@ -424,6 +423,7 @@ fn record_size_after(current: Option<&Record>, op: &Op) -> usize {
     }
 }
 
+/// Whether `record` has exactly the fields `names`, in this order.
 fn same_fields<'a>(record: &Record, names: impl IntoIterator<Item = &'a FieldName>) -> bool {
     let mut names = names.into_iter();
     record.fields.iter().all(|f| {
