@@ -331,6 +331,34 @@ impl<T: Value> RefShared<T> {
         Ok((write, digests))
     }
 
+    /// A `Put` of this ref's fields with empty values, for
+    /// [`reuse_put`](Self::reuse_put) to fill.
+    fn blank_put(&self) -> Write {
+        let mut fields = Vec::with_capacity(self.names.len() + 1);
+        fields.push(self.type_field.clone());
+        fields.extend(self.names.iter().map(|name| (name.clone(), Bytes::new())));
+        Write::new(self.key.clone(), Op::Put(fields))
+    }
+
+    /// Whether `write` is still what [`blank_put`](Self::blank_put) made,
+    /// but for its values and condition: the key, no lease, no size limit,
+    /// and a `Put` of the fingerprint and the very names of the ref's
+    /// fields, in order.
+    fn is_own_put(&self, write: &Write) -> bool {
+        let Op::Put(fields) = &write.op else {
+            return false;
+        };
+        write.key == self.key
+            && write.lease.is_none()
+            && write.max_record_bytes.is_none()
+            && fields.len() == self.names.len() + 1
+            && Arc::ptr_eq(&fields[0].0, &self.type_field.0)
+            && fields[1..]
+                .iter()
+                .zip(self.names.iter())
+                .all(|((name, _), ours)| Arc::ptr_eq(name, ours))
+    }
+
     /// [`put_write`](Self::put_write) (the same write and digests), made
     /// in `parts` from the last write made there: the key and the field
     /// names stay, the condition is set and every value refilled (each
@@ -342,15 +370,15 @@ impl<T: Value> RefShared<T> {
         condition: Condition,
     ) -> Result<(&'p mut Write, Digests)> {
         let PutParts { write, scratch } = parts;
-        let write = write.get_or_insert_with(|| {
-            let mut fields = Vec::with_capacity(self.names.len() + 1);
-            fields.push(self.type_field.clone());
-            fields.extend(self.names.iter().map(|name| (name.clone(), Bytes::new())));
-            Write::new(self.key.clone(), Op::Put(fields))
-        });
+        let write = match write.take() {
+            Some(reused) if self.is_own_put(&reused) => write.insert(reused),
+            // First use, or a backend took more than the values it keeps
+            // (which `Backend::try_write` forbids): made again.
+            _ => write.insert(self.blank_put()),
+        };
         write.condition = condition;
         let Op::Put(fields) = &mut write.op else {
-            // Made a `Put` above, and backends take nothing but values.
+            // `is_own_put` checked, or `blank_put` made, a `Put`.
             return Err(Error::Protocol {
                 backend: self.backend().name(),
                 message: format!("the reused write of `{}` is no longer a put", self.key),

@@ -541,7 +541,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::engine::{Backend, Key, LeaseId, Op, Record, WatchStream};
+    use crate::engine::{Backend, FieldName, Key, LeaseId, Op, Record, WatchStream};
     use crate::{Context, DRef, ManualId, MemoryBackend};
 
     /// The in-memory store behind writes that each wait for a permit, and
@@ -922,6 +922,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_reused_put_that_a_backend_changed_beyond_its_values_is_made_again() {
+        let r = Context::local()
+            .make(ManualId::<u64>::new("n"), 0)
+            .await
+            .unwrap();
+        let shared = &r.shared;
+        // What `Backend::try_write` forbids a backend to do to a lent write.
+        let breaches: [fn(&mut Write); 7] = [
+            |w| w.key = Key::from("elsewhere"),
+            |w| w.lease = Some(LeaseId(7)),
+            |w| w.max_record_bytes = Some(1),
+            |w| w.op = Op::Delete,
+            |w| {
+                if let Op::Put(fields) = &mut w.op {
+                    fields[1].0 = FieldName::from("renamed");
+                }
+            },
+            |w| {
+                if let Op::Put(fields) = &mut w.op {
+                    fields.swap(0, 1);
+                }
+            },
+            |w| {
+                if let Op::Put(fields) = &mut w.op {
+                    fields.pop();
+                }
+            },
+        ];
+        let mut parts = crate::reference::shared::PutParts::default();
+        for (n, breach) in breaches.into_iter().enumerate() {
+            let value = n as u64;
+            let condition = Condition::ModRevision(n as u64);
+            let (expected, _) = shared.put_write(&value, condition.clone()).unwrap();
+            let (reused, _) = shared.reuse_put(&mut parts, &value, condition).unwrap();
+            assert_eq!(*reused, expected, "after breach {n}");
+            breach(reused);
+        }
+        let value = 99;
+        let (expected, _) = shared.put_write(&value, Condition::Any).unwrap();
+        let (reused, _) = shared
+            .reuse_put(&mut parts, &value, Condition::Any)
+            .unwrap();
+        assert_eq!(*reused, expected, "after the last breach");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
