@@ -156,7 +156,7 @@ fn the_dashboard_serves_metrics_events_and_a_live_page() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
-    let _chromium = Killed(
+    let chromium = Killed(
         chromium
             .expect("chromium did not start: scripts/test installs it (scripts/ensure-chromium)"),
     );
@@ -173,8 +173,24 @@ fn the_dashboard_serves_metrics_events_and_a_live_page() {
         shown_after < Duration::from_secs(1),
         "the page showed the new value {shown_after:?} after it was set"
     );
-    if let Err(e) = std::fs::remove_dir_all(&profile) {
-        eprintln!("cannot remove {}: {e}", profile.display());
+    drop(chromium);
+    remove_profile(&profile);
+}
+
+/// Removes the browser's profile directory once its processes are gone:
+/// the killed browser's helpers end after it, and write there until then.
+fn remove_profile(profile: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::remove_dir_all(profile) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if Instant::now() >= deadline => {
+                eprintln!("cannot remove {}: {e}", profile.display());
+                return;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod faults;
 mod harness;
 pub mod nemesis;
 pub mod os;
+pub mod scratch;
 
 pub use conformance::poll_then_drop;
 pub use harness::{Harness, MemoryHarness, Node};

@@ -6,24 +6,20 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use dref::{DRef, Error, ManualId};
 use dref_backends::raft::{RaftBackend, RaftConfig};
+use dref_tests::scratch::ScratchDir;
 use dref_tests::{eventually, within};
 use futures_util::future::join_all;
 use support::raft_cluster::{test_config, wait_for_voters};
 
-/// A fresh directory holding one data directory per node.
-fn data_root(test: &str) -> PathBuf {
-    static ROOTS: AtomicU64 = AtomicU64::new(0);
-    let n = ROOTS.fetch_add(1, Ordering::Relaxed);
-    let root = std::env::temp_dir().join(format!("dref-durable-{test}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).expect("a directory for the data directories");
-    root
+/// A fresh directory holding one data directory per node (kept if the
+/// test fails).
+fn data_root(test: &str) -> ScratchDir {
+    ScratchDir::new(&format!("durable-{test}"))
 }
 
 /// Node `i`'s config: its port, its data directory under `root`.

@@ -501,7 +501,7 @@ async fn certificates_from_the_script_form_a_cluster() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs");
     let status = std::process::Command::new(script)
         .args(["--dir"])
-        .arg(&dir)
+        .arg(dir.path())
         .args(["n0", "n1", "n2"])
         .stdout(std::process::Stdio::null())
         .status()

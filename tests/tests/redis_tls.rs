@@ -7,6 +7,7 @@ use std::process::Command;
 
 use dref::{Context, Error, ManualId};
 use dref_backends::redis::RedisConfig;
+use dref_tests::scratch::ScratchDir;
 use support::redis_server::RedisServer;
 
 /// A throwaway CA and a server certificate for 127.0.0.1, made with the
@@ -85,7 +86,7 @@ fn make_certificates(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_custom_ca() {
-    let certs = std::env::temp_dir().join(format!("dref-tls-{}", std::process::id()));
+    let certs = ScratchDir::new("redis-tls");
     make_certificates(&certs);
     let server = RedisServer::start_tls(&certs);
     let url = format!("rediss://127.0.0.1:{}/0", server.port);
@@ -123,5 +124,4 @@ async fn tls_with_a_custom_ca() {
         .tls_ca_file(certs.join("missing.crt"))
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
-    let _ = std::fs::remove_dir_all(&certs);
 }

@@ -385,8 +385,7 @@ mod tests {
 
     #[test]
     fn histories_round_trip_and_merge_in_time_order() {
-        let dir = std::env::temp_dir().join(format!("dref-history-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::ScratchDir::new("history");
         let a = [
             write("k", 1, 10, Phase::Invoke),
             write("k", 1, 30, Phase::Ok),
@@ -404,6 +403,5 @@ mod tests {
             merged,
             [a[0].clone(), b[0].clone(), b[1].clone(), a[1].clone()]
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -386,7 +386,7 @@ mod tests {
         let table = report.to_string();
         assert!(table.contains("FAILED: 3 violations"), "{table}");
 
-        let dir = std::env::temp_dir().join(format!("dref-failing-{}", std::process::id()));
+        let dir = crate::scratch::ScratchDir::new("failing");
         let paths = report.write_failing(&dir).unwrap();
         let names: Vec<_> = paths
             .iter()
@@ -398,7 +398,6 @@ mod tests {
         );
         let register = read_history(&paths[0]).unwrap();
         assert_eq!(register, events[13..17]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! faults are applied at random (kills, pauses longer than the session TTL,
 //! partitions, server restarts), then the histories are checked.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dref_tests::check::history::{Op, Phase};
 use dref_tests::nemesis::{Command, NodeProcess, Recorder, Rng, WorkloadSpec};
 use dref_tests::os::Signal;
+use dref_tests::scratch::ScratchDir;
 
 use super::netns::Network;
 use super::nodes::{self, ANSWER};
@@ -62,8 +62,6 @@ pub enum Backend {
 pub struct Cluster {
     /// The store.
     pub backend: Backend,
-    /// The run's directory (histories).
-    pub dir: PathBuf,
     /// The session TTL of every node.
     pub ttl: Duration,
     nodes: Vec<Option<NodeProcess>>,
@@ -72,6 +70,9 @@ pub struct Cluster {
     generations: Vec<u64>,
     spec: WorkloadSpec,
     nemesis: Recorder,
+    /// The run's directory (histories). Last, so that it is removed after
+    /// the processes that write there have been stopped.
+    pub dir: ScratchDir,
 }
 
 /// The nemesis's process id in histories.
@@ -138,7 +139,7 @@ impl Cluster {
 
     fn new(
         backend: Backend,
-        dir: PathBuf,
+        dir: ScratchDir,
         ttl: Duration,
         processes: Vec<NodeProcess>,
         addresses: Vec<String>,

@@ -1,11 +1,10 @@
 //! Groups of `dref-test-node` processes on one store, for process tests:
 //! Redis clients of one server, or the members of a Raft cluster.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dref_tests::nemesis::{Command, NodeArgs, NodeProcess, Store};
+use dref_tests::scratch::ScratchDir;
 
 /// How long a node may take to start (a Raft member joining through a
 /// loaded machine's cluster included).
@@ -18,14 +17,9 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_dref-test-node")
 }
 
-/// A fresh directory for one run's histories.
-pub fn run_dir(test: &str) -> PathBuf {
-    static RUNS: AtomicU64 = AtomicU64::new(0);
-    let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("dref-{test}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a directory for the run's histories");
-    dir
+/// A fresh directory for one run's histories (kept if the test fails).
+pub fn run_dir(test: &str) -> ScratchDir {
+    ScratchDir::new(test)
 }
 
 fn args(dir: &std::path::Path, name: &str, ttl: Duration, store: Store) -> NodeArgs {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use dref_backends::raft::TlsConfig;
+use dref_tests::scratch::ScratchDir;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -128,10 +129,8 @@ impl Files {
     }
 }
 
-/// A scratch directory for one test's certificates.
-pub fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dref-tls-{test}-{}", std::process::id()));
-    // Left over from an earlier run of the same pid: start clean.
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A scratch directory for one test's certificates (kept if the test
+/// fails).
+pub fn scratch(test: &str) -> ScratchDir {
+    ScratchDir::new(&format!("tls-{test}"))
 }

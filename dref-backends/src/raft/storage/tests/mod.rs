@@ -24,7 +24,9 @@ use crate::raft::types::{
 };
 
 /// A directory under the system's temporary directory (`TMPDIR` picks the
-/// disk), removed when dropped.
+/// disk), removed when dropped, unless its test failed (then it is kept as
+/// evidence, as `dref_tests::scratch::ScratchDir` keeps the integration
+/// tests' directories, which this crate's tests cannot depend on).
 pub(super) struct TempDir(PathBuf);
 
 impl TempDir {
@@ -47,6 +49,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} (the test failed)", self.0.display());
+            return;
+        }
         if let Err(e) = fs::remove_dir_all(&self.0) {
             eprintln!("cannot remove {}: {e}", self.0.display());
         }
