@@ -1089,24 +1089,87 @@ pub fn watch<A: StoreAccess>(access: &Arc<A>, key: Key, since: Option<u64>) -> W
         };
         (cursor, initial)
     });
-    let watch = StoreWatch {
-        cursor,
-        initial,
-        access: Arc::downgrade(access),
-        key,
-    };
-    Box::pin(futures_util::stream::unfold(watch, StoreWatch::next))
+    StoreWatch::stream(access, cursor, initial, key)
 }
 
-struct StoreWatch<A> {
+/// What a store watch follows: one key's feed, or a prefix's.
+trait Followed: Send + 'static {
+    type Item: Send;
+
+    /// The next item for the stream at `cursor`, or its waker noted.
+    fn poll(
+        &self,
+        store: &mut Store,
+        cursor: &mut Cursor,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Self::Item>;
+}
+
+impl Followed for Key {
+    type Item = WatchItem;
+
+    fn poll(
+        &self,
+        store: &mut Store,
+        cursor: &mut Cursor,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<WatchItem> {
+        store.poll_feed(self, cursor, cx)
+    }
+}
+
+/// A prefix watch's prefix.
+struct Prefix(String);
+
+impl Followed for Prefix {
+    type Item = PrefixItem;
+
+    fn poll(
+        &self,
+        store: &mut Store,
+        cursor: &mut Cursor,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<PrefixItem> {
+        Poll::Ready(match store.prefixes.poll(cursor, cx) {
+            Polled::Pending => return Poll::Pending,
+            Polled::Event(key, event) => PrefixItem::Event(key, event),
+            Polled::Resync => {
+                // Anew at the feed's end (the feed itself is made anew
+                // should it have gone).
+                *cursor = store.prefixes.subscribe(&self.0, store.watch_buffer);
+                cursor.floor = store.revision();
+                PrefixItem::Resync(store.list(&self.0))
+            }
+        })
+    }
+}
+
+/// A watch stream on the store behind `access`: the initial item, then
+/// what it follows, until the store is dropped.
+struct StoreWatch<A, F: Followed> {
     cursor: Cursor,
-    initial: Option<WatchItem>,
+    initial: Option<F::Item>,
     access: Weak<A>,
-    key: Key,
+    followed: F,
 }
 
-impl<A: StoreAccess> StoreWatch<A> {
-    async fn next(mut self) -> Option<(Result<WatchItem>, Self)> {
+impl<A: StoreAccess, F: Followed> StoreWatch<A, F> {
+    fn stream(
+        access: &Arc<A>,
+        cursor: Cursor,
+        initial: Option<F::Item>,
+        followed: F,
+    ) -> std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<F::Item>> + Send>> {
+        let watch = StoreWatch {
+            cursor,
+            initial,
+            access: Arc::downgrade(access),
+            followed,
+        };
+        Box::pin(futures_util::stream::unfold(watch, StoreWatch::next))
+    }
+
+    async fn next(mut self) -> Option<(Result<F::Item>, Self)> {
         if let Some(item) = self.initial.take() {
             return Some((Ok(item), self));
         }
@@ -1114,8 +1177,11 @@ impl<A: StoreAccess> StoreWatch<A> {
             let Some(access) = self.access.upgrade() else {
                 return Poll::Ready(None);
             };
+            let StoreWatch {
+                cursor, followed, ..
+            } = &mut self;
             access
-                .with_store(|store| store.poll_feed(&self.key, &mut self.cursor, cx))
+                .with_store(|store| followed.poll(store, cursor, cx))
                 .map(Some)
         })
         .await?;
@@ -1148,50 +1214,7 @@ pub fn watch_prefix<A: StoreAccess>(
         };
         (cursor, initial)
     });
-    let watch = StorePrefixWatch {
-        cursor,
-        initial,
-        access: Arc::downgrade(access),
-        prefix,
-    };
-    Box::pin(futures_util::stream::unfold(watch, StorePrefixWatch::next))
-}
-
-struct StorePrefixWatch<A> {
-    cursor: Cursor,
-    initial: Option<PrefixItem>,
-    access: Weak<A>,
-    prefix: String,
-}
-
-impl<A: StoreAccess> StorePrefixWatch<A> {
-    async fn next(mut self) -> Option<(Result<PrefixItem>, Self)> {
-        if let Some(item) = self.initial.take() {
-            return Some((Ok(item), self));
-        }
-        let item = std::future::poll_fn(|cx| {
-            let Some(access) = self.access.upgrade() else {
-                return Poll::Ready(None);
-            };
-            access.with_store(|store| {
-                let item = match store.prefixes.poll(&mut self.cursor, cx) {
-                    Polled::Pending => return Poll::Pending,
-                    Polled::Event(key, event) => PrefixItem::Event(key, event),
-                    Polled::Resync => {
-                        // Anew at the feed's end (the feed itself is made
-                        // anew should it have gone).
-                        let capacity = store.watch_buffer;
-                        self.cursor = store.prefixes.subscribe(&self.prefix, capacity);
-                        self.cursor.floor = store.revision();
-                        PrefixItem::Resync(store.list(&self.prefix))
-                    }
-                };
-                Poll::Ready(Some(item))
-            })
-        })
-        .await?;
-        Some((Ok(item), self))
-    }
+    StoreWatch::stream(access, cursor, initial, Prefix(prefix))
 }
 
 #[cfg(test)]
