@@ -110,8 +110,9 @@ pub enum Error {
         message: String,
     },
     /// The backend refused this client or node: its TLS certificate, its
-    /// credentials or its cluster were not accepted. Retrying with the
-    /// same settings fails again.
+    /// credentials or its cluster were not accepted, or its user lacks a
+    /// permission the operation needs. Retrying with the same settings
+    /// fails again.
     #[error("{backend} backend refused this node: {message}")]
     Refused {
         /// Backend name.

@@ -234,7 +234,7 @@ async fn wrong_credentials_and_dead_servers_are_typed_errors() {
     let wrong = format!("redis://:nope@127.0.0.1:{}/0", server.port);
     let err = RedisConfig::new(wrong).connect().await.unwrap_err();
     assert!(
-        matches!(err, Error::Config(ref m) if m.contains("credentials")),
+        matches!(err, Error::Refused { ref message, .. } if message.contains("credentials")),
         "{err}"
     );
     assert!(
@@ -408,7 +408,38 @@ async fn acl_users_with_their_own_database() {
     assert!(in_db3);
     let wrong = format!("redis://app:wrong@127.0.0.1:{}/3", server.port);
     let err = RedisConfig::new(wrong).connect().await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+    assert!(!err.is_transient(), "{err}");
+
+    // A user the server lets in, without the scripts dref's engine runs:
+    // refused, not unavailable (retrying cannot help).
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "noscripts",
+            "on",
+            ">pass",
+            "~*",
+            "&*",
+            "+@all",
+            "-@scripting",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("redis://noscripts:pass@127.0.0.1:{}/0", server.port);
+    let err = match RedisConfig::new(url).connect().await {
+        Err(err) => err,
+        Ok(backend) => context(backend, "b")
+            .make(ManualId::<u64>::new("n"), 0)
+            .await
+            .map(drop)
+            .unwrap_err(),
+    };
+    assert!(
+        matches!(err, Error::Refused { ref message, .. } if message.contains("permission")),
+        "{err}"
+    );
 }
 
 /// Stalls the server for `seconds` (`DEBUG SLEEP` on a connection of its

@@ -80,8 +80,8 @@
 //! as `Unavailable` and never sent again (no command is re-sent
 //! automatically: an optimistic update that resent its conditional write
 //! would be rejected by its own commit and apply its closure twice).
-//! Refused credentials, a missing ACL permission or an invalid URL is
-//! [`Error::Config`]. Data under the namespace that dref did not write in
+//! Refused credentials and a missing ACL permission are
+//! [`Error::Refused`]; an invalid URL is [`Error::Config`]. Data under the namespace that dref did not write in
 //! its layout (a counter or record field that is not a canonical number,
 //! another Redis type under a dref key) is [`Error::Protocol`], naming the
 //! key and field: the script checks what a write relies on before it
@@ -205,10 +205,10 @@ fn redis_error(e: &redis::RedisError, doing: &str) -> Error {
         (_, Some("WRONGTYPE")) => protocol(format!(
             "{doing}: a key of the namespace holds another Redis type than dref keeps there: {e}"
         )),
-        (ErrorKind::AuthenticationFailed, _) | (_, Some("NOAUTH" | "WRONGPASS")) => Error::Config(
+        (ErrorKind::AuthenticationFailed, _) | (_, Some("NOAUTH" | "WRONGPASS")) => refused(
             format!("Redis refused the credentials (check the user and password in the URL): {e}"),
         ),
-        (ErrorKind::Server(ServerErrorKind::NoPerm), _) => Error::Config(format!(
+        (ErrorKind::Server(ServerErrorKind::NoPerm), _) => refused(format!(
             "the Redis user lacks a permission dref needs ({doing}): {e}"
         )),
         (ErrorKind::InvalidClientConfig, _) => Error::Config(format!("invalid Redis URL: {e}")),
@@ -219,6 +219,14 @@ fn redis_error(e: &redis::RedisError, doing: &str) -> Error {
             backend: "redis",
             message: format!("{doing}: {e}"),
         },
+    }
+}
+
+/// The server's refusal of this client (see [`Error::Refused`]).
+fn refused(message: String) -> Error {
+    Error::Refused {
+        backend: "redis",
+        message,
     }
 }
 
