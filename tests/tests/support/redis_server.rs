@@ -94,13 +94,16 @@ impl RedisServer {
         }
         args.extend(self.args.iter().cloned());
         // A watchdog shell kills the server when this test process exits,
-        // even if it dies without running destructors.
+        // even if it dies without running destructors (a server in a
+        // `static` never drops), and then removes the data directory.
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         let script = format!(
-            "redis-server {} & r=$!; trap 'kill $r 2>/dev/null; wait $r; exit 0' TERM; \
-             while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; kill $r 2>/dev/null; wait $r",
-            quoted.join(" "),
-            std::process::id()
+            "redis-server {args} & r=$!; trap 'kill $r 2>/dev/null; wait $r; exit 0' TERM; \
+             while kill -0 {me} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; kill $r 2>/dev/null; wait $r; \
+             if ! kill -0 {me} 2>/dev/null; then rm -rf '{dir}'; fi",
+            args = quoted.join(" "),
+            me = std::process::id(),
+            dir = self.dir.display(),
         );
         let child = Command::new("sh")
             .arg("-c")
