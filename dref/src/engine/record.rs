@@ -39,11 +39,17 @@ impl Key {
     pub fn as_str(&self) -> &str {
         &self.name
     }
+
+    /// Whether `other` is a clone of this very key (not only an equal one).
+    #[inline]
+    pub(crate) fn is(&self, other: &Key) -> bool {
+        Arc::ptr_eq(&self.name, &other.name)
+    }
 }
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
+        self.is(other) || (self.hash == other.hash && self.name == other.name)
     }
 }
 

@@ -341,22 +341,26 @@ impl<T: Value> RefShared<T> {
     }
 
     /// Whether `write` is still what [`blank_put`](Self::blank_put) made,
-    /// but for its values and condition: the key, no lease, no size limit,
+    /// but for its values and condition: the very key, no lease, no size limit,
     /// and a `Put` of the fingerprint and the very names of the ref's
     /// fields, in order.
+    #[inline]
     fn is_own_put(&self, write: &Write) -> bool {
         let Op::Put(fields) = &write.op else {
             return false;
         };
-        write.key == self.key
+        let Some(((fingerprint, _), values)) = fields.split_first() else {
+            return false;
+        };
+        Arc::ptr_eq(fingerprint, &self.type_field.0)
+            && values.len() == self.names.len()
+            && values
+                .iter()
+                .zip(&*self.names)
+                .all(|((name, _), ours)| Arc::ptr_eq(name, ours))
             && write.lease.is_none()
             && write.max_record_bytes.is_none()
-            && fields.len() == self.names.len() + 1
-            && Arc::ptr_eq(&fields[0].0, &self.type_field.0)
-            && fields[1..]
-                .iter()
-                .zip(self.names.iter())
-                .all(|((name, _), ours)| Arc::ptr_eq(name, ours))
+            && write.key.is(&self.key)
     }
 
     /// [`put_write`](Self::put_write) (the same write and digests), made
@@ -370,19 +374,20 @@ impl<T: Value> RefShared<T> {
         condition: Condition,
     ) -> Result<(&'p mut Write, Digests)> {
         let PutParts { write, scratch } = parts;
-        let write = match write.take() {
-            Some(reused) if self.is_own_put(&reused) => write.insert(reused),
+        if !write.as_ref().is_some_and(|w| self.is_own_put(w)) {
             // First use, or a backend took more than the values it keeps
             // (which `Backend::try_write` forbids): made again.
-            _ => write.insert(self.blank_put()),
+            *write = Some(self.blank_put());
+        }
+        // (`is_own_put` checked, or `blank_put` made, a `Put`.)
+        let not_a_put = || Error::Protocol {
+            backend: self.backend().name(),
+            message: format!("the reused write of `{}` is no longer a put", self.key),
         };
+        let write = write.as_mut().ok_or_else(not_a_put)?;
         write.condition = condition;
         let Op::Put(fields) = &mut write.op else {
-            // `is_own_put` checked, or `blank_put` made, a `Put`.
-            return Err(Error::Protocol {
-                backend: self.backend().name(),
-                message: format!("the reused write of `{}` is no longer a put", self.key),
-            });
+            return Err(not_a_put());
         };
         let mut values = fields.iter_mut();
         if let Some((_, fingerprint)) = values.next() {
