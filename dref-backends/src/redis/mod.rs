@@ -81,15 +81,16 @@
 //! automatically: an optimistic update that resent its conditional write
 //! would be rejected by its own commit and apply its closure twice).
 //! Refused credentials and a missing ACL permission are
-//! [`Error::Refused`]; an invalid URL is [`Error::Config`]. Data under the namespace that dref did not write in
-//! its layout (a counter or record field that is not a canonical number,
-//! another Redis type under a dref key) is [`Error::Protocol`], naming the
-//! key and field: the script checks what a write relies on before it
-//! changes anything, so such a write changes nothing (a write checks the
-//! record's metadata and the fields it names; a read checks the whole
-//! record), and the other writes of its call go on. Errors are sorted by
-//! the Redis error's kind and code, never by its text; `dref::Error` has no
-//! slot for a cause, so the Redis error's text is kept in the message.
+//! [`Error::Refused`]; an invalid URL is [`Error::Config`]. Data under the
+//! namespace that dref did not write in its layout (a counter or record
+//! field that is not a canonical number, another Redis type under a dref
+//! key) is [`Error::Protocol`], naming the key and field: the script
+//! checks what a write relies on before it changes anything, so such a
+//! write changes nothing (a write checks the record's metadata and the
+//! fields it names; a read checks the whole record), and the other writes
+//! of its call go on. Errors are sorted by the Redis error's kind and
+//! code, never by its text; `dref::Error` has no slot for a cause, so the
+//! Redis error's text is kept in the message.
 //!
 //! # Storage layout
 //! With the default prefix `dref:` (see [`RedisConfig::prefix`]), for a ref
