@@ -375,19 +375,18 @@ impl<T: Value> RefShared<T> {
     ) -> Result<(&'p mut Write, Digests)> {
         let PutParts { write, scratch } = parts;
         if !write.as_ref().is_some_and(|w| self.is_own_put(w)) {
-            // First use, or a backend took more than the values it keeps
-            // (which `Backend::try_write` forbids): made again.
-            *write = Some(self.blank_put());
+            // A backend took more than the values it keeps (which
+            // `Backend::try_write` forbids): made again, as on first use.
+            *write = None;
         }
-        // (`is_own_put` checked, or `blank_put` made, a `Put`.)
-        let not_a_put = || Error::Protocol {
-            backend: self.backend().name(),
-            message: format!("the reused write of `{}` is no longer a put", self.key),
-        };
-        let write = write.as_mut().ok_or_else(not_a_put)?;
+        let write = write.get_or_insert_with(|| self.blank_put());
         write.condition = condition;
         let Op::Put(fields) = &mut write.op else {
-            return Err(not_a_put());
+            // `is_own_put` checked, or `blank_put` made, a `Put`.
+            return Err(Error::Protocol {
+                backend: self.backend().name(),
+                message: format!("the reused write of `{}` is no longer a put", self.key),
+            });
         };
         let mut values = fields.iter_mut();
         if let Some((_, fingerprint)) = values.next() {
