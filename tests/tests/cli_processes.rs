@@ -7,8 +7,9 @@ mod support;
 use std::time::Duration;
 
 use dref_tests::nemesis::Command;
+use dref_tests::scratch::ScratchDir;
 use serde_json::Value;
-use support::nodes::{raft_nodes, run_dir, ANSWER};
+use support::nodes::{raft_nodes, ANSWER};
 use support::tool::dref_binary;
 
 /// Runs the tool against the node at `addr`; its exit status and JSON.
@@ -31,7 +32,7 @@ async fn dref(addr: &str, args: &[&str]) -> (i32, Value, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tool_reads_a_cluster_of_processes() {
-    let dir = run_dir("cli-processes");
+    let dir = ScratchDir::new("cli-processes");
     let mut nodes = raft_nodes(&dir, 3, Duration::from_secs(10), false).await;
     let second = nodes[1]
         .status()

@@ -192,7 +192,7 @@ async fn memory_under_cancellations_and_stalls() {
 
     let length = seconds(20);
     let seed = seed();
-    let dir = support::nodes::run_dir("nemesis-memory");
+    let dir = dref_tests::scratch::ScratchDir::new("nemesis-memory");
     eprintln!("nemesis run in {} (seed {seed}, {length:?})", dir.display());
     let store = MemoryBackend::new();
     // The store's lease reaper runs on this runtime, which never stalls.

@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dref_tests::nemesis::{Command, NodeProcess};
+use dref_tests::scratch::ScratchDir;
 use support::nodes::{self, ANSWER};
 use support::redis_server::RedisServer;
 
@@ -65,14 +66,14 @@ async fn dropped_acquisition_keeps_the_other_process_lock(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_dropped_acquisition_never_releases_another_process_lock() {
     let server = RedisServer::start(&[]);
-    let dir = nodes::run_dir("redis-claims");
+    let dir = ScratchDir::new("redis-claims");
     let nodes = nodes::redis_nodes(&dir, 2, &server.url(), "claims:", TTL).await;
     dropped_acquisition_keeps_the_other_process_lock(&nodes[0], &nodes[1]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_a_dropped_acquisition_never_releases_another_process_lock() {
-    let dir = nodes::run_dir("raft-claims");
+    let dir = ScratchDir::new("raft-claims");
     let nodes = nodes::raft_nodes(&dir, 3, TTL, false).await;
     dropped_acquisition_keeps_the_other_process_lock(&nodes[0], &nodes[1]).await;
 }

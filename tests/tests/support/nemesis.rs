@@ -90,7 +90,7 @@ impl Cluster {
     }
 
     async fn raft_with(test: &str, n: usize, ttl: Duration, durable: bool) -> Cluster {
-        let dir = nodes::run_dir(test);
+        let dir = ScratchDir::new(test);
         let processes = nodes::raft_nodes(&dir, n, ttl, durable).await;
         let mut addresses = Vec::new();
         for node in &processes {
@@ -107,7 +107,7 @@ impl Cluster {
     /// A Raft cluster of `n` node processes, each in a network namespace
     /// of its own (see [`Network`]), all on port 8082.
     pub async fn raft_in_namespaces(test: &str, n: usize, ttl: Duration) -> Cluster {
-        let dir = nodes::run_dir(test);
+        let dir = ScratchDir::new(test);
         let network = Network::create(n);
         let addresses: Vec<String> = (0..n)
             .map(|i| format!("{}:8082", network.address(i)))
@@ -123,7 +123,7 @@ impl Cluster {
 
     /// `n` node processes on one Redis server (AOF, fsync on every write).
     pub async fn redis(test: &str, n: usize, ttl: Duration) -> Cluster {
-        let dir = nodes::run_dir(test);
+        let dir = ScratchDir::new(test);
         let server = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
         let prefix = format!("{test}:");
         let processes = nodes::redis_nodes(&dir, n, &server.url(), &prefix, ttl).await;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use dref_tests::nemesis::{Command, NodeArgs, NodeProcess, Store};
-use dref_tests::scratch::ScratchDir;
 
 /// How long a node may take to start (a Raft member joining through a
 /// loaded machine's cluster included).
@@ -15,11 +14,6 @@ pub const ANSWER: Duration = Duration::from_secs(60);
 /// The node executable, built by cargo for this package's tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_dref-test-node")
-}
-
-/// A fresh directory for one run's histories (kept if the test fails).
-pub fn run_dir(test: &str) -> ScratchDir {
-    ScratchDir::new(test)
 }
 
 fn args(dir: &std::path::Path, name: &str, ttl: Duration, store: Store) -> NodeArgs {
