@@ -64,6 +64,7 @@ impl State {
     /// expiry seen late, never early, as on the other backends (a holder
     /// stops trusting its lock before the deadline). That spares every
     /// operation a read of the clock, a tenth of an update's time.
+    #[inline]
     pub(super) fn expire_unless_reaped(&mut self) {
         if !self.reaper_running {
             self.expire_due();
@@ -72,10 +73,17 @@ impl State {
 
     /// Expires the leases whose deadlines have passed. Reads the clock only
     /// when some lease exists.
+    #[inline]
     pub(super) fn expire_due(&mut self) {
-        let Some(earliest) = self.earliest_deadline else {
-            return;
-        };
+        // (Inlined: without leases, an operation costs a check.)
+        if let Some(earliest) = self.earliest_deadline {
+            self.expire_due_from(earliest);
+        }
+    }
+
+    /// [`expire_due`](Self::expire_due), when no lease ends before
+    /// `earliest`.
+    fn expire_due_from(&mut self, earliest: Instant) {
         let now = Instant::now();
         if now < earliest {
             return;

@@ -307,7 +307,9 @@ impl Feed {
             self.notices.push_back(notice());
         } else {
             self.first = self.end() + 1;
-            self.notices.clear();
+            if !self.notices.is_empty() {
+                self.notices.clear();
+            }
         }
         self.wake();
     }
@@ -526,10 +528,13 @@ fn overwrite<'a>(
     record.mod_revision = revision;
     record.lease = lease;
     let (version, create_revision) = (record.version, record.create_revision);
-    let notice = match positions {
+    // Made only for someone who reads it (mostly nobody does: a watcher
+    // that fell behind resyncs instead).
+    let only_key = prefixed.is_none();
+    let notice = || match positions {
         // Only the key's feed may read the bytes from the record: a
         // prefix feed's notices carry their own.
-        Positions::One(position) if prefixed.is_none() => Notice::PutCurrent {
+        Positions::One(position) if only_key => Notice::PutCurrent {
             revision,
             version,
             create_revision,
@@ -545,7 +550,7 @@ fn overwrite<'a>(
             lease,
         },
     };
-    publish(feed, prefixed, || notice);
+    publish(feed, prefixed, notice);
     version
 }
 
