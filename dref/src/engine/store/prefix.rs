@@ -73,10 +73,14 @@ pub(super) enum Polled {
 impl PrefixFeeds {
     /// Whether someone watches a prefix of `key` (so that the notice of its
     /// commit is worth building). Forgets the feeds nobody listens to.
+    #[inline]
     pub(super) fn cover(&mut self, key: &Key) -> bool {
-        if self.feeds.is_empty() {
-            return false;
-        }
+        // (Inlined: without prefix watches, a commit costs a check.)
+        !self.feeds.is_empty() && self.cover_watched(key)
+    }
+
+    /// [`cover`](Self::cover) while some prefix has a feed.
+    fn cover_watched(&mut self, key: &Key) -> bool {
         self.feeds.retain(|f| Arc::strong_count(&f.streams) > 1);
         self.feeds
             .iter()
