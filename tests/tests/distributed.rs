@@ -55,12 +55,13 @@ struct Inventory {
     address: Address,
 }
 
-/// A backend handle that counts committed and rejected writes.
+/// A backend handle that counts committed and rejected writes, and reads.
 #[derive(Clone)]
 struct Counting {
     inner: MemoryBackend,
     committed: Arc<AtomicUsize>,
     rejected: Arc<AtomicUsize>,
+    reads: Arc<AtomicUsize>,
 }
 
 impl Counting {
@@ -69,7 +70,12 @@ impl Counting {
             inner,
             committed: Arc::default(),
             rejected: Arc::default(),
+            reads: Arc::default(),
         }
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -86,6 +92,7 @@ impl Backend for Counting {
     }
 
     fn read(&self, key: Key) -> BoxFuture<'_, dref::Result<Option<Record>>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read(key)
     }
 
@@ -403,6 +410,48 @@ async fn a_field_update_is_conditional_on_that_field_only() {
         Flags {
             beta_feature: false,
             rollout: 43,
+        }
+    );
+}
+
+/// Whole-value writes keep each field's revision in the cache (a field
+/// keeps its revision when a write leaves its bytes as they were), so that
+/// a field update after them needs no read and is not rejected.
+#[tokio::test]
+async fn field_updates_after_whole_value_writes_need_no_read() {
+    let ((a, count_a), _) = two_nodes();
+    let flags = a.make(Flags::id("whole-then-field"), OFF).await.unwrap();
+    flags
+        .set(Flags {
+            beta_feature: false,
+            rollout: 7,
+        })
+        .await
+        .unwrap();
+    flags
+        .update(|f| Flags {
+            rollout: f.rollout + 1,
+            ..f
+        })
+        .await
+        .unwrap();
+    let (reads, before) = (count_a.reads(), count_a.counts());
+
+    flags.beta_feature().update(|b| !b).await.unwrap();
+    flags.rollout().update(|r| r + 1).await.unwrap();
+
+    let after = count_a.counts();
+    assert_eq!(count_a.reads() - reads, 0, "reads for the field updates");
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (2, 0),
+        "committed and rejected field writes"
+    );
+    assert_eq!(
+        flags.get().await.unwrap(),
+        Flags {
+            beta_feature: true,
+            rollout: 9,
         }
     );
 }

@@ -93,7 +93,7 @@ impl<T: Value> DRef<T> {
         let write = Write::new(shared.key.clone(), Op::Put(fields.clone())).when(Condition::Absent);
         let record = match shared.write(write).await? {
             WriteOutcome::Committed { revision, version } => {
-                shared.commit_put(revision, initial, &put_digests(&fields));
+                shared.commit_put(revision, initial, &put_digests::<T>(&fields));
                 Record {
                     fields: fields
                         .into_iter()

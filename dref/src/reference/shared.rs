@@ -1,6 +1,7 @@
 //! State shared by the clones of one `DRef`: its cache of the latest value,
 //! and the hub that fans the watcher's commits out to subscribers.
 
+use std::any::TypeId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tracing::Instrument;
 
 use super::change::HubItem;
 use super::combiner::{Combiner, FieldSlot, Splice};
-use super::value::Value;
+use super::value::{NoFields, Value};
 use crate::context::Context;
 use crate::engine::{Backend, Condition, FieldName, Key, Op, Record, Write, WriteOutcome};
 use crate::{Error, Result};
@@ -46,16 +47,30 @@ pub(crate) fn digest(bytes: &[u8]) -> u64 {
 }
 
 /// Digests of the value fields of a `Put` built by
-/// [`RefShared::encode_put`] (whose first field is the fingerprint).
-pub(crate) fn put_digests(put: &[(FieldName, Bytes)]) -> Digests {
+/// [`RefShared::encode_put`] (whose first field is the fingerprint), for
+/// a value of type `T`.
+pub(crate) fn put_digests<T: Value>(put: &[(FieldName, Bytes)]) -> Digests {
+    if !tracks_fields::<T>() {
+        return Digests::Untracked;
+    }
     match put {
         [_, (_, value)] => Digests::One(digest(value)),
         _ => Digests::Many(put.iter().skip(1).map(|(_, b)| digest(b)).collect()),
     }
 }
 
+/// Whether refs of `T` keep per-field revisions: only field handles read
+/// them, and a type without any ([`NoFields`], such as every plain
+/// serde type) needs none. (Known at compile time.)
+fn tracks_fields<T: Value>() -> bool {
+    TypeId::of::<T::Fields>() != TypeId::of::<NoFields>()
+}
+
 /// The [`put_digests`] of a `Put`; a single-field value needs no `Vec`.
 pub(crate) enum Digests {
+    /// Not computed: the type keeps no per-field revisions
+    /// ([`tracks_fields`]).
+    Untracked,
     One(u64),
     Many(Vec<u64>),
 }
@@ -63,6 +78,7 @@ pub(crate) enum Digests {
 impl Digests {
     pub(crate) fn as_slice(&self) -> &[u64] {
         match self {
+            Digests::Untracked => &[],
             Digests::One(d) => std::slice::from_ref(d),
             Digests::Many(all) => all,
         }
@@ -326,7 +342,7 @@ impl<T: Value> RefShared<T> {
     /// its fields.
     pub(crate) fn put_write(&self, value: &T, condition: Condition) -> Result<(Write, Digests)> {
         let fields = self.encode_put(value)?;
-        let digests = put_digests(&fields);
+        let digests = put_digests::<T>(&fields);
         let write = Write::new(self.key.clone(), Op::Put(fields)).when(condition);
         Ok((write, digests))
     }
@@ -404,7 +420,7 @@ impl<T: Value> RefShared<T> {
             *bytes = Bytes::copy_from_slice(scratch);
         }
         self.check_size(size)?;
-        let digests = put_digests(fields);
+        let digests = put_digests::<T>(fields);
         Ok((write, digests))
     }
 
@@ -587,19 +603,21 @@ impl<T: Value> RefShared<T> {
     /// [`put_digests`] of its fields. Returns the cache generation that
     /// holds it, `None` when the cache already held a later revision.
     pub(crate) fn commit_put(&self, revision: u64, value: T, digests: &Digests) -> Option<u64> {
-        let digests = digests.as_slice();
         let mut cache = self.write_cache();
         if revision <= cache.mod_revision {
             return None;
         }
-        if cache.fields.len() == digests.len() {
-            for (slot, new) in cache.fields.iter_mut().zip(digests) {
-                if slot.0 != *new {
-                    *slot = (*new, revision);
+        match digests.as_slice() {
+            // Untracked: nothing reads the field revisions.
+            [] => {}
+            digests if cache.fields.len() == digests.len() => {
+                for (slot, new) in cache.fields.iter_mut().zip(digests) {
+                    if slot.0 != *new {
+                        *slot = (*new, revision);
+                    }
                 }
             }
-        } else {
-            cache.fields = digests.iter().map(|d| (*d, revision)).collect();
+            digests => cache.fields = digests.iter().map(|d| (*d, revision)).collect(),
         }
         cache.value = Some(value);
         cache.mod_revision = revision;
