@@ -59,9 +59,10 @@ pub(crate) fn put_digests<T: Value>(put: &[(FieldName, Bytes)]) -> Digests {
     }
 }
 
-/// Whether refs of `T` keep per-field revisions: only field handles read
-/// them, and a type without any ([`NoFields`], such as every plain
-/// serde type) needs none. (Known at compile time.)
+/// Whether refs of `T` keep per-field revisions (and the digests that
+/// maintain them): only field handles read them, and a type without any
+/// ([`NoFields`], such as every plain serde type) keeps none, so its
+/// cache's field list stays empty. (Known at compile time.)
 fn tracks_fields<T: Value>() -> bool {
     TypeId::of::<T::Fields>() != TypeId::of::<NoFields>()
 }
@@ -555,14 +556,17 @@ impl<T: Value> RefShared<T> {
     /// Decodes a whole record.
     pub(crate) fn decode_record(&self, record: &Record) -> Result<(T, Vec<(u64, u64)>)> {
         self.check_type(record)?;
+        let tracked = tracks_fields::<T>();
         let mut slices = Vec::with_capacity(self.names.len());
-        let mut fields = Vec::with_capacity(self.names.len());
+        let mut fields = Vec::with_capacity(if tracked { self.names.len() } else { 0 });
         for name in self.names.iter() {
             let field = record
                 .field(name)
                 .ok_or_else(|| self.decode_error(name, "the field is missing from the record"))?;
             slices.push(&field.value[..]);
-            fields.push((digest(&field.value), field.mod_revision));
+            if tracked {
+                fields.push((digest(&field.value), field.mod_revision));
+            }
         }
         let value = T::decode_fields(&slices, self.ctx.inner.codec)
             .map_err(|(index, e)| self.decode_error(self.field_name(index), e))?;
@@ -607,17 +611,17 @@ impl<T: Value> RefShared<T> {
         if revision <= cache.mod_revision {
             return None;
         }
-        match digests.as_slice() {
-            // Untracked: nothing reads the field revisions.
-            [] => {}
-            digests if cache.fields.len() == digests.len() => {
-                for (slot, new) in cache.fields.iter_mut().zip(digests) {
-                    if slot.0 != *new {
-                        *slot = (*new, revision);
-                    }
+        // (A type that keeps no field revisions has no digests and an empty
+        // field list, see `tracks_fields`.)
+        let digests = digests.as_slice();
+        if cache.fields.len() == digests.len() {
+            for (slot, new) in cache.fields.iter_mut().zip(digests) {
+                if slot.0 != *new {
+                    *slot = (*new, revision);
                 }
             }
-            digests => cache.fields = digests.iter().map(|d| (*d, revision)).collect(),
+        } else {
+            cache.fields = digests.iter().map(|d| (*d, revision)).collect();
         }
         cache.value = Some(value);
         cache.mod_revision = revision;
